@@ -1,0 +1,117 @@
+"""The one way htsec writes files that matter.
+
+Every secret file is created in its final directory under a temporary name with ``O_EXCL`` and
+its final mode, written, fsynced, renamed over the target with :func:`os.replace`, and then the
+directory is fsynced, so a crash leaves either the old file or the new one, never half of one
+(DESIGN.md, "Security invariants"; certbot ``storage.atomic_rewrite`` plus the missing fsyncs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from htsec.errors import FileSecurityError
+
+__all__ = [
+    "check_private",
+    "ensure_private_dir",
+    "read_private",
+    "remove",
+    "write_atomic",
+]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically; the new file has ``mode`` from its creation."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # the umask may have removed bits we asked for
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove(path: Path) -> bool:
+    """Delete ``path`` durably; returns False if it did not exist."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    _fsync_dir(Path(path).parent)
+    return True
+
+
+def ensure_private_dir(path: Path, mode: int = 0o700) -> Path:
+    """Create ``path`` (and parents) with ``mode`` or check that an existing one is safe."""
+    path = Path(path)
+    if not path.exists():
+        path.mkdir(parents=True, mode=mode, exist_ok=True)
+        os.chmod(path, mode)
+        return path
+    check_private(path, kind="directory")
+    return path
+
+
+def check_private(path: Path, *, kind: str = "file") -> os.stat_result:
+    """Refuse a secret file or directory that others could read or that someone else owns.
+
+    HTCondor refuses a key file that is not owned by the reading uid or that has any group or
+    other mode bit (``src/condor_utils/secure_file.cpp``); htsec applies the same rule and also
+    accepts files owned by root, which is how pools install ``passwords.d``.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise FileSecurityError(f"cannot inspect {kind} {path}: {exc.strerror}") from None
+    if kind == "file" and not stat.S_ISREG(st.st_mode):
+        raise FileSecurityError(f"{path} is not a regular file")
+    uid = os.geteuid()
+    if st.st_uid not in (uid, 0):
+        raise FileSecurityError(
+            f"{kind} {path} is owned by uid {st.st_uid}, not by you (uid {uid}) or root; "
+            f"fix: chown {uid} {path}"
+        )
+    if st.st_mode & 0o077:
+        want = "700" if kind == "directory" else "600"
+        raise FileSecurityError(
+            f"{kind} {path} has mode {stat.S_IMODE(st.st_mode):04o}, readable by others; "
+            f"fix: chmod {want} {path}"
+        )
+    return st
+
+
+def read_private(path: Path, *, limit: int = 1 << 20) -> bytes:
+    """Read a secret file after :func:`check_private`; refuse files over ``limit`` bytes."""
+    check_private(path)
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise FileSecurityError(f"{path} is larger than {limit} bytes; is it the right file?")
+    return data

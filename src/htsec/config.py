@@ -1,0 +1,213 @@
+"""htsec's settings, read from HTCondor's configuration.
+
+HTCondor's own configuration language and sources are used through the ``htcondor`` wheel
+(``htcondor2.param``): ``CONDOR_CONFIG``, ``_CONDOR_<KNOB>`` environment overrides, macro
+expansion and ``LOCAL_CONFIG_DIR`` (``config.d``). Knob names are HTCondor's where one exists
+(``TRUST_DOMAIN``, ``SEC_PASSWORD_DIRECTORY`` ...); htsec's own start with ``HTSEC_``.
+
+With no ``CONDOR_CONFIG`` in the environment, htsec writes and uses a built-in default
+configuration rooted at ``HTSEC_HOME`` (default ``~/.htsec``, created 0700), so a newcomer needs
+no HTCondor installation. On an HTCondor host, set ``CONDOR_CONFIG=/etc/condor/condor_config``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from htsec import _fs
+from htsec.errors import ConfigError
+
+__all__ = ["DEFAULT_PORT", "KNOBS", "Settings", "load", "param"]
+
+DEFAULT_PORT = 9680
+
+#: The knobs htsec reads, with what each one means (shown by ``htsec config show``).
+KNOBS: dict[str, str] = {
+    "TRUST_DOMAIN": "issuer ('iss') of minted tokens; tokens of other issuers are rejected",
+    "UID_DOMAIN": "default domain of identities (condor@$(UID_DOMAIN))",
+    "SEC_PASSWORD_DIRECTORY": "directory of signing keys (passwords.d)",
+    "SEC_TOKEN_POOL_SIGNING_KEY_FILE": "file of the POOL signing key",
+    "SEC_TOKEN_DIRECTORY": "directory of this user's tokens (default ~/.condor/tokens.d)",
+    "SEC_TOKEN_SYSTEM_DIRECTORY": "directory of tokens used by root and daemons",
+    "SEC_TOKEN_REVOCATION_EXPR": "ClassAd expression over token claims; true means revoked",
+    "SEC_TOKEN_MAX_AGE": "reject tokens issued longer ago than this many seconds",
+    "SEC_TOKEN_REQUEST_LIFETIME": "seconds a pending token request lives (3600)",
+    "SEC_ISSUED_TOKEN_EXPIRATION": "cap on the lifetime of tokens issued through requests",
+    "TOKEN_REQUEST_AUTO_APPROVE_MAX_LIFETIME": "cap on an auto-approval rule's lifetime (3600)",
+    "LOCAL_CONFIG_DIR_EXCLUDE_REGEXP": "token files whose names match are skipped",
+    "HTSEC_HOME": "htsec's state directory (database, TLS files)",
+    "HTSEC_DATABASE_URL": "SQLAlchemy URL of the store (default SQLite in HTSEC_HOME)",
+    "HTSEC_SERVER_URL": "where 'htsec serve' listens and the CLI connects",
+    "HTSEC_CA_FILE": "CA certificate the CLI trusts for HTSEC_SERVER_URL",
+    "HTSEC_GLIDEIN_KEY_PREFIX": "per-site key name is this prefix plus the site name (site-)",
+    "HTSEC_GLIDEIN_LIFETIME": "default lifetime of glidein tokens in seconds (86400)",
+}
+
+_BUILTIN = """\
+# htsec built-in default configuration (HTCondor syntax), written on first run because
+# CONDOR_CONFIG was not set. Edit it freely, or point CONDOR_CONFIG at a pool's configuration.
+HTSEC_HOME = {home}
+TRUST_DOMAIN = $(FULL_HOSTNAME)
+SEC_PASSWORD_DIRECTORY = $(HTSEC_HOME)/passwords.d
+SEC_TOKEN_POOL_SIGNING_KEY_FILE = $(SEC_PASSWORD_DIRECTORY)/POOL
+SEC_TOKEN_DIRECTORY = $(HTSEC_HOME)/tokens.d
+SEC_TOKEN_SYSTEM_DIRECTORY = $(HTSEC_HOME)/tokens.d
+LOCAL_CONFIG_DIR = $(HTSEC_HOME)/config.d
+"""
+
+
+def _htcondor() -> Any:
+    import htcondor2
+
+    return htcondor2
+
+
+def param(knob: str) -> str | None:
+    """The effective value of ``knob`` as HTCondor would see it, or None when undefined."""
+    value = _htcondor().param.get(knob)
+    return None if value is None else str(value)
+
+
+def _home(environ: dict[str, str] | os._Environ[str]) -> Path:
+    raw = environ.get("HTSEC_HOME")
+    return Path(raw).expanduser() if raw else Path.home() / ".htsec"
+
+
+def _prepare_builtin(home: Path) -> Path:
+    _fs.ensure_private_dir(home)
+    (home / "config.d").mkdir(mode=0o700, exist_ok=True)
+    path = home / "condor_config"
+    if not path.exists():
+        _fs.write_atomic(path, _BUILTIN.format(home=home).encode(), 0o600)
+    return path
+
+
+def _int_knob(knob: str, default: int | None) -> int | None:
+    raw = param(knob)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{knob} = {raw!r} is not a whole number of seconds") from None
+
+
+def _str_knob(knob: str, default: str) -> str:
+    value = param(knob)
+    return default if value is None else value.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every value htsec needs, read once from the configuration."""
+
+    config_source: str
+    builtin: bool
+    home: Path
+    trust_domain: str
+    uid_domain: str
+    password_dir: Path
+    pool_key_file: Path
+    token_dir: Path
+    system_token_dir: Path
+    revocation_expr: str | None
+    max_age: int | None
+    request_lifetime: int
+    issued_token_expiration: int | None
+    auto_approve_max_lifetime: int
+    exclude_regexp: str | None
+    database_url: str
+    server_url: str
+    ca_file: Path
+    glidein_key_prefix: str
+    glidein_lifetime: int
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
+
+    def token_dirs(self) -> list[Path]:
+        """Directories searched for tokens, as HTCondor's client does (system one for root)."""
+        dirs = [self.token_dir]
+        if os.geteuid() == 0 and self.system_token_dir not in dirs:
+            dirs.append(self.system_token_dir)
+        return dirs
+
+
+def load(environ: dict[str, str] | os._Environ[str] | None = None) -> Settings:
+    """Read the configuration; raises :class:`ConfigError` naming the knob or file at fault."""
+    env = os.environ if environ is None else environ
+    home = _home(env)
+    source = env.get("CONDOR_CONFIG")
+    builtin = not source
+    if builtin:
+        source = str(_prepare_builtin(home))
+        os.environ["CONDOR_CONFIG"] = source
+    else:
+        assert source is not None
+        if source != "ONLY_ENV" and not os.access(source, os.R_OK):
+            raise ConfigError(
+                f"CONDOR_CONFIG={source} cannot be read; fix the path or unset CONDOR_CONFIG "
+                "to use htsec's built-in default"
+            )
+    try:
+        _htcondor().reload_config()
+    except Exception as exc:  # htcondor2 raises its own types for syntax errors
+        raise ConfigError(f"cannot read the configuration {source}: {exc}") from None
+
+    home_knob = param("HTSEC_HOME")
+    if home_knob and not env.get("HTSEC_HOME"):
+        home = Path(home_knob)
+
+    def path_knob(knob: str, default: Path | None = None) -> Path:
+        value = param(knob)
+        if not value:
+            if default is None:
+                raise ConfigError(f"{knob} is not set; set it in {source}")
+            return default
+        return Path(value).expanduser()
+
+    trust_domain = (param("TRUST_DOMAIN") or "").strip()
+    if not trust_domain or re.search(r"[\s,]", trust_domain):
+        raise ConfigError(
+            f"TRUST_DOMAIN = {trust_domain!r} must be set, without spaces or commas "
+            f"(set it in {source})"
+        )
+    password_dir = path_knob("SEC_PASSWORD_DIRECTORY")
+    system_dir = path_knob("SEC_TOKEN_SYSTEM_DIRECTORY", Path("/etc/condor/tokens.d"))
+    user_dir_raw = param("SEC_TOKEN_DIRECTORY")
+    if user_dir_raw:
+        token_dir = Path(user_dir_raw).expanduser()
+    elif os.geteuid() == 0:
+        token_dir = system_dir
+    else:
+        token_dir = Path.home() / ".condor" / "tokens.d"
+    revocation = param("SEC_TOKEN_REVOCATION_EXPR") or param("SEC_TOKEN_BLACKLIST_EXPR")
+    port = DEFAULT_PORT
+    return Settings(
+        config_source=source,
+        builtin=builtin,
+        home=home,
+        trust_domain=trust_domain,
+        uid_domain=(param("UID_DOMAIN") or trust_domain).strip(),
+        password_dir=password_dir,
+        pool_key_file=path_knob("SEC_TOKEN_POOL_SIGNING_KEY_FILE", password_dir / "POOL"),
+        token_dir=token_dir,
+        system_token_dir=system_dir,
+        revocation_expr=revocation.strip() if revocation and revocation.strip() else None,
+        max_age=_int_knob("SEC_TOKEN_MAX_AGE", None),
+        request_lifetime=_int_knob("SEC_TOKEN_REQUEST_LIFETIME", 3600) or 3600,
+        issued_token_expiration=_int_knob("SEC_ISSUED_TOKEN_EXPIRATION", None),
+        auto_approve_max_lifetime=_int_knob("TOKEN_REQUEST_AUTO_APPROVE_MAX_LIFETIME", 3600)
+        or 3600,
+        exclude_regexp=param("LOCAL_CONFIG_DIR_EXCLUDE_REGEXP"),
+        database_url=param("HTSEC_DATABASE_URL") or f"sqlite:///{home / 'htsec.db'}",
+        server_url=(param("HTSEC_SERVER_URL") or f"https://127.0.0.1:{port}").rstrip("/"),
+        ca_file=path_knob("HTSEC_CA_FILE", home / "tls" / "ca.pem"),
+        glidein_key_prefix=_str_knob("HTSEC_GLIDEIN_KEY_PREFIX", "site-"),
+        glidein_lifetime=_int_knob("HTSEC_GLIDEIN_LIFETIME", 86400) or 86400,
+    )

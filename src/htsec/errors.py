@@ -1,0 +1,143 @@
+"""The exceptions htsec raises, one tree.
+
+Every error a person can cause or fix derives from :class:`HtsecError`; the CLI prints its
+message on one line and exits with its ``exit_code``. Anything else is a bug: the CLI prints
+"unexpected error" and the traceback goes to the log only.
+
+::
+
+    HtsecError
+    +-- ConfigError            bad or missing configuration (names the knob or file)
+    +-- UsageError             bad command-line input (exit 2)
+    +-- FileSecurityError      a secret file with unsafe owner or mode
+    +-- KeyError_              (KeyNotFound, BadKeyName) signing keys
+    +-- TokenError
+    |   +-- TokenRejected      a token failed verification (exit 1); ``reason`` is a short code
+    +-- StoreError             the database
+    +-- RequestError           token requests (unknown id, wrong state, over limits)
+    +-- RemoteError            the htsec server answered with an error
+    +-- LockError              another daemon holds the state directory
+
+Messages name the thing (file, knob, key, jti) and say how to fix it; they never hold secret
+bytes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadKeyName",
+    "ConfigError",
+    "FileSecurityError",
+    "HtsecError",
+    "KeyNotFound",
+    "LockError",
+    "RemoteError",
+    "RequestError",
+    "SigningKeyError",
+    "StoreError",
+    "TokenError",
+    "TokenRejected",
+    "UsageError",
+]
+
+
+class HtsecError(Exception):
+    """Base of every error htsec expects; ``str(err)`` is a message for a person."""
+
+    exit_code: int = 1
+    status: int = 500
+    code: str = "htsec_error"
+
+
+class ConfigError(HtsecError):
+    """The configuration is missing, unreadable or holds a bad value."""
+
+    exit_code = 2
+    code = "config_error"
+
+
+class UsageError(HtsecError):
+    """The command line or request body is wrong."""
+
+    exit_code = 2
+    status = 400
+    code = "usage_error"
+
+
+class FileSecurityError(HtsecError):
+    """A secret file or directory has an unsafe owner or mode."""
+
+    exit_code = 2
+    code = "unsafe_file"
+
+
+class SigningKeyError(HtsecError):
+    """A signing key cannot be used."""
+
+    code = "key_error"
+
+
+class KeyNotFound(SigningKeyError):
+    """No key file of that name exists."""
+
+    exit_code = 2
+    status = 404
+    code = "key_not_found"
+
+
+class BadKeyName(SigningKeyError):
+    """A key name that could escape the key directory or that HTCondor would not accept."""
+
+    exit_code = 2
+    status = 400
+    code = "bad_key_name"
+
+
+class TokenError(HtsecError):
+    """Problems with tokens other than verification failures."""
+
+    code = "token_error"
+
+
+class TokenRejected(TokenError):
+    """A token failed verification.
+
+    ``reason`` is a stable short code (``expired``, ``bad_signature``, ``revoked`` ...) for
+    scripts and the JSON output; the message explains it to a person.
+    """
+
+    status = 401
+    code = "token_rejected"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoreError(HtsecError):
+    """The database cannot be opened or migrated."""
+
+    code = "store_error"
+
+
+class RequestError(HtsecError):
+    """A token request cannot be made, found or decided."""
+
+    status = 400
+    code = "request_error"
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteError(HtsecError):
+    """The htsec server could not be reached or answered with an error."""
+
+    code = "remote_error"
+
+
+class LockError(HtsecError):
+    """Another process holds the lock on a state directory."""
+
+    code = "lock_error"

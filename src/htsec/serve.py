@@ -1,0 +1,74 @@
+"""``htsec serve``: every service in one process, on the embedded default."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from urllib.parse import urlsplit
+
+from htsec.config import Settings
+from htsec.errors import ConfigError
+from htsec.tokens.authority import Authority
+from htsec.tokens.keys import POOL
+
+__all__ = ["run"]
+
+log = logging.getLogger("htsec.serve")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run(settings: Settings, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+    import uvicorn
+
+    from htsec._tls import ensure_tls
+    from htsec.server import create_app
+
+    if port is None:
+        port = urlsplit(settings.server_url).port or 9680
+    if port and not _port_free(host, port):
+        raise ConfigError(
+            f"port {port} on {host} is in use (another 'htsec serve'?); pick one with --port "
+            "and set HTSEC_SERVER_URL for clients"
+        )
+    authority = Authority(settings)
+    notes = []
+    if not authority.keyring.exists(POOL):
+        k = authority.keyring.create(POOL)
+        notes.append(f"created the POOL signing key in {k.path}")
+    tls = ensure_tls(settings.tls_dir, (host,) if host not in ("0.0.0.0", "::") else ())
+    authority.store  # noqa: B018 - open and migrate the store before announcing readiness
+    app = create_app(settings, authority)
+    url = f"https://{host if ':' not in host else f'[{host}]'}:{port}"
+    lines = [
+        f"htsec serve: listening on {url} (trust domain {settings.trust_domain})",
+        f"  configuration: {settings.config_source}",
+        f"  database:      {settings.database_url}",
+        f"  CA for clients: {tls.ca_cert}",
+        *[f"  {n}" for n in notes],
+        "Mint a first (administrator) token in another terminal:",
+        f"  htsec token create --identity admin@{settings.trust_domain} --authz ADMINISTRATOR "
+        "--token admin",
+        "Then, e.g.: htsec token request list",
+    ]
+    if url != settings.server_url:
+        lines.append(f"  (clients: set HTSEC_SERVER_URL={url})")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(tls.cert),
+        ssl_keyfile=str(tls.key),
+        log_level="info",
+        access_log=True,
+        server_header=False,
+    )

@@ -1,0 +1,106 @@
+"""The htsec HTTP application: one FastAPI app that every part adds its routes to.
+
+Errors are RFC 9457 problem documents (``application/problem+json``); bodies are bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from htsec import __version__
+from htsec.config import Settings
+from htsec.errors import HtsecError, TokenRejected
+from htsec.tokens.authority import Authority
+from htsec.tokens.idtoken import VerifiedToken, Verifier
+
+__all__ = ["MAX_BODY", "Caller", "create_app"]
+
+MAX_BODY = 64 * 1024
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem response."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    headers = {"WWW-Authenticate": 'Bearer realm="htsec"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type="application/problem+json",
+                        headers=headers)
+
+
+class _VerifierCache:
+    """Rebuild the verifier (recorded revocations) at most once a second."""
+
+    def __init__(self, authority: Authority) -> None:
+        self.authority = authority
+        self._at = 0.0
+        self._verifier: Verifier | None = None
+
+    def get(self) -> Verifier:
+        now = time.monotonic()
+        if self._verifier is None or now - self._at > 1.0:
+            self._verifier = self.authority.verifier()
+            self._at = now
+        return self._verifier
+
+    def invalidate(self) -> None:
+        self._verifier = None
+
+
+def create_app(settings: Settings, authority: Authority | None = None) -> FastAPI:
+    authority = authority or Authority(settings)
+    app = FastAPI(
+        title="htsec",
+        version=__version__,
+        description="Security and credential plane for HTCondor pools.",
+    )
+    app.state.settings = settings
+    app.state.authority = authority
+    app.state.verifiers = _VerifierCache(authority)
+
+    @app.middleware("http")
+    async def bound_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return problem(413, "Payload Too Large", f"request bodies are limited to {MAX_BODY} bytes")
+        return await call_next(request)
+
+    @app.exception_handler(HtsecError)
+    async def htsec_error(_request: Request, exc: HtsecError) -> JSONResponse:
+        return problem(exc.status, exc.__class__.__name__, str(exc), code=exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        return problem(422, "Unprocessable Content",
+                       f"{'.'.join(first['loc'])}: {first['msg']}", errors=errors)
+
+    @app.get("/v1/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "trust_domain": settings.trust_domain, "version": __version__}
+
+    from htsec.tokens.api import router as tokens_router
+
+    app.include_router(tokens_router)
+    return app
+
+
+def _caller(request: Request) -> VerifiedToken:
+    auth = request.headers.get("authorization", "")
+    scheme, _, raw = auth.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        raise TokenRejected("no_token", "this endpoint needs an ID token: Authorization: Bearer <token>")
+    verifier: Verifier = request.app.state.verifiers.get()
+    return verifier.verify(raw.strip())
+
+
+Caller = Annotated[VerifiedToken, Depends(_caller)]

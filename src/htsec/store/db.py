@@ -1,0 +1,88 @@
+"""Opening the store: engine, SQLite pragmas, Alembic migrations to the newest schema."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from htsec.errors import StoreError
+
+__all__ = ["Store", "migrate", "open_store"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """A migrated database and a session factory."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        with self._sessions() as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, *, migrate_schema: bool = True) -> Store:
+    """Open (and migrate) the database at ``url``; SQLite files are created 0600."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"HTSEC_DATABASE_URL {url!r} is not a database URL") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        db = Path(parsed.database)
+        db.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        if not db.exists():
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+    try:
+        engine = create_engine(parsed, future=True)
+    except (ArgumentError, ImportError) as exc:
+        raise StoreError(f"cannot use database {parsed!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        if migrate_schema:
+            migrate(engine)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot open database {parsed!r}: {exc.__class__.__name__}: {exc}") from None
+    return Store(engine)

@@ -1,0 +1,115 @@
+"""HTTP API of the token authority: token requests, approval, auto-approval, revocation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from pydantic import BaseModel, Field
+
+from htsec.config import param
+from htsec.errors import RequestError
+from htsec.server import Caller
+from htsec.tokens.idtoken import VerifiedToken
+from htsec.tokens.requests import Requests
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["tokens"])
+
+
+class RequestIn(BaseModel):
+    identity: str = Field(min_length=3, max_length=256)
+    authz: list[str] = Field(default_factory=list, max_length=16)
+    lifetime: int | None = Field(default=None, ge=0, le=10 * 365 * 86400)
+    client_id: str = Field(default="", max_length=256)
+
+
+class RuleIn(BaseModel):
+    netblock: str = Field(min_length=2, max_length=64)
+    lifetime: int = Field(ge=1, le=10 * 365 * 86400)
+
+
+def _requests(request: Request) -> Requests:
+    reqs: Requests | None = getattr(request.app.state, "requests", None)
+    if reqs is None:
+        limits = param("SEC_TOKEN_REQUEST_LIMITS")
+        reqs = Requests(
+            request.app.state.authority,
+            issuer_key=(param("SEC_TOKEN_ISSUER_KEY") or "POOL").strip(),
+            limits=[x.strip().upper() for x in limits.replace(",", " ").split()] if limits else None,
+        )
+        request.app.state.requests = reqs
+    return reqs
+
+
+def _admin(caller: VerifiedToken) -> str:
+    authz = caller.authorizations
+    if authz is None or "ADMINISTRATOR" not in authz:
+        raise RequestError(
+            f"{caller.subject} needs a token with ADMINISTRATOR authorization", status=403
+        )
+    return caller.subject
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.post("/token-requests", status_code=201)
+def submit(body: RequestIn, request: Request) -> dict[str, Any]:
+    """Ask for a token (anyone may ask; an administrator or a rule decides)."""
+    view, secret = _requests(request).submit(
+        identity=body.identity, authz=body.authz, lifetime=body.lifetime,
+        client_id=body.client_id, requester=body.client_id or "anonymous", peer=_peer(request),
+    )
+    return {"request": view.__dict__, "secret": secret}
+
+
+@router.get("/token-requests/{rid}")
+def collect(rid: str, request: Request,
+            x_htsec_request_secret: Annotated[str, Header(max_length=128)]) -> dict[str, Any]:
+    """The requester polls with its secret; an approved request returns the token once."""
+    view, token = _requests(request).collect(rid, x_htsec_request_secret)
+    return {"request": view.__dict__, "token": token}
+
+
+@router.get("/token-requests")
+def list_requests(request: Request, caller: Caller, all: bool = False) -> dict[str, Any]:
+    _admin(caller)
+    return {"requests": [v.__dict__ for v in _requests(request).list(include_done=all)]}
+
+
+@router.post("/token-requests/{rid}/approve")
+def approve(rid: str, request: Request, caller: Caller) -> dict[str, Any]:
+    view = _requests(request).decide(rid, approve=True, by=_admin(caller))
+    return {"request": view.__dict__}
+
+
+@router.post("/token-requests/{rid}/deny")
+def deny(rid: str, request: Request, caller: Caller) -> dict[str, Any]:
+    view = _requests(request).decide(rid, approve=False, by=_admin(caller))
+    return {"request": view.__dict__}
+
+
+@router.post("/auto-approve-rules", status_code=201)
+def add_rule(body: RuleIn, request: Request, caller: Caller) -> dict[str, Any]:
+    rule = _requests(request).add_rule(body.netblock, body.lifetime, by=_admin(caller))
+    return {"rule": {"id": rule.id, "netblock": rule.netblock, "expires_at": rule.expires_at}}
+
+
+@router.get("/auto-approve-rules")
+def list_rules(request: Request, caller: Caller) -> dict[str, Any]:
+    _admin(caller)
+    return {
+        "rules": [
+            {"id": r.id, "netblock": r.netblock, "expires_at": r.expires_at, "created_by": r.created_by}
+            for r in _requests(request).rules()
+        ]
+    }
+
+
+@router.get("/whoami")
+def whoami(caller: Caller) -> dict[str, Any]:
+    """The identity and authorizations of the caller's token."""
+    return {"identity": caller.subject, "authorizations": caller.authorizations, "key": caller.kid}
