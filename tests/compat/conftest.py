@@ -166,7 +166,7 @@ def _write_pool(
     *,
     trust_domain: str,
     keys: Sequence[str],
-    pool_key_knob: bool,
+    pool_key_knob: str | None,
 ) -> CondorPool:
     root.mkdir(mode=0o700, parents=True)
     dirs = {
@@ -179,12 +179,15 @@ def _write_pool(
     tokens_dir = root / "tokens.d"
     passwords_dir.mkdir(mode=0o700)
     tokens_dir.mkdir(mode=0o700)
-    if pool_key_knob:
-        # Deliberately outside passwords.d: a reader must follow the knob.
-        pool_key_file = root / "keys" / "pool_signing_key"
-    else:
-        # HTCondor's default: $(SEC_PASSWORD_FILE) = $(SEC_PASSWORD_DIRECTORY)/POOL.
+    if pool_key_knob is None:
+        # HTCondor's default chain: SEC_TOKEN_POOL_SIGNING_KEY_FILE = $(SEC_PASSWORD_FILE),
+        # SEC_PASSWORD_FILE = $(SEC_PASSWORD_DIRECTORY)/POOL.
         pool_key_file = passwords_dir / "POOL"
+    elif pool_key_knob in POOL_KEY_KNOBS:
+        # Deliberately outside passwords.d: a reader must follow the knob.
+        pool_key_file = root / "keys" / pool_key_knob.lower()
+    else:
+        raise ValueError(f"pool_key_knob must be None or one of {POOL_KEY_KNOBS}")
     lines = [
         "# Written by tests/compat/conftest.py",
         f"LOCAL_DIR = {dirs['local']}",
@@ -202,8 +205,8 @@ def _write_pool(
         "NETWORK_INTERFACE = 127.0.0.1",
         "BIND_ALL_INTERFACES = False",
     ]
-    if pool_key_knob:
-        lines.append(f"SEC_TOKEN_POOL_SIGNING_KEY_FILE = {pool_key_file}")
+    if pool_key_knob is not None:
+        lines.append(f"{pool_key_knob} = {pool_key_file}")
     config = root / "condor_config"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     pool = CondorPool(
@@ -221,13 +224,19 @@ def _write_pool(
 
 MakePool = Callable[..., CondorPool]
 
+#: Knobs that can place the POOL key: the token knob, or the pool password file it defaults to.
+POOL_KEY_KNOBS = ("SEC_TOKEN_POOL_SIGNING_KEY_FILE", "SEC_PASSWORD_FILE")
+
 
 @pytest.fixture
 def make_condor_pool(tmp_path: Path) -> MakePool:
-    """Factory: ``make_condor_pool(trust_domain=..., keys=("POOL", "site1"), pool_key_knob=True)``.
+    """Factory: ``make_condor_pool(trust_domain=..., keys=("POOL", "site1"), pool_key_knob=...)``.
 
     Each call makes a new pool directory under the test's tmp_path, with a fresh random secret
-    (containing NUL bytes) for every key named in ``keys``.
+    (containing NUL bytes) for every key named in ``keys``. The POOL key file is placed outside
+    passwords.d by ``SEC_TOKEN_POOL_SIGNING_KEY_FILE`` (default) or by ``SEC_PASSWORD_FILE``
+    (which the former defaults to), or, with ``pool_key_knob=None``, left at HTCondor's default
+    ``$(SEC_PASSWORD_DIRECTORY)/POOL``.
     """
     counter = iter(range(1000))
 
@@ -235,7 +244,7 @@ def make_condor_pool(tmp_path: Path) -> MakePool:
         *,
         trust_domain: str = "compat.example.org",
         keys: Sequence[str] = ("POOL", "site1"),
-        pool_key_knob: bool = True,
+        pool_key_knob: str | None = "SEC_TOKEN_POOL_SIGNING_KEY_FILE",
     ) -> CondorPool:
         return _write_pool(
             tmp_path / f"pool{next(counter)}",

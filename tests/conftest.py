@@ -1,0 +1,70 @@
+"""Shared fixtures: an isolated htsec home per test, and ways to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from htsec.config import Settings, load
+
+REPO = Path(__file__).resolve().parent.parent
+HTSEC = str(Path(sys.executable).with_name("htsec"))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's HTCondor or htsec configuration."""
+    for name in list(os.environ):
+        if name.startswith(("_CONDOR_", "HTSEC_")) or name == "CONDOR_CONFIG":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HTSEC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("_CONDOR_TRUST_DOMAIN", "pool.example.org")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def settings(clean_environ: None) -> Settings:
+    return load()
+
+
+@pytest.fixture
+def authority(settings: Settings) -> Iterator[object]:
+    from htsec.tokens.authority import Authority
+
+    a = Authority(settings)
+    a.keyring.create("POOL")
+    yield a
+    if a._store is not None:
+        a._store.close()
+
+
+def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+        timeout: float = 60) -> Result:
+    """Run the real ``htsec`` console script in a subprocess."""
+    proc = subprocess.run(
+        [HTSEC, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli() -> object:
+    return run
