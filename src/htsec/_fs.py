@@ -17,6 +17,7 @@ from pathlib import Path
 from htsec.errors import FileSecurityError
 
 __all__ = [
+    "append_private",
     "check_private",
     "ensure_private_dir",
     "read_private",
@@ -115,3 +116,12 @@ def read_private(path: Path, *, limit: int = 1 << 20) -> bytes:
     if len(data) > limit:
         raise FileSecurityError(f"{path} is larger than {limit} bytes; is it the right file?")
     return data
+
+
+def append_private(path: Path, text: str) -> None:
+    """Append to a private log file (created 0600 in a 0700 directory)."""
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "a") as fh:
+        fh.write(text)

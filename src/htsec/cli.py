@@ -644,11 +644,10 @@ def _fail(exc: BaseException) -> NoReturn:
         traceback.print_exception(exc)
     path = _log_path()
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as fh:
-            fh.write(f"--- {dt.datetime.now(dt.timezone.utc).isoformat()} htsec {__version__}\n")
-            fh.write("".join(traceback.format_exception(exc)))
+        from htsec._fs import append_private
+
+        append_private(path, f"--- {dt.datetime.now(dt.timezone.utc).isoformat()} htsec "
+                       f"{__version__}\n" + "".join(traceback.format_exception(exc)))
         where = str(path)
     except OSError:
         where = "the terminal (rerun with --debug)"
@@ -659,6 +658,7 @@ def _fail(exc: BaseException) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``htsec`` console script."""
+    _state.update(debug=False, settings=None, authority=None)
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="htsec",
                  standalone_mode=False)

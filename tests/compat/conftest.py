@@ -51,6 +51,9 @@ HERE = Path(__file__).resolve().parent
 #: FORMATS.md section 7: a key file is the secret XOR-ed with this repeating mask.
 KEY_FILE_MASK = bytes.fromhex("deadbeef")
 
+#: Knobs that can place the POOL key: the token knob, or the pool password file it defaults to.
+POOL_KEY_KNOBS = ("SEC_TOKEN_POOL_SIGNING_KEY_FILE", "SEC_PASSWORD_FILE")
+
 #: Programs are killed after this long; a handshake normally takes milliseconds.
 PROGRAM_TIMEOUT = 30
 
@@ -170,8 +173,7 @@ def _write_pool(
 ) -> CondorPool:
     root.mkdir(mode=0o700, parents=True)
     dirs = {
-        name: root / name
-        for name in ("local", "log", "spool", "execute", "lock", "run", "etc")
+        name: root / name for name in ("local", "log", "spool", "execute", "lock", "run", "etc")
     }
     for d in dirs.values():
         d.mkdir(mode=0o700)
@@ -223,9 +225,6 @@ def _write_pool(
 
 
 MakePool = Callable[..., CondorPool]
-
-#: Knobs that can place the POOL key: the token knob, or the pool password file it defaults to.
-POOL_KEY_KNOBS = ("SEC_TOKEN_POOL_SIGNING_KEY_FILE", "SEC_PASSWORD_FILE")
 
 
 @pytest.fixture
@@ -433,13 +432,32 @@ def condor_tools(tmp_path_factory: pytest.TempPathFactory) -> CondorTools:
     link = [str(utils), str(classad), f"-Wl,-rpath,{libdir}"]
     flags = ["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror"]
     jobs = {
-        "condor_mint": [gxx, *flags, "-o", str(out / "condor_mint"),
-                        str(HERE / "condor_mint.cpp"), *link],
-        "condor_handshake": [gxx, *flags, "-o", str(out / "condor_handshake"),
-                             str(HERE / "condor_handshake.cpp"), *link],
-        "fake_clock_rand.so": [gxx, *flags, "-shared", "-fPIC", "-o",
-                               str(out / "fake_clock_rand.so"),
-                               str(HERE / "fake_clock_rand.cpp"), "-ldl"],
+        "condor_mint": [
+            gxx,
+            *flags,
+            "-o",
+            str(out / "condor_mint"),
+            str(HERE / "condor_mint.cpp"),
+            *link,
+        ],
+        "condor_handshake": [
+            gxx,
+            *flags,
+            "-o",
+            str(out / "condor_handshake"),
+            str(HERE / "condor_handshake.cpp"),
+            *link,
+        ],
+        "fake_clock_rand.so": [
+            gxx,
+            *flags,
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(out / "fake_clock_rand.so"),
+            str(HERE / "fake_clock_rand.cpp"),
+            "-ldl",
+        ],
     }
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         results = dict(zip(jobs, pool.map(_compile, jobs.values()), strict=True))
@@ -490,7 +508,9 @@ class VerifyResult:
 class HtsecCli:
     command: tuple[str, ...]
 
-    def _run(self, config: os.PathLike[str] | str, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, config: os.PathLike[str] | str, args: Sequence[str]
+    ) -> subprocess.CompletedProcess[str]:
         env = _clean_env({"CONDOR_CONFIG": os.fspath(config)})
         if isinstance(config, CondorPool):
             env = config.env()

@@ -93,7 +93,9 @@ MINT_CASES = [
         ["ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ"],
         id="named-life-authz",
     ),
-    pytest.param("site1", "svc/host.example.org@compat.example.org", -1, ["READ"], id="named-authz"),
+    pytest.param(
+        "site1", "svc/host.example.org@compat.example.org", -1, ["READ"], id="named-authz"
+    ),
     pytest.param("site1", "bob", 600, [], id="named-life-no-domain"),
 ]
 
@@ -195,14 +197,20 @@ def test_rig_formats_reference_token_accepted_by_condor(condor_tools, condor_poo
         assert not condor_tools.handshake(condor_pool, reference_token(truncated, key, claims)).ok
 
 
-def test_rig_default_pool_key_location(condor_tools, make_condor_pool):
-    """Without SEC_TOKEN_POOL_SIGNING_KEY_FILE, POOL is $(SEC_PASSWORD_DIRECTORY)/POOL."""
-    pool = make_condor_pool(pool_key_knob=False)
-    assert pool.pool_key_file == pool.passwords_dir / "POOL"
+@pytest.mark.parametrize("knob", [None, "SEC_PASSWORD_FILE"], ids=["default", "password-file"])
+def test_rig_pool_key_location_fallbacks(condor_tools, make_condor_pool, knob):
+    """Without SEC_TOKEN_POOL_SIGNING_KEY_FILE, POOL is $(SEC_PASSWORD_FILE), whose default is
+    $(SEC_PASSWORD_DIRECTORY)/POOL (HTCondor's param table)."""
+    pool = make_condor_pool(pool_key_knob=knob)
+    assert "SEC_TOKEN_POOL_SIGNING_KEY_FILE" not in pool.config.read_text()
     token = condor_tools.mint(pool, "POOL", "dave@compat.example.org", -1, [])
     header_b64, payload_b64, signature_b64 = token.split(".")
-    assert signature_b64 == sign(f"{header_b64}.{payload_b64}", hmac_key(pool.secrets["POOL"], "POOL"))
+    expected = sign(f"{header_b64}.{payload_b64}", hmac_key(pool.secrets["POOL"], "POOL"))
+    assert signature_b64 == expected
     assert condor_tools.handshake(pool, token).ok
+    pool.remove_key("POOL")
+    with pytest.raises(RuntimeError, match="condor_mint exited 2"):
+        condor_tools.mint(pool, "POOL", "dave@compat.example.org", -1, [])
 
 
 # FORMATS.md section 7 reference vectors: (key name, key file hex, identity, lifetime, authz,
@@ -300,7 +308,9 @@ def test_rig_reproduces_formats_vectors(
 def _assert_report_matches(report: dict[str, Any], token: str, key: str, authz: list[str]) -> None:
     _, payload, _ = split_token(token)
     assert report["identity"] == payload["sub"]
-    assert report["authorizations"] == authz
+    # htsec reports null for a token without condor:/ scopes: not restricted, as in HTCondor
+    # (no LimitAuthorization), which is not the same as "no authorization at all".
+    assert report["authorizations"] == (authz or None)
     assert report["expires"] == payload.get("exp")
     assert report["key"] == key
     assert report["jti"] == payload["jti"]
@@ -325,14 +335,16 @@ def test_htsec_verifies_condor_token_odd_identity(condor_tools, htsec_cli, condo
     _assert_report_matches(result.report, token, "site1", ["READ"])
 
 
-def test_htsec_verifies_condor_token_default_pool_key_location(
-    condor_tools, htsec_cli, make_condor_pool
-):
-    pool = make_condor_pool(pool_key_knob=False)
+@pytest.mark.parametrize("knob", [None, "SEC_PASSWORD_FILE"], ids=["default", "password-file"])
+def test_htsec_finds_pool_key_like_condor(condor_tools, htsec_cli, make_condor_pool, knob):
+    """POOL without SEC_TOKEN_POOL_SIGNING_KEY_FILE: $(SEC_PASSWORD_FILE), else passwords.d/POOL."""
+    pool = make_condor_pool(pool_key_knob=knob)
     token = condor_tools.mint(pool, "POOL", "erin@compat.example.org", 600, ["READ"])
     result = htsec_cli.verify(pool, token)
     assert result.accepted, result.report
     _assert_report_matches(result.report, token, "POOL", ["READ"])
+    ours = htsec_cli.create(pool, "erin@compat.example.org", "POOL", 600, ["READ"])
+    assert condor_tools.handshake(pool, ours).ok
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,8 +361,10 @@ HTSEC_CASES = [
         ["READ", "ADVERTISE_STARTD", "ADVERTISE_MASTER"],
         id="named-life-authz",
     ),
-    pytest.param("site1", "svc/host.example.org@compat.example.org", -1, ["READ"], id="named-authz"),
-    pytest.param("site1", "bob", 600, [], id="named-life-no-domain"),
+    pytest.param(
+        "site1", "svc/host.example.org@compat.example.org", -1, ["READ"], id="named-authz"
+    ),
+    pytest.param("site1", "bob@cms.example", 600, [], id="named-life"),
 ]
 
 
@@ -500,3 +514,39 @@ def test_pool_key_is_doubled_named_key_is_not(condor_tools, htsec_cli, condor_po
         token = signed_token(kid, claims, hmac_secret)
         assert htsec_cli.verify(condor_pool, token).accepted is valid, (kid, valid)
         assert condor_tools.handshake(condor_pool, token).ok is valid, (kid, valid)
+
+
+# --------------------------------------------------------------------------------------------
+# Revocation (SEC_TOKEN_REVOCATION_EXPR, FORMATS.md section 7)
+
+
+def test_rig_condor_revocation_expression(condor_tools, make_condor_pool):
+    """True revokes; so do UNDEFINED and errors (HTCondor errs on the side of caution)."""
+    pool = make_condor_pool()
+    cutoff = int(time.time()) + 3600
+    pool.add_config(
+        f'SEC_TOKEN_REVOCATION_EXPR = sub =?= "revoked@compat.example.org" && iat <= {cutoff}'
+    )
+    revoked = condor_tools.mint(pool, "POOL", "revoked@compat.example.org", 600, [])
+    kept = condor_tools.mint(pool, "POOL", "kept@compat.example.org", 600, [])
+    assert not condor_tools.handshake(pool, revoked).ok
+    assert condor_tools.handshake(pool, kept).ok
+
+    undefined = make_condor_pool()
+    undefined.add_config("SEC_TOKEN_REVOCATION_EXPR = no_such_claim == 1")
+    token = condor_tools.mint(undefined, "POOL", "kept@compat.example.org", 600, [])
+    assert not condor_tools.handshake(undefined, token).ok
+
+
+def test_revocation_expression_applies_on_both_sides(condor_tools, htsec_cli, condor_pool):
+    cutoff = int(time.time()) + 3600
+    condor_pool.add_config(
+        f'SEC_TOKEN_REVOCATION_EXPR = sub =?= "revoked@compat.example.org" && iat <= {cutoff}'
+    )
+    for key in ("POOL", "site1"):
+        revoked = condor_tools.mint(condor_pool, key, "revoked@compat.example.org", 600, [])
+        kept = condor_tools.mint(condor_pool, key, "kept@compat.example.org", 600, [])
+        assert not condor_tools.handshake(condor_pool, revoked).ok
+        assert condor_tools.handshake(condor_pool, kept).ok
+        assert not htsec_cli.verify(condor_pool, revoked).accepted
+        assert htsec_cli.verify(condor_pool, kept).accepted

@@ -101,13 +101,24 @@ def iter_token_files(settings: Settings) -> Iterator[TokenFileEntry | tuple[Path
                     yield TokenFileEntry(path, n, line, None, None, str(exc))
 
 
+def _looks_like_token(value: str) -> bool:
+    if value.count(".") != 2 or "/" in value:
+        return False
+    if len(value) > 255:
+        return True
+    try:
+        return not Path(value).exists()
+    except OSError:
+        return True
+
+
 def read_token_arg(value: str) -> str:
     """A token given on the command line: the token itself, ``-`` for stdin, or a file."""
     import sys
 
     if value == "-":
         text = sys.stdin.read(MAX_TOKEN_BYTES * 4)
-    elif value.count(".") == 2 and "/" not in value and not Path(value).exists():
+    elif _looks_like_token(value):
         return value.strip()
     else:
         path = Path(value).expanduser()

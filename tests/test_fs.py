@@ -1,0 +1,74 @@
+"""The one way into the filesystem (_fs.py) and a lint that keeps it the only way."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from htsec import _fs
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "htsec"
+
+
+def test_write_atomic_mode_and_content(tmp_path: Path) -> None:
+    p = tmp_path / "s"
+    old = os.umask(0)
+    try:
+        _fs.write_atomic(p, b"one", 0o600)
+    finally:
+        os.umask(old)
+    assert p.read_bytes() == b"one"
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    _fs.write_atomic(p, b"two", 0o400)
+    assert p.read_bytes() == b"two"
+    assert stat.S_IMODE(p.stat().st_mode) == 0o400
+    assert [x.name for x in tmp_path.iterdir()] == ["s"]  # no temp files left
+
+
+def test_write_atomic_failure_leaves_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "s"
+    _fs.write_atomic(p, b"old")
+
+    def boom(*a: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        _fs.write_atomic(p, b"new")
+    assert p.read_bytes() == b"old"
+    assert [x.name for x in tmp_path.iterdir()] == ["s"]
+
+
+def test_write_atomic_does_not_follow_symlink_temp(tmp_path: Path) -> None:
+    target = tmp_path / "victim"
+    target.write_text("keep")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    _fs.write_atomic(link, b"x")  # replaces the link itself, never writes through it
+    assert target.read_text() == "keep"
+    assert not link.is_symlink() and link.read_bytes() == b"x"
+
+
+def test_ensure_private_dir_refuses_open_dir(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir(mode=0o755)
+    os.chmod(d, 0o755)
+    with pytest.raises(_fs.FileSecurityError, match="chmod 700"):
+        _fs.ensure_private_dir(d)
+
+
+def test_no_plain_writes_outside_fs() -> None:
+    """Secret files are written only through _fs (certbot's os-module-forbidden idea)."""
+    bad = re.compile(r"open\([^)]*['\"][wa]b?['\"]|os\.chmod\(|\.write_(text|bytes)\(")
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if path.name in ("_fs.py",):
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if bad.search(line) and "# fs-ok" not in line:
+                offenders.append(f"{path.relative_to(SRC)}:{n}: {line.strip()}")
+    assert offenders == []
