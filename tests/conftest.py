@@ -55,12 +55,20 @@ def authority(settings: Settings) -> Iterator[object]:
         a._store.close()
 
 
-def run(*args: str, stdin: str | None = None, env: dict[str, str | None] | None = None,
-        timeout: float = 60) -> Result:
+def run(
+    *args: str,
+    stdin: str | None = None,
+    env: dict[str, str | None] | None = None,
+    timeout: float = 60,
+) -> Result:
     """Run the real ``htsec`` console script in a subprocess (env values of None unset)."""
     full = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        [HTSEC, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+        [HTSEC, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={k: v for k, v in full.items() if v is not None},
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)

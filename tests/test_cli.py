@@ -12,12 +12,31 @@ import pytest
 from tests.conftest import run
 
 COMMANDS = [
-    [], ["config"], ["config", "show"], ["key"], ["key", "create"], ["key", "list"],
-    ["key", "rotate"], ["token"], ["token", "create"], ["token", "list"], ["token", "verify"],
-    ["token", "issued"], ["token", "revoke"], ["token", "revocations"], ["token", "request"],
-    ["token", "request", "list"], ["token", "request", "approve"], ["token", "request", "deny"],
-    ["token", "request", "auto-approve"], ["token", "request", "collect"], ["glidein"],
-    ["glidein", "token"], ["glidein", "keygen"], ["glidein", "unwrap"], ["serve"],
+    [],
+    ["config"],
+    ["config", "show"],
+    ["key"],
+    ["key", "create"],
+    ["key", "list"],
+    ["key", "rotate"],
+    ["token"],
+    ["token", "create"],
+    ["token", "list"],
+    ["token", "verify"],
+    ["token", "issued"],
+    ["token", "revoke"],
+    ["token", "revocations"],
+    ["token", "request"],
+    ["token", "request", "list"],
+    ["token", "request", "approve"],
+    ["token", "request", "deny"],
+    ["token", "request", "auto-approve"],
+    ["token", "request", "collect"],
+    ["glidein"],
+    ["glidein", "token"],
+    ["glidein", "keygen"],
+    ["glidein", "unwrap"],
+    ["serve"],
 ]
 
 
@@ -30,8 +49,18 @@ def test_help_everywhere(cmd: list[str]) -> None:
 
 def test_first_token_flow(home: Path) -> None:
     assert run("key", "create", "POOL").code == 0
-    r = run("token", "create", "--identity", "alice@pool.example.org", "--authz", "read",
-            "--authz", "WRITE", "--lifetime", "3600")
+    r = run(
+        "token",
+        "create",
+        "--identity",
+        "alice@pool.example.org",
+        "--authz",
+        "read",
+        "--authz",
+        "WRITE",
+        "--lifetime",
+        "3600",
+    )
     assert r.code == 0, r.err
     token = r.out.strip()
     v = run("token", "verify", token, "--json")
@@ -54,7 +83,10 @@ def test_token_file_written_0600_in_token_dir(home: Path) -> None:
     listed = json.loads(run("token", "list", "--json").out)
     assert [t["payload"]["sub"] for t in listed["tokens"]] == ["bob@pool.example.org"]
     plain = run("token", "list").out
-    assert plain.startswith('Header: {"alg":"HS256","kid":"POOL"} Payload: {') and f"File: {path}" in plain
+    assert (
+        plain.startswith('Header: {"alg":"HS256","kid":"POOL"} Payload: {')
+        and f"File: {path}" in plain
+    )
     assert run("token", "verify", str(path)).code == 0
 
 
@@ -184,7 +216,9 @@ def test_config_show_overrides_and_config_d(tmp_path: Path) -> None:
     cfg = tmp_path / "condor_config"
     d = tmp_path / "config.d"
     d.mkdir()
-    cfg.write_text(f"ROOT = {tmp_path}\nSEC_PASSWORD_DIRECTORY = $(ROOT)/pw\nLOCAL_CONFIG_DIR = {d}\n")
+    cfg.write_text(
+        f"ROOT = {tmp_path}\nSEC_PASSWORD_DIRECTORY = $(ROOT)/pw\nLOCAL_CONFIG_DIR = {d}\n"
+    )
     (d / "10-td").write_text("TRUST_DOMAIN = from.config.d\n")
     env: dict[str, str | None] = {"CONDOR_CONFIG": str(cfg), "_CONDOR_TRUST_DOMAIN": None}
     r = run("config", "show", "TRUST_DOMAIN", "SEC_PASSWORD_DIRECTORY", "--json", env=env)

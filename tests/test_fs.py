@@ -29,7 +29,9 @@ def test_write_atomic_mode_and_content(tmp_path: Path) -> None:
     assert [x.name for x in tmp_path.iterdir()] == ["s"]  # no temp files left
 
 
-def test_write_atomic_failure_leaves_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_atomic_failure_leaves_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     p = tmp_path / "s"
     _fs.write_atomic(p, b"old")
 

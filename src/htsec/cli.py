@@ -58,7 +58,7 @@ def emit_json(obj: Any) -> None:
 def when(ts: int | None) -> str:
     if ts is None:
         return "never"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _table(*columns: str) -> Table:
@@ -111,7 +111,7 @@ def config_show(knobs: Sequence[str], as_json: bool) -> None:
         "HTSEC_DATABASE_URL": s.database_url,
         "HTSEC_SERVER_URL": s.server_url,
         "HTSEC_CA_FILE": str(s.ca_file),
-        "HTSEC_GLIDEIN_KEY_PREFIX": s.glidein_key_prefix,
+        "HTSEC_GLIDEIN_KEY_NAME": s.glidein_key_name,
         "HTSEC_GLIDEIN_LIFETIME": str(s.glidein_lifetime),
         "SEC_TOKEN_DIRECTORY": str(s.token_dir),
     }
@@ -133,8 +133,11 @@ def key() -> None:
 
 @key.command("create", context_settings=CONTEXT)
 @click.argument("name")
-@click.option("--secret-stdin", is_flag=True,
-              help="Read the secret from standard input instead of generating 64 random bytes.")
+@click.option(
+    "--secret-stdin",
+    is_flag=True,
+    help="Read the secret from standard input instead of generating 64 random bytes.",
+)
 def key_create(name: str, secret_stdin: bool) -> None:
     """Create signing key NAME (POOL is SEC_TOKEN_POOL_SIGNING_KEY_FILE).
 
@@ -159,11 +162,19 @@ def key_list(as_json: bool) -> None:
     now = int(time.time())
     for name in a.keyring.names():
         info = a.keyring.info(name)
-        rows.append({
-            "name": name, "path": str(info.path), "mode": f"{info.mode:04o}", "uid": info.uid,
-            "bytes": info.secret_bytes, "modified": info.modified, "fingerprint": info.fingerprint,
-            "live_tokens": a.registry.count_live(name, now), "problem": info.problem,
-        })
+        rows.append(
+            {
+                "name": name,
+                "path": str(info.path),
+                "mode": f"{info.mode:04o}",
+                "uid": info.uid,
+                "bytes": info.secret_bytes,
+                "modified": info.modified,
+                "fingerprint": info.fingerprint,
+                "live_tokens": a.registry.count_live(name, now),
+                "problem": info.problem,
+            }
+        )
     if as_json:
         emit_json({"keys": rows})
         return
@@ -172,8 +183,14 @@ def key_list(as_json: bool) -> None:
         return
     t = _table("KEY", "FILE", "MODE", "MODIFIED", "FINGERPRINT", "LIVE TOKENS")
     for r in rows:
-        t.add_row(r["name"], r["path"], r["mode"], when(r["modified"]),
-                  r["fingerprint"] or f"[red]{r['problem']}[/]", str(r["live_tokens"]))
+        t.add_row(
+            r["name"],
+            r["path"],
+            r["mode"],
+            when(r["modified"]),
+            r["fingerprint"] or f"[red]{r['problem']}[/]",
+            str(r["live_tokens"]),
+        )
     out.print(t)
 
 
@@ -188,13 +205,17 @@ def key_rotate(name: str, yes: bool) -> None:
     a = _authority()
     a.keyring.get(name)  # exists and is safe
     doomed = a.registry.count_live(name)
-    if not yes and sys.stdin.isatty() and not click.confirm(
-        f"rotating {name} kills {doomed} live token(s); continue?"
+    if (
+        not yes
+        and sys.stdin.isatty()
+        and not click.confirm(f"rotating {name} kills {doomed} live token(s); continue?")
     ):
         raise UsageError("not rotated")
     k = a.keyring.create(name, replace=True)
-    click.echo(f"rotated key {name} (new fingerprint {k.fingerprint}); "
-               f"{doomed} issued token(s) signed by it no longer verify")
+    click.echo(
+        f"rotated key {name} (new fingerprint {k.fingerprint}); "
+        f"{doomed} issued token(s) signed by it no longer verify"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,19 +225,46 @@ def token() -> None:
 
 
 @token.command("create", context_settings=CONTEXT)
-@click.option("--identity", "-i", required=True, metavar="USER@DOMAIN",
-              help="The identity ('sub') the token authenticates as.")
-@click.option("--key", "key_name", default="POOL", show_default=True,
-              help="Signing key name in SEC_PASSWORD_DIRECTORY.")
-@click.option("--lifetime", type=click.IntRange(min=0), metavar="SECONDS",
-              help="Expire after this many seconds (default: no expiry, as condor_token_create).")
-@click.option("--authz", multiple=True, metavar="PERM",
-              help="Limit the token to this authorization (READ, WRITE, ADMINISTRATOR, "
-                   "ADVERTISE_STARTD, ...); repeat for more.")
-@click.option("--token", "token_file", metavar="NAME|PATH",
-              help="Write to SEC_TOKEN_DIRECTORY/NAME (or PATH) mode 0600 instead of stdout.")
-def token_create(identity: str, key_name: str, lifetime: int | None, authz: tuple[str, ...],
-                 token_file: str | None) -> None:
+@click.option(
+    "--identity",
+    "-i",
+    required=True,
+    metavar="USER@DOMAIN",
+    help="The identity ('sub') the token authenticates as.",
+)
+@click.option(
+    "--key",
+    "key_name",
+    default="POOL",
+    show_default=True,
+    help="Signing key name in SEC_PASSWORD_DIRECTORY.",
+)
+@click.option(
+    "--lifetime",
+    type=click.IntRange(min=0),
+    metavar="SECONDS",
+    help="Expire after this many seconds (default: no expiry, as condor_token_create).",
+)
+@click.option(
+    "--authz",
+    multiple=True,
+    metavar="PERM",
+    help="Limit the token to this authorization (READ, WRITE, ADMINISTRATOR, "
+    "ADVERTISE_STARTD, ...); repeat for more.",
+)
+@click.option(
+    "--token",
+    "token_file",
+    metavar="NAME|PATH",
+    help="Write to SEC_TOKEN_DIRECTORY/NAME (or PATH) mode 0600 instead of stdout.",
+)
+def token_create(
+    identity: str,
+    key_name: str,
+    lifetime: int | None,
+    authz: tuple[str, ...],
+    token_file: str | None,
+) -> None:
     """Mint an ID token exactly as condor_token_create does, and record it."""
     a = _authority()
     tok = a.mint(identity=identity, key=key_name, lifetime=lifetime, authz=authz)
@@ -245,11 +293,21 @@ def token_list(as_json: bool) -> None:
         else:
             skipped.append({"file": str(e[0]), "reason": e[1]})
     if as_json:
-        emit_json({
-            "tokens": [{"file": str(e.path), "line": e.line, "header": e.header,
-                        "payload": e.payload, "error": e.error} for e in entries],
-            "skipped": skipped,
-        })
+        emit_json(
+            {
+                "tokens": [
+                    {
+                        "file": str(e.path),
+                        "line": e.line,
+                        "header": e.header,
+                        "payload": e.payload,
+                        "error": e.error,
+                    }
+                    for e in entries
+                ],
+                "skipped": skipped,
+            }
+        )
         return
     for e in entries:
         if e.error:
@@ -283,9 +341,14 @@ def token_verify(token_arg: str, as_json: bool) -> None:
             err.print(f"REJECTED ({exc.reason}): {exc}")
         raise SystemExit(1) from None
     info = {
-        "valid": True, "identity": v.subject,
+        "valid": True,
+        "identity": v.subject,
         "authorizations": list(v.authorizations) if v.authorizations is not None else None,
-        "issuer": v.issuer, "key": v.kid, "jti": v.jti, "issued": v.iat, "expires": v.exp,
+        "issuer": v.issuer,
+        "key": v.kid,
+        "jti": v.jti,
+        "issued": v.iat,
+        "expires": v.exp,
     }
     if as_json:
         emit_json(info)
@@ -320,18 +383,32 @@ def token_issued(identity: str | None, key_name: str | None, live: bool, as_json
         return
     t = _table("JTI", "IDENTITY", "KEY", "SCOPE", "ISSUED", "EXPIRES", "STATE", "BY")
     for r in rows:
-        t.add_row(r["jti"], r["sub"], r["kid"], (r["scope"] or "").replace("condor:/", ""),
-                  when(r["iat"]), when(r["exp"]), r["state"], f"{r['minted_by']} ({r['minted_via']})")
+        t.add_row(
+            r["jti"],
+            r["sub"],
+            r["kid"],
+            (r["scope"] or "").replace("condor:/", ""),
+            when(r["iat"]),
+            when(r["exp"]),
+            r["state"],
+            f"{r['minted_by']} ({r['minted_via']})",
+        )
     out.print(t)
 
 
 @token.command("revoke", context_settings=CONTEXT)
 @click.option("--jti", help="Revoke the token with this id.")
 @click.option("--identity", help="Revoke every token of this identity issued until now.")
-@click.option("--expr", "expr", metavar="CLASSAD-EXPR",
-              help='Revoke tokens whose claims match, e.g. \'sub =?= "a@b" && iat <= 1700000000\'.')
+@click.option(
+    "--expr",
+    "expr",
+    metavar="CLASSAD-EXPR",
+    help="Revoke tokens whose claims match, e.g. 'sub =?= \"a@b\" && iat <= 1700000000'.",
+)
 @click.option("--reason", help="Why (kept with the revocation).")
-def token_revoke(jti: str | None, identity: str | None, expr: str | None, reason: str | None) -> None:
+def token_revoke(
+    jti: str | None, identity: str | None, expr: str | None, reason: str | None
+) -> None:
     """Record a revocation; 'htsec token verify' and every htsec service apply it at once.
 
     For HTCondor daemons, 'htsec token revocations --condor-expr' prints all revocations as one
@@ -348,8 +425,11 @@ def token_revoke(jti: str | None, identity: str | None, expr: str | None, reason
 
 
 @token.command("revocations", context_settings=CONTEXT)
-@click.option("--condor-expr", is_flag=True,
-              help="Print one ClassAd expression for HTCondor's SEC_TOKEN_REVOCATION_EXPR.")
+@click.option(
+    "--condor-expr",
+    is_flag=True,
+    help="Print one ClassAd expression for HTCondor's SEC_TOKEN_REVOCATION_EXPR.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def token_revocations(condor_expr: bool, as_json: bool) -> None:
     """List recorded revocations."""
@@ -358,15 +438,30 @@ def token_revocations(condor_expr: bool, as_json: bool) -> None:
         click.echo(a.registry.revocations().condor_expr())
         return
     rules = a.registry.rules()
-    rows = [{"id": r.id, "kind": r.kind, "value": r.value, "created_at": r.created_at,
-             "created_by": r.created_by, "reason": r.reason} for r in rules]
+    rows = [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "value": r.value,
+            "created_at": r.created_at,
+            "created_by": r.created_by,
+            "reason": r.reason,
+        }
+        for r in rules
+    ]
     if as_json:
         emit_json({"revocations": rows})
         return
     t = _table("ID", "KIND", "VALUE", "WHEN", "BY", "REASON")
     for r in rows:
-        t.add_row(str(r["id"]), r["kind"], r["value"], when(r["created_at"]), r["created_by"],
-                  r["reason"] or "")
+        t.add_row(
+            str(r["id"]),
+            r["kind"],
+            r["value"],
+            when(r["created_at"]),
+            r["created_by"],
+            r["reason"] or "",
+        )
     out.print(t)
 
 
@@ -377,27 +472,53 @@ def _client(server: str | None, token_file: str | None) -> Any:
     return Client(settings(), url=server, token_file=token_file)
 
 
-_server_opt = click.option("--server", metavar="URL",
-                           help="htsec server (default HTSEC_SERVER_URL, https://127.0.0.1:9680).")
-_token_opt = click.option("--token-file", metavar="FILE",
-                          help="Authenticate with this token instead of the token directory.")
+_server_opt = click.option(
+    "--server",
+    metavar="URL",
+    help="htsec server (default HTSEC_SERVER_URL, https://127.0.0.1:9680).",
+)
+_token_opt = click.option(
+    "--token-file",
+    metavar="FILE",
+    help="Authenticate with this token instead of the token directory.",
+)
 
 
 @token.group("request", context_settings=CONTEXT, invoke_without_command=True)
-@click.option("--identity", "-i", metavar="USER@DOMAIN",
-              help="Identity to request (default condor@$(UID_DOMAIN)).")
+@click.option(
+    "--identity",
+    "-i",
+    metavar="USER@DOMAIN",
+    help="Identity to request (default condor@$(UID_DOMAIN)).",
+)
 @click.option("--authz", multiple=True, metavar="PERM", help="Authorization to request; repeat.")
 @click.option("--lifetime", type=click.IntRange(min=0), metavar="SECONDS", help="Token lifetime.")
 @click.option("--no-wait", is_flag=True, help="Print the request id and the secret and exit.")
-@click.option("--token", "token_file_out", metavar="NAME|PATH",
-              help="Write the token to SEC_TOKEN_DIRECTORY/NAME (or PATH) instead of stdout.")
-@click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
-              help="Give up waiting after this many seconds.")
+@click.option(
+    "--token",
+    "token_file_out",
+    metavar="NAME|PATH",
+    help="Write the token to SEC_TOKEN_DIRECTORY/NAME (or PATH) instead of stdout.",
+)
+@click.option(
+    "--timeout",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Give up waiting after this many seconds.",
+)
 @_server_opt
 @click.pass_context
-def token_request(ctx: click.Context, identity: str | None, authz: tuple[str, ...],
-                  lifetime: int | None, no_wait: bool, token_file_out: str | None, timeout: int,
-                  server: str | None) -> None:
+def token_request(
+    ctx: click.Context,
+    identity: str | None,
+    authz: tuple[str, ...],
+    lifetime: int | None,
+    no_wait: bool,
+    token_file_out: str | None,
+    timeout: int,
+    server: str | None,
+) -> None:
     """Ask an htsec server for a token; an administrator (or a rule) approves it.
 
     \b
@@ -411,10 +532,17 @@ def token_request(ctx: click.Context, identity: str | None, authz: tuple[str, ..
     c = _client(server, None)
     import socket
 
-    body = c.call("POST", "/v1/token-requests", auth=False, json={
-        "identity": identity, "authz": list(authz), "lifetime": lifetime,
-        "client_id": f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}",
-    })
+    body = c.call(
+        "POST",
+        "/v1/token-requests",
+        auth=False,
+        json={
+            "identity": identity,
+            "authz": list(authz),
+            "lifetime": lifetime,
+            "client_id": f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}",
+        },
+    )
     rid, secret = body["request"]["id"], body["secret"]
     if no_wait:
         click.echo(f"request {rid}")
@@ -429,8 +557,12 @@ def token_request(ctx: click.Context, identity: str | None, authz: tuple[str, ..
 def _collect(c: Any, rid: str, secret: str, timeout: int, token_file_out: str | None) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        body = c.call("GET", f"/v1/token-requests/{rid}", auth=False,
-                      headers={"X-Htsec-Request-Secret": secret})
+        body = c.call(
+            "GET",
+            f"/v1/token-requests/{rid}",
+            auth=False,
+            headers={"X-Htsec-Request-Secret": secret},
+        )
         state = body["request"]["state"]
         if body.get("token"):
             tok = body["token"]
@@ -446,8 +578,11 @@ def _collect(c: Any, rid: str, secret: str, timeout: int, token_file_out: str | 
             raise HtsecError(f"token request {rid} was {state}")
         if time.monotonic() > deadline:
             raise HtsecError(f"gave up waiting for request {rid} after {timeout} s")
-        time.sleep(min(5.0, max(0.2, deadline - time.monotonic())) if not os.environ.get(
-            "HTSEC_POLL_FAST") else 0.2)
+        time.sleep(
+            min(5.0, max(0.2, deadline - time.monotonic()))
+            if not os.environ.get("HTSEC_POLL_FAST")
+            else 0.2
+        )
 
 
 @token_request.command("collect", context_settings=CONTEXT)
@@ -471,8 +606,9 @@ def request_collect(rid: str, token_file_out: str | None, timeout: int, server: 
 @_token_opt
 def request_list(show_all: bool, as_json: bool, server: str | None, token_file: str | None) -> None:
     """List pending token requests (needs ADMINISTRATOR)."""
-    body = _client(server, token_file).call("GET", "/v1/token-requests",
-                                            params={"all": "true" if show_all else "false"})
+    body = _client(server, token_file).call(
+        "GET", "/v1/token-requests", params={"all": "true" if show_all else "false"}
+    )
     reqs = body["requests"]
     if as_json:
         emit_json(body)
@@ -482,9 +618,16 @@ def request_list(show_all: bool, as_json: bool, server: str | None, token_file: 
         return
     t = _table("REQUEST", "CLIENT", "PEER", "IDENTITY", "AUTHZ", "LIFETIME", "STATE", "EXPIRES")
     for r in reqs:
-        t.add_row(r["id"], r["client_id"], r["peer"], r["identity"], " ".join(r["authz"]) or "(all)",
-                  str(r["lifetime"]) if r["lifetime"] is not None else "none", r["state"],
-                  when(r["expires_at"]))
+        t.add_row(
+            r["id"],
+            r["client_id"],
+            r["peer"],
+            r["identity"],
+            " ".join(r["authz"]) or "(all)",
+            str(r["lifetime"]) if r["lifetime"] is not None else "none",
+            r["state"],
+            when(r["expires_at"]),
+        )
     out.print(t)
 
 
@@ -501,8 +644,10 @@ def request_approve(rid: str, yes: bool, server: str | None, token_file: str | N
         r = reqs.get(rid)
         if r is None:
             raise UsageError(f"no pending token request {rid}")
-        click.echo(f"Request {rid}: identity {r['identity']}, authz {' '.join(r['authz']) or 'all'}, "
-                   f"lifetime {r['lifetime']}, from {r['peer']} ({r['client_id']})")
+        click.echo(
+            f"Request {rid}: identity {r['identity']}, authz {' '.join(r['authz']) or 'all'}, "
+            f"lifetime {r['lifetime']}, from {r['peer']} ({r['client_id']})"
+        )
         if not click.confirm("Approve?"):
             raise UsageError("not approved")
     body = c.call("POST", f"/v1/token-requests/{rid}/approve")
@@ -521,18 +666,27 @@ def request_deny(rid: str, server: str | None, token_file: str | None) -> None:
 
 @token_request.command("auto-approve", context_settings=CONTEXT)
 @click.option("--netblock", required=True, metavar="CIDR", help="Network requests must come from.")
-@click.option("--lifetime", required=True, type=click.IntRange(min=1), metavar="SECONDS",
-              help="How long the rule lives (at most TOKEN_REQUEST_AUTO_APPROVE_MAX_LIFETIME).")
+@click.option(
+    "--lifetime",
+    required=True,
+    type=click.IntRange(min=1),
+    metavar="SECONDS",
+    help="How long the rule lives (at most TOKEN_REQUEST_AUTO_APPROVE_MAX_LIFETIME).",
+)
 @_server_opt
 @_token_opt
-def request_auto_approve(netblock: str, lifetime: int, server: str | None,
-                         token_file: str | None) -> None:
+def request_auto_approve(
+    netblock: str, lifetime: int, server: str | None, token_file: str | None
+) -> None:
     """Approve, while the rule lives, requests from CIDR for condor@... identities limited to
     ADVERTISE_STARTD / ADVERTISE_SCHEDD / ADVERTISE_MASTER (needs ADMINISTRATOR)."""
-    body = _client(server, token_file).call("POST", "/v1/auto-approve-rules",
-                                            json={"netblock": netblock, "lifetime": lifetime})
+    body = _client(server, token_file).call(
+        "POST", "/v1/auto-approve-rules", json={"netblock": netblock, "lifetime": lifetime}
+    )
     rule = body["rule"]
-    click.echo(f"auto-approval rule #{rule['id']} for {rule['netblock']} until {when(rule['expires_at'])}")
+    click.echo(
+        f"auto-approval rule #{rule['id']} for {rule['netblock']} until {when(rule['expires_at'])}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,16 +696,36 @@ def glidein() -> None:
 
 
 @glidein.command("token", context_settings=CONTEXT)
-@click.option("--site", required=True, help="GLIDEIN_Site name; signs with key HTSEC_GLIDEIN_KEY_PREFIX+SITE.")
-@click.option("--lifetime", type=click.IntRange(min=1), metavar="SECONDS",
-              help="Token lifetime (default HTSEC_GLIDEIN_LIFETIME, 86400).")
-@click.option("--recipient", required=True, multiple=True, metavar="AGE1...|FILE",
-              help="Factory public key (age X25519), or a file holding it; repeat for several.")
+@click.option(
+    "--site", required=True, help="GLIDEIN_Site name; signs with key HTSEC_GLIDEIN_KEY_NAME (site-{site})."
+)
+@click.option(
+    "--lifetime",
+    type=click.IntRange(min=1),
+    metavar="SECONDS",
+    help="Token lifetime (default HTSEC_GLIDEIN_LIFETIME, 86400).",
+)
+@click.option(
+    "--recipient",
+    required=True,
+    multiple=True,
+    metavar="AGE1...|FILE",
+    help="Factory public key (age X25519), or a file holding it; repeat for several.",
+)
 @click.option("--identity", metavar="USER@DOMAIN", help="Default: SITE@<this host>.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the envelope here (default stdout).")
-def glidein_token(site: str, lifetime: int | None, recipient: tuple[str, ...], identity: str | None,
-                  output: Path | None) -> None:
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the envelope here (default stdout).",
+)
+def glidein_token(
+    site: str,
+    lifetime: int | None,
+    recipient: tuple[str, ...],
+    identity: str | None,
+    output: Path | None,
+) -> None:
     """Mint SITE's pilot token and encrypt it to the factory (age, ASCII-armored).
 
     Rotating the site's key ('htsec key rotate site-SITE') revokes that site's tokens only.
@@ -569,7 +743,9 @@ def glidein_token(site: str, lifetime: int | None, recipient: tuple[str, ...], i
             if not text:
                 raise UsageError(f"{p} holds no age public key (age1...)")
         recips.append(parse_recipient(text))
-    tok, key_name, created = mint_pilot_token(_authority(), site, lifetime=lifetime, identity=identity)
+    tok, key_name, created = mint_pilot_token(
+        _authority(), site, lifetime=lifetime, identity=identity
+    )
     if created:
         err.print(f"created signing key {key_name} for site {site}")
     envelope = wrap(tok, recips)
@@ -581,8 +757,13 @@ def glidein_token(site: str, lifetime: int | None, recipient: tuple[str, ...], i
 
 
 @glidein.command("keygen", context_settings=CONTEXT)
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="File for the factory's secret key (written 0600).")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File for the factory's secret key (written 0600).",
+)
 def glidein_keygen(output: Path) -> None:
     """Make a factory key pair; prints the public key to give to frontends."""
     from htsec._fs import write_atomic
@@ -596,13 +777,22 @@ def glidein_keygen(output: Path) -> None:
 
 
 @glidein.command("unwrap", context_settings=CONTEXT)
-@click.option("--identity-file", "-i", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The factory's secret key file (from 'htsec glidein keygen').")
-@click.argument("envelope", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
-                default="-")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the token file here, 0600 (default stdout).")
+@click.option(
+    "--identity-file",
+    "-i",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The factory's secret key file (from 'htsec glidein keygen').",
+)
+@click.argument(
+    "envelope", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True), default="-"
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the token file here, 0600 (default stdout).",
+)
 def glidein_unwrap(identity_file: Path, envelope: Path, output: Path | None) -> None:
     """Decrypt a pilot-token envelope on the factory (ENVELOPE, or stdin)."""
     from htsec._fs import read_private, write_atomic
@@ -646,13 +836,17 @@ def _fail(exc: BaseException) -> NoReturn:
     try:
         from htsec._fs import append_private
 
-        append_private(path, f"--- {dt.datetime.now(dt.timezone.utc).isoformat()} htsec "
-                       f"{__version__}\n" + "".join(traceback.format_exception(exc)))
+        append_private(
+            path,
+            f"--- {dt.datetime.now(dt.UTC).isoformat()} htsec "
+            f"{__version__}\n" + "".join(traceback.format_exception(exc)),
+        )
         where = str(path)
     except OSError:
         where = "the terminal (rerun with --debug)"
-    err.print(f"htsec: unexpected error ({exc.__class__.__name__}); details in {where}",
-              markup=False)
+    err.print(
+        f"htsec: unexpected error ({exc.__class__.__name__}); details in {where}", markup=False
+    )
     raise SystemExit(70)
 
 
@@ -660,8 +854,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``htsec`` console script."""
     _state.update(debug=False, settings=None, authority=None)
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="htsec",
-                 standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else None, prog_name="htsec", standalone_mode=False
+        )
     except click.exceptions.Abort:
         err.print("aborted")
         raise SystemExit(130) from None

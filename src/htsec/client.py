@@ -16,22 +16,30 @@ __all__ = ["Client", "find_token"]
 def find_token(settings: Settings) -> str | None:
     """The first token in the token directories issued by this trust domain (HTCondor's rule)."""
     for entry in iter_token_files(settings):
-        if isinstance(entry, TokenFileEntry) and entry.payload is not None:
-            if entry.payload.get("iss") == settings.trust_domain:
-                return entry.token
+        if (
+            isinstance(entry, TokenFileEntry)
+            and entry.payload is not None
+            and entry.payload.get("iss") == settings.trust_domain
+        ):
+            return entry.token
     return None
 
 
 class Client:
-    def __init__(self, settings: Settings, *, url: str | None = None,
-                 token_file: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        url: str | None = None,
+        token_file: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.settings = settings
         self.url = (url or settings.server_url).rstrip("/")
         self._token_file = token_file
         verify: Any = True
-        if self.url.startswith("https://"):
-            if settings.ca_file.exists():
-                verify = str(settings.ca_file)
+        if self.url.startswith("https://") and settings.ca_file.exists():
+            verify = str(settings.ca_file)
         self.http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout)
 
     def close(self) -> None:

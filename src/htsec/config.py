@@ -43,7 +43,8 @@ KNOBS: dict[str, str] = {
     "HTSEC_DATABASE_URL": "SQLAlchemy URL of the store (default SQLite in HTSEC_HOME)",
     "HTSEC_SERVER_URL": "where 'htsec serve' listens and the CLI connects",
     "HTSEC_CA_FILE": "CA certificate the CLI trusts for HTSEC_SERVER_URL",
-    "HTSEC_GLIDEIN_KEY_PREFIX": "per-site key name is this prefix plus the site name (site-)",
+    "HTSEC_GLIDEIN_KEY_NAME": "per-site key name; {site} is the site (site-{site}; "
+    "GlideinWMS uses {site})",
     "HTSEC_GLIDEIN_LIFETIME": "default lifetime of glidein tokens in seconds (86400)",
 }
 
@@ -101,6 +102,15 @@ def _str_knob(knob: str, default: str) -> str:
     return default if value is None else value.strip()
 
 
+def _glidein_key_name() -> str:
+    template = _str_knob("HTSEC_GLIDEIN_KEY_NAME", "site-{site}")
+    if template.count("{site}") != 1 or template.replace("{site}", "", 1).count("{") > 0:
+        raise ConfigError(
+            f"HTSEC_GLIDEIN_KEY_NAME = {template!r} must contain '{{site}}' once, e.g. site-{{site}}"
+        )
+    return template
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every value htsec needs, read once from the configuration."""
@@ -123,7 +133,7 @@ class Settings:
     database_url: str
     server_url: str
     ca_file: Path
-    glidein_key_prefix: str
+    glidein_key_name: str
     glidein_lifetime: int
 
     @property
@@ -208,6 +218,6 @@ def load(environ: dict[str, str] | os._Environ[str] | None = None) -> Settings:
         database_url=param("HTSEC_DATABASE_URL") or f"sqlite:///{home / 'htsec.db'}",
         server_url=(param("HTSEC_SERVER_URL") or f"https://127.0.0.1:{port}").rstrip("/"),
         ca_file=path_knob("HTSEC_CA_FILE", home / "tls" / "ca.pem"),
-        glidein_key_prefix=_str_knob("HTSEC_GLIDEIN_KEY_PREFIX", "site-"),
+        glidein_key_name=_glidein_key_name(),
         glidein_lifetime=_int_knob("HTSEC_GLIDEIN_LIFETIME", 86400) or 86400,
     )

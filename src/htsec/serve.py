@@ -44,7 +44,8 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int | None = None)
     if not authority.keyring.exists(POOL):
         k = authority.keyring.create(POOL)
         notes.append(f"created the POOL signing key in {k.path}")
-    tls = ensure_tls(settings.tls_dir, (host,) if host not in ("0.0.0.0", "::") else ())
+    wildcard = host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
+    tls = ensure_tls(settings.tls_dir, () if wildcard else (host,))
     authority.store  # noqa: B018 - open and migrate the store before announcing readiness
     app = create_app(settings, authority)
     url = f"https://{host if ':' not in host else f'[{host}]'}:{port}"

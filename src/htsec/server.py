@@ -29,8 +29,9 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     """An RFC 9457 problem response."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     headers = {"WWW-Authenticate": 'Bearer realm="htsec"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type="application/problem+json",
-                        headers=headers)
+    return JSONResponse(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
 
 
 class _VerifierCache:
@@ -64,10 +65,14 @@ def create_app(settings: Settings, authority: Authority | None = None) -> FastAP
     app.state.verifiers = _VerifierCache(authority)
 
     @app.middleware("http")
-    async def bound_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def bound_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return problem(413, "Payload Too Large", f"request bodies are limited to {MAX_BODY} bytes")
+            return problem(
+                413, "Payload Too Large", f"request bodies are limited to {MAX_BODY} bytes"
+            )
         return await call_next(request)
 
     @app.exception_handler(HtsecError)
@@ -81,8 +86,9 @@ def create_app(settings: Settings, authority: Authority | None = None) -> FastAP
             for e in exc.errors()
         ]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        return problem(422, "Unprocessable Content",
-                       f"{'.'.join(first['loc'])}: {first['msg']}", errors=errors)
+        return problem(
+            422, "Unprocessable Content", f"{'.'.join(first['loc'])}: {first['msg']}", errors=errors
+        )
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:
@@ -98,7 +104,9 @@ def _caller(request: Request) -> VerifiedToken:
     auth = request.headers.get("authorization", "")
     scheme, _, raw = auth.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
-        raise TokenRejected("no_token", "this endpoint needs an ID token: Authorization: Bearer <token>")
+        raise TokenRejected(
+            "no_token", "this endpoint needs an ID token: Authorization: Bearer <token>"
+        )
     verifier: Verifier = request.app.state.verifiers.get()
     return verifier.verify(raw.strip())
 

@@ -19,11 +19,14 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from tests.compat.conftest import CondorPool, CondorToolError, CondorTools, HtsecCli, MakePool
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(120)]
 
@@ -106,8 +109,13 @@ MINT_CASES = [
 
 @pytest.mark.parametrize(("key", "identity", "lifetime", "authz"), MINT_CASES)
 def test_rig_condor_token_passes_condor_handshake(
-    condor_tools, condor_pool, key, identity, lifetime, authz
-):
+    condor_tools: CondorTools,
+    condor_pool: CondorPool,
+    key: str,
+    identity: str,
+    lifetime: int,
+    authz: list[str],
+) -> None:
     token = condor_tools.mint(condor_pool, key, identity, lifetime, authz)
     result = condor_tools.handshake(condor_pool, token)
     assert result.ok, result.error
@@ -121,7 +129,10 @@ def test_rig_condor_token_passes_condor_handshake(
         assert "LimitAuthorization" not in result.policy
 
 
-def test_rig_condor_handshake_odd_identity(condor_tools, condor_pool):
+def test_rig_condor_handshake_odd_identity(
+    condor_tools: CondorTools,
+    condor_pool: CondorPool,
+) -> None:
     token = condor_tools.mint(condor_pool, "site1", ODD_IDENTITY, 60, [])
     assert split_token(token)[1]["sub"] == ODD_IDENTITY
     result = condor_tools.handshake(condor_pool, token)
@@ -130,16 +141,25 @@ def test_rig_condor_handshake_odd_identity(condor_tools, condor_pool):
 
 
 @pytest.mark.parametrize("key", ["POOL", "site1"])
-def test_rig_condor_rejects_token_of_another_pool(condor_tools, make_condor_pool, key):
+def test_rig_condor_rejects_token_of_another_pool(
+    condor_mint: Callable[..., str],
+    condor_handshake: Callable[..., tuple[bool, str]],
+    make_condor_pool: MakePool,
+    key: str,
+) -> None:
+    """Same key names, other secrets: the simple helpers give (ok, identity or reason)."""
     issuer_pool, other_pool = make_condor_pool(), make_condor_pool()
-    token = condor_tools.mint(issuer_pool, key, "alice@compat.example.org", 600, ["READ"])
-    assert condor_tools.handshake(issuer_pool, token).ok
-    result = condor_tools.handshake(other_pool, token)
-    assert not result.ok
-    assert result.identity is None
+    token = condor_mint(issuer_pool.config, key, "alice@compat.example.org", 600, ["READ"])
+    assert condor_handshake(issuer_pool.config, token) == (True, "alice@compat.example.org")
+    ok, reason = condor_handshake(other_pool.config, token)
+    assert not ok
+    assert "server rejected the client" in reason
 
 
-def test_rig_condor_rejects_missing_key_and_expired(condor_tools, condor_pool):
+def test_rig_condor_rejects_missing_key_and_expired(
+    condor_tools: CondorTools,
+    condor_pool: CondorPool,
+) -> None:
     secret = condor_pool.secrets["site1"]
     now = int(time.time())
     claims = {"iat": now, "iss": condor_pool.trust_domain, "jti": secrets.token_hex(16), "sub": "a"}
@@ -151,8 +171,23 @@ def test_rig_condor_rejects_missing_key_and_expired(condor_tools, condor_pool):
     assert not condor_tools.handshake(condor_pool, good).ok
 
 
+def test_rig_client_offers_only_tokens_for_server_keys(
+    condor_tools: CondorTools, condor_pool: CondorPool
+) -> None:
+    """FORMATS.md 7: the client skips tokens whose kid the server did not advertise."""
+    token = condor_tools.mint(condor_pool, "site1", "ivan@compat.example.org", 600, [])
+    assert condor_tools.handshake(condor_pool, token, server_keys=["POOL", "site1"]).ok
+    result = condor_tools.handshake(condor_pool, token, server_keys=["POOL"])
+    assert not result.ok
+    assert "No token found" in (result.error or "")
+
+
 @pytest.mark.parametrize("key", ["POOL", "site1"])
-def test_rig_formats_hmac_key_matches_condor(condor_tools, condor_pool, key):
+def test_rig_formats_hmac_key_matches_condor(
+    condor_tools: CondorTools,
+    condor_pool: CondorPool,
+    key: str,
+) -> None:
     """FORMATS.md 7: whole file unscrambled (NULs kept), POOL doubled, HKDF, HS256 layout."""
     secret = condor_pool.secrets[key]
     assert b"\0" in secret
@@ -177,7 +212,10 @@ def test_rig_formats_hmac_key_matches_condor(condor_tools, condor_pool, key):
     assert b"condor:\\/READ" in raw  # HTCondor's JSON writer escapes "/"
 
 
-def test_rig_formats_reference_token_accepted_by_condor(condor_tools, condor_pool):
+def test_rig_formats_reference_token_accepted_by_condor(
+    condor_tools: CondorTools,
+    condor_pool: CondorPool,
+) -> None:
     """A token built only from FORMATS.md passes HTCondor's server; a wrong secret does not."""
     claims = {
         "exp": int(time.time()) + 600,
@@ -198,7 +236,11 @@ def test_rig_formats_reference_token_accepted_by_condor(condor_tools, condor_poo
 
 
 @pytest.mark.parametrize("knob", [None, "SEC_PASSWORD_FILE"], ids=["default", "password-file"])
-def test_rig_pool_key_location_fallbacks(condor_tools, make_condor_pool, knob):
+def test_rig_pool_key_location_fallbacks(
+    condor_tools: CondorTools,
+    make_condor_pool: MakePool,
+    knob: str | None,
+) -> None:
     """Without SEC_TOKEN_POOL_SIGNING_KEY_FILE, POOL is $(SEC_PASSWORD_FILE), whose default is
     $(SEC_PASSWORD_DIRECTORY)/POOL (HTCondor's param table)."""
     pool = make_condor_pool(pool_key_knob=knob)
@@ -209,7 +251,7 @@ def test_rig_pool_key_location_fallbacks(condor_tools, make_condor_pool, knob):
     assert signature_b64 == expected
     assert condor_tools.handshake(pool, token).ok
     pool.remove_key("POOL")
-    with pytest.raises(RuntimeError, match="condor_mint exited 2"):
+    with pytest.raises(CondorToolError, match="condor_mint exited 2"):
         condor_tools.mint(pool, "POOL", "dave@compat.example.org", -1, [])
 
 
@@ -288,8 +330,16 @@ REFERENCE_VECTORS = [
     REFERENCE_VECTORS,
 )
 def test_rig_reproduces_formats_vectors(
-    condor_tools, make_condor_pool, key, file_hex, identity, lifetime, authz, rand_start, expected
-):
+    condor_tools: CondorTools,
+    make_condor_pool: MakePool,
+    key: str,
+    file_hex: str,
+    identity: str,
+    lifetime: int,
+    authz: list[str],
+    rand_start: int,
+    expected: str,
+) -> None:
     """HTCondor's generate_token, clock and RAND_bytes pinned, gives FORMATS.md's tokens."""
     pool = make_condor_pool(trust_domain="example.org", keys=())
     pool.write_key_file(key, bytes.fromhex(file_hex))
@@ -319,15 +369,25 @@ def _assert_report_matches(report: dict[str, Any], token: str, key: str, authz: 
 
 @pytest.mark.parametrize(("key", "identity", "lifetime", "authz"), MINT_CASES)
 def test_htsec_verifies_condor_token(
-    condor_tools, htsec_cli, condor_pool, key, identity, lifetime, authz
-):
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    condor_pool: CondorPool,
+    key: str,
+    identity: str,
+    lifetime: int,
+    authz: list[str],
+) -> None:
     token = condor_tools.mint(condor_pool, key, identity, lifetime, authz)
     result = htsec_cli.verify(condor_pool, token)
     assert result.accepted, result.report
     _assert_report_matches(result.report, token, key, authz)
 
 
-def test_htsec_verifies_condor_token_odd_identity(condor_tools, htsec_cli, condor_pool):
+def test_htsec_verifies_condor_token_odd_identity(
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    condor_pool: CondorPool,
+) -> None:
     token = condor_tools.mint(condor_pool, "site1", ODD_IDENTITY, 600, ["READ"])
     result = htsec_cli.verify(condor_pool, token)
     assert result.accepted, result.report
@@ -336,7 +396,12 @@ def test_htsec_verifies_condor_token_odd_identity(condor_tools, htsec_cli, condo
 
 
 @pytest.mark.parametrize("knob", [None, "SEC_PASSWORD_FILE"], ids=["default", "password-file"])
-def test_htsec_finds_pool_key_like_condor(condor_tools, htsec_cli, make_condor_pool, knob):
+def test_htsec_finds_pool_key_like_condor(
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    make_condor_pool: MakePool,
+    knob: str | None,
+) -> None:
     """POOL without SEC_TOKEN_POOL_SIGNING_KEY_FILE: $(SEC_PASSWORD_FILE), else passwords.d/POOL."""
     pool = make_condor_pool(pool_key_knob=knob)
     token = condor_tools.mint(pool, "POOL", "erin@compat.example.org", 600, ["READ"])
@@ -370,8 +435,14 @@ HTSEC_CASES = [
 
 @pytest.mark.parametrize(("key", "identity", "lifetime", "authz"), HTSEC_CASES)
 def test_condor_accepts_htsec_token(
-    condor_tools, htsec_cli, condor_pool, key, identity, lifetime, authz
-):
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    condor_pool: CondorPool,
+    key: str,
+    identity: str,
+    lifetime: int,
+    authz: list[str],
+) -> None:
     token = htsec_cli.create(condor_pool, identity, key, lifetime if lifetime >= 0 else None, authz)
     header, payload, _ = split_token(token)
     assert header["kid"] == key
@@ -393,7 +464,11 @@ def test_condor_accepts_htsec_token(
         assert "LimitAuthorization" not in result.policy
 
 
-def test_htsec_token_layout_matches_condor(condor_tools, htsec_cli, condor_pool):
+def test_htsec_token_layout_matches_condor(
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    condor_pool: CondorPool,
+) -> None:
     """Same header, same claim names and the same scope string as condor_token_create."""
     authz = ["READ", "ADVERTISE_STARTD"]
     ours = htsec_cli.create(condor_pool, "frank@compat.example.org", "site1", 3600, authz)
@@ -415,8 +490,11 @@ def test_htsec_token_layout_matches_condor(condor_tools, htsec_cli, condor_pool)
 
 @pytest.mark.parametrize("key", ["POOL", "site1"])
 def test_condor_token_with_wrong_key_rejected_by_both(
-    condor_tools, htsec_cli, make_condor_pool, key
-):
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    make_condor_pool: MakePool,
+    key: str,
+) -> None:
     issuer_pool, other_pool = make_condor_pool(), make_condor_pool()
     token = condor_tools.mint(issuer_pool, key, "mallory@compat.example.org", 600, ["READ"])
     assert htsec_cli.verify(issuer_pool, token).accepted  # the token itself is fine
@@ -428,8 +506,11 @@ def test_condor_token_with_wrong_key_rejected_by_both(
 
 @pytest.mark.parametrize("key", ["POOL", "site1"])
 def test_htsec_token_with_wrong_key_rejected_by_both(
-    condor_tools, htsec_cli, make_condor_pool, key
-):
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    make_condor_pool: MakePool,
+    key: str,
+) -> None:
     issuer_pool, other_pool = make_condor_pool(), make_condor_pool()
     token = htsec_cli.create(issuer_pool, "mallory@compat.example.org", key, 600, ["READ"])
     assert condor_tools.handshake(issuer_pool, token).ok  # the token itself is fine
@@ -440,7 +521,11 @@ def test_htsec_token_with_wrong_key_rejected_by_both(
     assert not htsec_cli.verify(other_pool, token).accepted
 
 
-def test_forged_signature_rejected_by_both(condor_tools, htsec_cli, condor_pool):
+def test_forged_signature_rejected_by_both(
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    condor_pool: CondorPool,
+) -> None:
     """Same claims, HMAC under a key nobody configured."""
     claims = {
         "iat": int(time.time()),
@@ -458,7 +543,12 @@ def test_forged_signature_rejected_by_both(condor_tools, htsec_cli, condor_pool)
 
 
 @pytest.mark.parametrize("key", ["POOL", "site1"])
-def test_same_key_file_same_hmac_key(condor_tools, htsec_cli, condor_pool, key):
+def test_same_key_file_same_hmac_key(
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    condor_pool: CondorPool,
+    key: str,
+) -> None:
     identity = "grace@compat.example.org"
     theirs = condor_tools.mint(condor_pool, key, identity, 900, ["WRITE"])
     ours = htsec_cli.create(condor_pool, identity, key, 900, ["WRITE"])
@@ -478,7 +568,11 @@ def test_same_key_file_same_hmac_key(condor_tools, htsec_cli, condor_pool, key):
         assert signature_b64 == sign(f"{header_b64}.{payload_b64}", expected_key)
 
 
-def test_pool_key_is_doubled_named_key_is_not(condor_tools, htsec_cli, condor_pool):
+def test_pool_key_is_doubled_named_key_is_not(
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    condor_pool: CondorPool,
+) -> None:
     """The same file bytes as POOL and as a named key are two different keys, on both sides."""
     file_bytes = condor_pool.key_path("site1").read_bytes()
     condor_pool.write_key_file("POOL", file_bytes)
@@ -520,7 +614,10 @@ def test_pool_key_is_doubled_named_key_is_not(condor_tools, htsec_cli, condor_po
 # Revocation (SEC_TOKEN_REVOCATION_EXPR, FORMATS.md section 7)
 
 
-def test_rig_condor_revocation_expression(condor_tools, make_condor_pool):
+def test_rig_condor_revocation_expression(
+    condor_tools: CondorTools,
+    make_condor_pool: MakePool,
+) -> None:
     """True revokes; so do UNDEFINED and errors (HTCondor errs on the side of caution)."""
     pool = make_condor_pool()
     cutoff = int(time.time()) + 3600
@@ -538,7 +635,11 @@ def test_rig_condor_revocation_expression(condor_tools, make_condor_pool):
     assert not condor_tools.handshake(undefined, token).ok
 
 
-def test_revocation_expression_applies_on_both_sides(condor_tools, htsec_cli, condor_pool):
+def test_revocation_expression_applies_on_both_sides(
+    condor_tools: CondorTools,
+    htsec_cli: HtsecCli,
+    condor_pool: CondorPool,
+) -> None:
     cutoff = int(time.time()) + 3600
     condor_pool.add_config(
         f'SEC_TOKEN_REVOCATION_EXPR = sub =?= "revoked@compat.example.org" && iat <= {cutoff}'

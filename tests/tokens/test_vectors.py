@@ -26,8 +26,13 @@ def test_hmac_key_derivation(v: dict) -> None:
 def test_mint_matches_htcondor_byte_for_byte(v: dict) -> None:
     key = SigningKey(v["key"], Path("/unused"), bytes.fromhex(v["hmac_key_hex"]))
     token = mint(
-        key, issuer="example.org", subject=v["sub"], lifetime=v["lifetime"], authz=v["authz"],
-        now=1700000000, jti=v["jti"],
+        key,
+        issuer="example.org",
+        subject=v["sub"],
+        lifetime=v["lifetime"],
+        authz=v["authz"],
+        now=1700000000,
+        jti=v["jti"],
     )
     assert token == v["token"]
 

@@ -33,8 +33,14 @@ def verifier(keyring: Keyring) -> Verifier:
     return Verifier(keyring, trust_domain=TD)
 
 
-def forge(keyring: Keyring, header: dict | bytes, claims: dict | bytes, *, key: str = "POOL",
-          alg: str = "sha256") -> str:
+def forge(
+    keyring: Keyring,
+    header: dict | bytes,
+    claims: dict | bytes,
+    *,
+    key: str = "POOL",
+    alg: str = "sha256",
+) -> str:
     """Sign arbitrary header/payload bytes with a real key (to reach the later checks)."""
     h = header if isinstance(header, bytes) else json.dumps(header).encode()
     p = claims if isinstance(claims, bytes) else json.dumps(claims).encode()
@@ -57,15 +63,20 @@ def reason(verifier: Verifier, token: str, now: int = NOW) -> str:
 
 
 def test_good_token(verifier: Verifier, keyring: Keyring) -> None:
-    tok = mint(keyring.get("POOL"), issuer=TD, subject="alice@x", lifetime=60, authz=["READ"], now=NOW)
+    tok = mint(
+        keyring.get("POOL"), issuer=TD, subject="alice@x", lifetime=60, authz=["READ"], now=NOW
+    )
     v = verifier.verify(tok, now=NOW + 60)
     assert (v.subject, v.authorizations, v.exp) == ("alice@x", ("READ",), NOW + 60)
 
 
 def test_layout_variants_htcondor_accepts(verifier: Verifier, keyring: Keyring) -> None:
     """Any JSON layout with the right signature is fine (typ, spaces, key order, nbf)."""
-    tok = forge(keyring, {"typ": "JWT", "kid": "POOL", "alg": "HS256"},
-                b'{ "sub" : "a@b", "jti":"x", "iss":"pool.example.org", "iat": 1700000000, "nbf": 1 }')
+    tok = forge(
+        keyring,
+        {"typ": "JWT", "kid": "POOL", "alg": "HS256"},
+        b'{ "sub" : "a@b", "jti":"x", "iss":"pool.example.org", "iat": 1700000000, "nbf": 1 }',
+    )
     assert verifier.verify(tok, now=NOW).subject == "a@b"
 
 
@@ -94,7 +105,9 @@ def test_forbidden_headers(verifier: Verifier, keyring: Keyring, param: str) -> 
     assert reason(verifier, tok) == "forbidden_header"
 
 
-@pytest.mark.parametrize("kid", ["../POOL", "a/b", "/etc/passwd", "..", "PO\x00OL", ".hidden", "", 7])
+@pytest.mark.parametrize(
+    "kid", ["../POOL", "a/b", "/etc/passwd", "..", "PO\x00OL", ".hidden", "", 7]
+)
 def test_path_like_kid(verifier: Verifier, keyring: Keyring, kid: object) -> None:
     tok = forge(keyring, {"alg": "HS256", "kid": kid}, claims())
     assert reason(verifier, tok) == "bad_kid"
@@ -157,9 +170,18 @@ def test_wrong_issuer(verifier: Verifier, keyring: Keyring) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [claims(jti=None), claims(jti=""), claims(iss=None), claims(sub=None), claims(iat=None),
-     claims(iat="1700000000"), claims(iat=True), claims(iat=1.5e9), claims(exp="soon"),
-     claims(scope=["condor:/READ"])],
+    [
+        claims(jti=None),
+        claims(jti=""),
+        claims(iss=None),
+        claims(sub=None),
+        claims(iat=None),
+        claims(iat="1700000000"),
+        claims(iat=True),
+        claims(iat=1.5e9),
+        claims(exp="soon"),
+        claims(scope=["condor:/READ"]),
+    ],
 )
 def test_bad_claims(verifier: Verifier, keyring: Keyring, bad: dict) -> None:
     tok = forge(keyring, {"alg": "HS256", "kid": "POOL"}, bad)
@@ -180,8 +202,12 @@ def test_max_age(keyring: Keyring) -> None:
 
 
 def test_revocation_callback(keyring: Keyring) -> None:
-    v = Verifier(keyring, trust_domain=TD, revocation=lambda t: "gone" if t.subject == "a@b" else None)
-    assert reason(v, forge(keyring, {"alg": "HS256", "kid": "POOL"}, claims(sub="a@b"))) == "revoked"
+    v = Verifier(
+        keyring, trust_domain=TD, revocation=lambda t: "gone" if t.subject == "a@b" else None
+    )
+    assert (
+        reason(v, forge(keyring, {"alg": "HS256", "kid": "POOL"}, claims(sub="a@b"))) == "revoked"
+    )
     v.verify(forge(keyring, {"alg": "HS256", "kid": "POOL"}, claims(sub="c@d")), now=NOW)
 
 

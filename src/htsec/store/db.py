@@ -84,5 +84,7 @@ def open_store(url: str, *, migrate_schema: bool = True) -> Store:
         if migrate_schema:
             migrate(engine)
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot open database {parsed!r}: {exc.__class__.__name__}: {exc}") from None
+        raise StoreError(
+            f"cannot open database {parsed!r}: {exc.__class__.__name__}: {exc}"
+        ) from None
     return Store(engine)

@@ -37,7 +37,9 @@ def _requests(request: Request) -> Requests:
         reqs = Requests(
             request.app.state.authority,
             issuer_key=(param("SEC_TOKEN_ISSUER_KEY") or "POOL").strip(),
-            limits=[x.strip().upper() for x in limits.replace(",", " ").split()] if limits else None,
+            limits=[x.strip().upper() for x in limits.replace(",", " ").split()]
+            if limits
+            else None,
         )
         request.app.state.requests = reqs
     return reqs
@@ -60,15 +62,20 @@ def _peer(request: Request) -> str:
 def submit(body: RequestIn, request: Request) -> dict[str, Any]:
     """Ask for a token (anyone may ask; an administrator or a rule decides)."""
     view, secret = _requests(request).submit(
-        identity=body.identity, authz=body.authz, lifetime=body.lifetime,
-        client_id=body.client_id, requester=body.client_id or "anonymous", peer=_peer(request),
+        identity=body.identity,
+        authz=body.authz,
+        lifetime=body.lifetime,
+        client_id=body.client_id,
+        requester=body.client_id or "anonymous",
+        peer=_peer(request),
     )
     return {"request": view.__dict__, "secret": secret}
 
 
 @router.get("/token-requests/{rid}")
-def collect(rid: str, request: Request,
-            x_htsec_request_secret: Annotated[str, Header(max_length=128)]) -> dict[str, Any]:
+def collect(
+    rid: str, request: Request, x_htsec_request_secret: Annotated[str, Header(max_length=128)]
+) -> dict[str, Any]:
     """The requester polls with its secret; an approved request returns the token once."""
     view, token = _requests(request).collect(rid, x_htsec_request_secret)
     return {"request": view.__dict__, "token": token}
@@ -77,7 +84,7 @@ def collect(rid: str, request: Request,
 @router.get("/token-requests")
 def list_requests(request: Request, caller: Caller, all: bool = False) -> dict[str, Any]:
     _admin(caller)
-    return {"requests": [v.__dict__ for v in _requests(request).list(include_done=all)]}
+    return {"requests": [v.__dict__ for v in _requests(request).pending(include_done=all)]}
 
 
 @router.post("/token-requests/{rid}/approve")
@@ -103,7 +110,12 @@ def list_rules(request: Request, caller: Caller) -> dict[str, Any]:
     _admin(caller)
     return {
         "rules": [
-            {"id": r.id, "netblock": r.netblock, "expires_at": r.expires_at, "created_by": r.created_by}
+            {
+                "id": r.id,
+                "netblock": r.netblock,
+                "expires_at": r.expires_at,
+                "created_by": r.created_by,
+            }
             for r in _requests(request).rules()
         ]
     }

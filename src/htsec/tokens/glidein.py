@@ -20,9 +20,10 @@ from collections.abc import Sequence
 
 import pyrage
 
-from htsec.errors import UsageError
+from htsec.errors import TokenRejected, UsageError
 from htsec.tokens.authority import Authority
-from htsec.tokens.idtoken import TokenRejected, parse_unverified
+from htsec.tokens.idtoken import parse_unverified
+from htsec.tokens.keys import validate_key_name
 
 __all__ = [
     "PILOT_AUTHZ",
@@ -38,11 +39,11 @@ PILOT_AUTHZ = ("READ", "ADVERTISE_STARTD", "ADVERTISE_MASTER")
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def site_key_name(prefix: str, site: str) -> str:
-    """The key a site's tokens are signed with: ``HTSEC_GLIDEIN_KEY_PREFIX`` + site."""
+def site_key_name(template: str, site: str) -> str:
+    """The key a site's tokens are signed with: ``HTSEC_GLIDEIN_KEY_NAME`` with ``{site}``."""
     if not _SITE.fullmatch(site) or ".." in site:
         raise UsageError(f"site name {site!r} may hold only letters, digits, '.', '_' and '-'")
-    return prefix + site
+    return validate_key_name(template.replace("{site}", site))
 
 
 def mint_pilot_token(
@@ -55,11 +56,13 @@ def mint_pilot_token(
 ) -> tuple[str, str, bool]:
     """Mint a site's pilot token; returns (token, key name, whether the key was created)."""
     settings = authority.settings
-    key = site_key_name(settings.glidein_key_prefix, site)
+    key = site_key_name(settings.glidein_key_name, site)
     created = False
     if not authority.keyring.exists(key):
         if not create_key:
-            raise UsageError(f"site {site} has no signing key; create it with 'htsec key create {key}'")
+            raise UsageError(
+                f"site {site} has no signing key; create it with 'htsec key create {key}'"
+            )
         authority.keyring.create(key)
         created = True
     token = authority.mint(
@@ -104,7 +107,9 @@ def unwrap(envelope: bytes, identity_text: str) -> str:
             try:
                 idents.append(pyrage.x25519.Identity.from_str(line))
             except Exception:
-                raise UsageError("the identity file holds a malformed AGE-SECRET-KEY line") from None
+                raise UsageError(
+                    "the identity file holds a malformed AGE-SECRET-KEY line"
+                ) from None
     if not idents:
         raise UsageError("the identity file holds no AGE-SECRET-KEY line")
     try:

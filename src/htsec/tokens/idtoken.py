@@ -146,7 +146,9 @@ def scope_of(claims: Mapping[str, Any]) -> tuple[str, ...] | None:
     scope = claims.get("scope")
     if not isinstance(scope, str):
         return None
-    return tuple(item[len(_SCOPE_PREFIX) :] for item in scope.split() if item.startswith(_SCOPE_PREFIX))
+    return tuple(
+        item[len(_SCOPE_PREFIX) :] for item in scope.split() if item.startswith(_SCOPE_PREFIX)
+    )
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,9 @@ class Verifier:
         try:
             validate_key_name(kid)
         except BadKeyName:
-            raise TokenRejected("bad_kid", f"the token's key id {kid!r} is not a plain key name") from None
+            raise TokenRejected(
+                "bad_kid", f"the token's key id {kid!r} is not a plain key name"
+            ) from None
         try:
             return self.keyring.get(kid)
         except FileSecurityError as exc:
@@ -328,8 +332,14 @@ class Verifier:
                 "too_old", f"issued more than SEC_TOKEN_MAX_AGE = {self.max_age} s ago"
             )
         verified = VerifiedToken(
-            kid=kid, issuer=issuer, subject=subject, jti=jti, iat=iat, exp=exp,
-            claims=claims, header=header,
+            kid=kid,
+            issuer=issuer,
+            subject=subject,
+            jti=jti,
+            iat=iat,
+            exp=exp,
+            claims=claims,
+            header=header,
         )
         if self.revocation is not None:
             why = self.revocation(verified)

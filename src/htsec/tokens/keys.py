@@ -145,7 +145,9 @@ class Keyring:
             return hit[1]
         data = _fs.read_private(path, limit=MAX_KEY_FILE)
         if not data:
-            raise SigningKeyError(f"key file {path} is empty; rotate it with 'htsec key rotate {name}'")
+            raise SigningKeyError(
+                f"key file {path} is empty; rotate it with 'htsec key rotate {name}'"
+            )
         key = SigningKey(name=name, path=path, hmac_key=derive_hmac_key(data, name))
         self._cache[name] = (ident, key)
         return key
@@ -156,12 +158,15 @@ class Keyring:
         except BadKeyName:
             return False
 
-    def create(self, name: str, secret: bytes | None = None, *, replace: bool = False) -> SigningKey:
+    def create(
+        self, name: str, secret: bytes | None = None, *, replace: bool = False
+    ) -> SigningKey:
         """Write a new key file (0600, atomically); refuses to overwrite unless ``replace``."""
         path = self.path_of(name)
         if path.exists() and not replace:
             raise SigningKeyError(
-                f"key {name!r} already exists at {path}; use 'htsec key rotate {name}' to replace it"
+                f"key {name!r} already exists at {path}; "
+                f"use 'htsec key rotate {name}' to replace it"
             )
         _fs.ensure_private_dir(path.parent)
         if secret is None:

@@ -143,6 +143,12 @@ def _kid(token: str) -> str:
 
 def _record(row: IssuedToken) -> IssuedRecord:
     return IssuedRecord(
-        jti=row.jti, sub=row.sub, kid=row.kid, scope=row.scope, iat=row.iat, exp=row.exp,
-        minted_by=row.minted_by, minted_via=row.minted_via,
+        jti=row.jti,
+        sub=row.sub,
+        kid=row.kid,
+        scope=row.scope,
+        iat=row.iat,
+        exp=row.exp,
+        minted_by=row.minted_by,
+        minted_via=row.minted_via,
     )

@@ -31,7 +31,7 @@ from htsec.store.models import AutoApproveRule, TokenRequest
 from htsec.tokens.authority import Authority, validate_identity
 from htsec.tokens.idtoken import normalize_authz
 
-__all__ = ["AUTO_APPROVABLE", "MAX_PENDING", "Requests", "RequestView"]
+__all__ = ["AUTO_APPROVABLE", "MAX_PENDING", "RequestView", "Requests"]
 
 MAX_PENDING = 1000
 AUTO_APPROVABLE = frozenset({"ADVERTISE_STARTD", "ADVERTISE_SCHEDD", "ADVERTISE_MASTER"})
@@ -56,9 +56,17 @@ class RequestView:
 
 def _view(r: TokenRequest) -> RequestView:
     return RequestView(
-        id=r.id, client_id=r.client_id, requester=r.requester, peer=r.peer, identity=r.identity,
-        authz=r.authz.split(), lifetime=r.lifetime, state=r.state, created_at=r.created_at,
-        expires_at=r.expires_at, decided_by=r.decided_by,
+        id=r.id,
+        client_id=r.client_id,
+        requester=r.requester,
+        peer=r.peer,
+        identity=r.identity,
+        authz=r.authz.split(),
+        lifetime=r.lifetime,
+        state=r.state,
+        created_at=r.created_at,
+        expires_at=r.expires_at,
+        decided_by=r.decided_by,
     )
 
 
@@ -69,8 +77,9 @@ def _hash(secret: str) -> str:
 class Requests:
     """Request bookkeeping on top of an :class:`Authority`."""
 
-    def __init__(self, authority: Authority, *, issuer_key: str = "POOL",
-                 limits: list[str] | None = None) -> None:
+    def __init__(
+        self, authority: Authority, *, issuer_key: str = "POOL", limits: list[str] | None = None
+    ) -> None:
         self.authority = authority
         self.settings = authority.settings
         self.store = authority.store
@@ -86,8 +95,15 @@ class Requests:
             )
 
     def submit(
-        self, *, identity: str, authz: list[str], lifetime: int | None, client_id: str,
-        requester: str, peer: str, now: int | None = None,
+        self,
+        *,
+        identity: str,
+        authz: list[str],
+        lifetime: int | None,
+        client_id: str,
+        requester: str,
+        peer: str,
+        now: int | None = None,
     ) -> tuple[RequestView, str]:
         """Enqueue a request; returns it and the secret the requester collects it with."""
         t = int(time.time()) if now is None else now
@@ -97,7 +113,8 @@ class Requests:
             beyond = [a for a in authz if a not in self.limits] if authz else ["(unrestricted)"]
             if beyond:
                 raise RequestError(
-                    f"authorizations {', '.join(beyond)} exceed SEC_TOKEN_REQUEST_LIMITS", status=403
+                    f"authorizations {', '.join(beyond)} exceed SEC_TOKEN_REQUEST_LIMITS",
+                    status=403,
                 )
         if lifetime is not None and lifetime < 0:
             raise UsageError("lifetime must be zero or more seconds")
@@ -108,12 +125,15 @@ class Requests:
         secret = secrets.token_urlsafe(32)
         with self.store.session() as s:
             pending = s.scalar(
-                select(func.count()).select_from(TokenRequest).where(TokenRequest.state == "pending")
+                select(func.count())
+                .select_from(TokenRequest)
+                .where(TokenRequest.state == "pending")
             )
             if (pending or 0) >= MAX_PENDING:
                 raise RequestError(
                     f"{MAX_PENDING} token requests are already pending; ask an administrator "
-                    "to approve or deny some", status=503,
+                    "to approve or deny some",
+                    status=503,
                 )
             for _ in range(20):
                 rid = f"{secrets.randbelow(10**7):07d}"
@@ -122,9 +142,16 @@ class Requests:
             else:  # pragma: no cover - 20 collisions among 10^7 ids
                 raise RequestError("could not allocate a request id; try again", status=503)
             row = TokenRequest(
-                id=rid, client_secret_hash=_hash(secret), client_id=client_id[:256],
-                requester=requester[:256], peer=peer, identity=identity, authz=" ".join(authz),
-                lifetime=lifetime, state="pending", created_at=t,
+                id=rid,
+                client_secret_hash=_hash(secret),
+                client_id=client_id[:256],
+                requester=requester[:256],
+                peer=peer,
+                identity=identity,
+                authz=" ".join(authz),
+                lifetime=lifetime,
+                state="pending",
+                created_at=t,
                 expires_at=t + self.settings.request_lifetime,
             )
             rule = self._auto_rule(s, row, t)
@@ -152,7 +179,7 @@ class Requests:
                 return rule
         return None
 
-    def list(self, *, include_done: bool = False, now: int | None = None) -> list[RequestView]:
+    def pending(self, *, include_done: bool = False, now: int | None = None) -> list[RequestView]:
         t = int(time.time()) if now is None else now
         self._expire(t)
         q = select(TokenRequest).order_by(TokenRequest.created_at, TokenRequest.id)
@@ -175,7 +202,9 @@ class Requests:
             row.decided_at = t
             return _view(row)
 
-    def collect(self, rid: str, secret: str, *, now: int | None = None) -> tuple[RequestView, str | None]:
+    def collect(
+        self, rid: str, secret: str, *, now: int | None = None
+    ) -> tuple[RequestView, str | None]:
         """The requester polls; once approved, the token is minted and handed over once."""
         t = int(time.time()) if now is None else now
         self._expire(t)
@@ -186,9 +215,13 @@ class Requests:
             if row.state != "approved":
                 return _view(row), None
             token = self.authority.mint(
-                identity=row.identity, key=self.issuer_key, lifetime=row.lifetime,
-                authz=row.authz.split(), minted_by=row.decided_by or "token request",
-                via=f"request {row.id}", now=t,
+                identity=row.identity,
+                key=self.issuer_key,
+                lifetime=row.lifetime,
+                authz=row.authz.split(),
+                minted_by=row.decided_by or "token request",
+                via=f"request {row.id}",
+                now=t,
             )
             from htsec.tokens.idtoken import parse_unverified
 
@@ -196,12 +229,16 @@ class Requests:
             row.token_jti = parse_unverified(token)[1]["jti"]
             return _view(row), token
 
-    def add_rule(self, netblock: str, lifetime: int, *, by: str, now: int | None = None) -> AutoApproveRule:
+    def add_rule(
+        self, netblock: str, lifetime: int, *, by: str, now: int | None = None
+    ) -> AutoApproveRule:
         t = int(time.time()) if now is None else now
         try:
             net = ipaddress.ip_network(netblock, strict=False)
         except ValueError:
-            raise UsageError(f"netblock {netblock!r} is not a CIDR block such as 10.0.0.0/24") from None
+            raise UsageError(
+                f"netblock {netblock!r} is not a CIDR block such as 10.0.0.0/24"
+            ) from None
         cap = self.settings.auto_approve_max_lifetime
         if lifetime <= 0:
             raise UsageError("an auto-approval rule needs a lifetime of at least 1 second")
@@ -209,7 +246,9 @@ class Requests:
             raise UsageError(
                 f"lifetime {lifetime} s exceeds TOKEN_REQUEST_AUTO_APPROVE_MAX_LIFETIME = {cap} s"
             )
-        rule = AutoApproveRule(netblock=str(net), created_at=t, expires_at=t + lifetime, created_by=by)
+        rule = AutoApproveRule(
+            netblock=str(net), created_at=t, expires_at=t + lifetime, created_by=by
+        )
         with self.store.session() as s:
             s.add(rule)
         return rule
@@ -217,6 +256,4 @@ class Requests:
     def rules(self, now: int | None = None) -> list[AutoApproveRule]:
         t = int(time.time()) if now is None else now
         with self.store.session() as s:
-            return list(
-                s.scalars(select(AutoApproveRule).where(AutoApproveRule.expires_at >= t))
-            )
+            return list(s.scalars(select(AutoApproveRule).where(AutoApproveRule.expires_at >= t)))

@@ -103,7 +103,8 @@ class RevocationSet:
         """All rules as one expression for HTCondor's ``SEC_TOKEN_REVOCATION_EXPR``."""
         parts = [f"jti =?= {classad2.quote(j)}" for j in sorted(self.jtis)]
         parts += [
-            f"(sub =?= {classad2.quote(s)} && iat <= {t})" for s, t in sorted(self.identities.items())
+            f"(sub =?= {classad2.quote(s)} && iat <= {t})"
+            for s, t in sorted(self.identities.items())
         ]
         parts += [f"({r.text})" for r in self.exprs]
         return " || ".join(parts) if parts else "false"

@@ -1,0 +1,188 @@
+"""Token requests (HTCondor's request/approve flow) against a real ``htsec serve`` over HTTPS,
+plus the rules of FORMATS.md section 7 checked on the store directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from htsec.config import Settings
+from htsec.errors import RequestError, UsageError
+from htsec.tokens.authority import Authority
+from htsec.tokens.requests import MAX_PENDING, Requests
+from tests.conftest import HTSEC, run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(home: Path) -> Iterator[dict[str, str]]:
+    """A real 'htsec serve' on a free loopback port, torn down after the test."""
+    port = free_port()
+    env = {**os.environ, "_CONDOR_HTSEC_SERVER_URL": f"https://127.0.0.1:{port}"}
+    log = open(home.parent / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([HTSEC, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    ca = home / "tls" / "ca.pem"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if ca.exists() and httpx.get(f"https://127.0.0.1:{port}/v1/health", verify=str(ca)).is_success:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError((home.parent / "serve.log").read_text())
+        time.sleep(0.1)
+    try:
+        yield {"_CONDOR_HTSEC_SERVER_URL": f"https://127.0.0.1:{port}", "HTSEC_POLL_FAST": "1"}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_request_approve_collect(server: dict[str, str], home: Path) -> None:
+    r = run("token", "request", "-i", "carol@pool.example.org", "--authz", "READ", "--no-wait", env=server)
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    rid, secret = lines[0].split()[1], lines[-1]
+    assert len(rid) == 7 and rid.isdigit()
+    # Admin endpoints need an ADMINISTRATOR token.
+    run("token", "create", "-i", "user@pool.example.org", "--authz", "READ", "--token", "user")
+    denied = run("token", "request", "list", env=server)
+    assert denied.code == 1 and "ADMINISTRATOR" in denied.err
+    os.unlink(home / "tokens.d" / "user")
+    run("token", "create", "-i", "admin@pool.example.org", "--authz", "ADMINISTRATOR", "--token", "admin")
+    listed = json.loads(run("token", "request", "list", "--json", env=server).out)["requests"]
+    assert [(x["id"], x["identity"], x["authz"], x["peer"]) for x in listed] == [
+        (rid, "carol@pool.example.org", ["READ"], "127.0.0.1")
+    ]
+    assert run("token", "request", "approve", rid, "--yes", env=server).code == 0
+    got = run("token", "request", "collect", rid, stdin=secret + "\n", env=server)
+    assert got.code == 0, got.err
+    v = json.loads(run("token", "verify", got.out.strip(), "--json").out)
+    assert (v["identity"], v["authorizations"]) == ("carol@pool.example.org", ["READ"])
+    again = run("token", "request", "collect", rid, stdin=secret + "\n", env=server)
+    assert again.code == 1 and "collected" in again.err  # handed over once
+    issued = json.loads(run("token", "issued", "--json").out)["issued"]
+    assert any(x["minted_via"] == f"request {rid}" for x in issued)
+
+
+def test_wrong_secret_and_deny(server: dict[str, str], home: Path) -> None:
+    run("token", "create", "-i", "admin@pool.example.org", "--authz", "ADMINISTRATOR", "--token", "admin")
+    r = run("token", "request", "-i", "dave@pool.example.org", "--no-wait", env=server)
+    rid = r.out.split()[1]
+    bad = run("token", "request", "collect", rid, stdin="not-the-secret\n", env=server)
+    assert bad.code == 1 and f"no token request {rid}" in bad.err
+    assert run("token", "request", "deny", rid, env=server).code == 0
+    again = run("token", "request", "approve", rid, "--yes", env=server)
+    assert again.code == 1 and "denied" in again.err
+
+
+def test_auto_approval_waiting_client(server: dict[str, str], home: Path) -> None:
+    run("token", "create", "-i", "admin@pool.example.org", "--authz", "ADMINISTRATOR", "--token", "admin")
+    too_long = run("token", "request", "auto-approve", "--netblock", "127.0.0.0/8", "--lifetime", "3601", env=server)
+    assert too_long.code == 1 and "TOKEN_REQUEST_AUTO_APPROVE_MAX_LIFETIME" in too_long.err
+    assert run("token", "request", "auto-approve", "--netblock", "127.0.0.0/8", "--lifetime", "600", env=server).code == 0
+    r = run("token", "request", "-i", "condor@pool.example.org", "--authz", "ADVERTISE_STARTD",
+            "--authz", "ADVERTISE_MASTER", "--token", "startd", "--timeout", "20", env=server)
+    assert r.code == 0, r.err
+    assert (home / "tokens.d" / "startd").is_file()
+    # Not condor@..., or beyond ADVERTISE_*: stays pending for a human.
+    for ident, authz in (("alice@pool.example.org", "ADVERTISE_STARTD"), ("condor@pool.example.org", "WRITE")):
+        p = run("token", "request", "-i", ident, "--authz", authz, "--no-wait", env=server)
+        assert p.code == 0
+    pending = json.loads(run("token", "request", "list", "--json", env=server).out)["requests"]
+    assert sorted(x["identity"] for x in pending) == ["alice@pool.example.org", "condor@pool.example.org"]
+
+
+def test_problem_json_and_body_limit(server: dict[str, str], home: Path) -> None:
+    url = server["_CONDOR_HTSEC_SERVER_URL"]
+    ca = str(home / "tls" / "ca.pem")
+    r = httpx.post(f"{url}/v1/token-requests", json={"identity": "x"}, verify=ca)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert "identity" in r.json()["detail"]
+    big = httpx.post(f"{url}/v1/token-requests", content=b"{" + b" " * 100_000 + b"}", verify=ca,
+                     headers={"content-type": "application/json"})
+    assert big.status_code == 413
+    noauth = httpx.get(f"{url}/v1/token-requests", verify=ca)
+    assert noauth.status_code == 401 and noauth.json()["status"] == 401
+    forged = httpx.get(f"{url}/v1/token-requests", verify=ca, headers={"Authorization": "Bearer a.b.c"})
+    assert forged.status_code == 401
+
+
+# -- rules on the store directly ---------------------------------------------------------------
+@pytest.fixture
+def reqs(authority: Authority) -> Requests:
+    return Requests(authority)
+
+
+def test_ids_expiry_and_restart(reqs: Requests, settings: Settings, authority: Authority) -> None:
+    view, secret = reqs.submit(identity="a@b", authz=["read"], lifetime=60, client_id="c",
+                               requester="c", peer="10.0.0.1", now=1000)
+    assert len(view.id) == 7 and view.expires_at == 1000 + settings.request_lifetime
+    # A new server process (new objects, same store) still knows the request.
+    again = Requests(Authority(settings))
+    assert [v.id for v in again.pending(now=1001)] == [view.id]
+    assert again.pending(now=1001 + settings.request_lifetime) == []
+    with pytest.raises(RequestError, match="expired"):
+        again.decide(view.id, approve=True, by="admin", now=1002 + settings.request_lifetime)
+
+
+def test_lifetime_capped_by_issued_token_expiration(authority: Authority, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    authority.settings = replace(authority.settings, issued_token_expiration=100)
+    r = Requests(authority)
+    view, _ = r.submit(identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="::1")
+    assert view.lifetime == 100
+
+
+def test_request_limits(authority: Authority) -> None:
+    r = Requests(authority, limits=["READ", "ADVERTISE_STARTD"])
+    r.submit(identity="a@b", authz=["READ"], lifetime=None, client_id="", requester="", peer="p")
+    with pytest.raises(RequestError, match="SEC_TOKEN_REQUEST_LIMITS"):
+        r.submit(identity="a@b", authz=["WRITE"], lifetime=None, client_id="", requester="", peer="p")
+    with pytest.raises(RequestError, match="unrestricted"):
+        r.submit(identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="p")
+
+
+def test_at_most_1000_pending(reqs: Requests) -> None:
+    from htsec.store.models import TokenRequest
+
+    with reqs.store.session() as s:
+        for i in range(MAX_PENDING):
+            s.add(TokenRequest(id=f"9{i:06d}", client_secret_hash="0" * 64, client_id="", requester="",
+                               peer="", identity="a@b", authz="", lifetime=None, state="pending",
+                               created_at=int(time.time()), expires_at=int(time.time()) + 3600))
+    with pytest.raises(RequestError, match="1000 token requests"):
+        reqs.submit(identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="p")
+
+
+def test_auto_rule_bounds(reqs: Requests) -> None:
+    with pytest.raises(UsageError, match="CIDR"):
+        reqs.add_rule("not-a-net", 60, by="x")
+    with pytest.raises(UsageError, match="MAX_LIFETIME"):
+        reqs.add_rule("10.0.0.0/8", 3601, by="x")
+    reqs.add_rule("10.0.0.0/8", 60, by="x", now=1000)
+    ok, _ = reqs.submit(identity="condor@b", authz=["ADVERTISE_SCHEDD"], lifetime=None, client_id="",
+                        requester="", peer="10.1.2.3", now=1030)
+    assert ok.state == "approved"
+    outside, _ = reqs.submit(identity="condor@b", authz=["ADVERTISE_SCHEDD"], lifetime=None,
+                             client_id="", requester="", peer="192.0.2.1", now=1030)
+    late, _ = reqs.submit(identity="condor@b", authz=["ADVERTISE_SCHEDD"], lifetime=None, client_id="",
+                          requester="", peer="10.1.2.3", now=1061)
+    assert (outside.state, late.state) == ("pending", "pending")
