@@ -697,7 +697,9 @@ def glidein() -> None:
 
 @glidein.command("token", context_settings=CONTEXT)
 @click.option(
-    "--site", required=True, help="GLIDEIN_Site name; signs with key HTSEC_GLIDEIN_KEY_NAME (site-{site})."
+    "--site",
+    required=True,
+    help="GLIDEIN_Site name; signs with key HTSEC_GLIDEIN_KEY_NAME (site-{site}).",
 )
 @click.option(
     "--lifetime",

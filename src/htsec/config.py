@@ -106,7 +106,8 @@ def _glidein_key_name() -> str:
     template = _str_knob("HTSEC_GLIDEIN_KEY_NAME", "site-{site}")
     if template.count("{site}") != 1 or template.replace("{site}", "", 1).count("{") > 0:
         raise ConfigError(
-            f"HTSEC_GLIDEIN_KEY_NAME = {template!r} must contain '{{site}}' once, e.g. site-{{site}}"
+            f"HTSEC_GLIDEIN_KEY_NAME = {template!r} must contain '{{site}}' once, "
+            "e.g. site-{site}"
         )
     return template
 

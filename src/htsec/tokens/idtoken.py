@@ -19,7 +19,6 @@ import base64
 import binascii
 import hmac
 import json
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -63,7 +62,6 @@ AUTHORIZATIONS = (
     "ADVERTISE_MASTER",
 )
 _FORBIDDEN_HEADERS = ("crit", "jku", "jwk", "x5u", "x5c")
-_B64URL = re.compile(rb"[A-Za-z0-9_-]+")
 _SCOPE_PREFIX = "condor:/"
 
 
@@ -71,11 +69,16 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_TO_STD = bytes.maketrans(b"-_", b"+/")
+
+
 def b64url_decode(segment: bytes) -> bytes:
-    """Decode unpadded base64url; ``=`` padding and other characters are rejected."""
-    if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
+    """Decode unpadded base64url (RFC 7515 section 2); padding and other characters are refused."""
+    if b"+" in segment or b"/" in segment or b"=" in segment or len(segment) % 4 == 1:
         raise ValueError("not unpadded base64url")
-    return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    return binascii.a2b_base64(
+        segment.translate(_TO_STD) + b"=" * (-len(segment) % 4), strict_mode=True
+    )
 
 
 def condor_json(obj: Mapping[str, Any]) -> bytes:
@@ -103,6 +106,10 @@ def normalize_authz(authz: Iterable[str]) -> list[str]:
         if name not in out:
             out.append(name)
     return out
+
+
+_MINT_HEADERS: dict[str, str] = {}
+_HEADER_CACHE = 256
 
 
 def mint(
@@ -135,8 +142,12 @@ def mint(
         claims["exp"] = iat + int(lifetime)
     if authz:
         claims["scope"] = " ".join(_SCOPE_PREFIX + a for a in authz)
-    header = condor_json({"alg": "HS256", "kid": key.name})
-    signing_input = b64url_encode(header) + "." + b64url_encode(condor_json(claims))
+    header = _MINT_HEADERS.get(key.name)
+    if header is None:
+        header = b64url_encode(condor_json({"alg": "HS256", "kid": key.name}))
+        if len(_MINT_HEADERS) < _HEADER_CACHE:
+            _MINT_HEADERS[key.name] = header
+    signing_input = header + "." + b64url_encode(condor_json(claims))
     signature = hmac.digest(key.hmac_key, signing_input.encode("ascii"), "sha256")
     return signing_input + "." + b64url_encode(signature)
 
@@ -178,13 +189,16 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates)
+
+
 def _json_object(segment: bytes, what: str) -> dict[str, Any]:
     try:
         raw = b64url_decode(segment)
     except (ValueError, binascii.Error):
         raise TokenRejected("malformed", f"the token's {what} is not base64url") from None
     try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+        obj = _DECODER.decode(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise TokenRejected("malformed", f"the token's {what} is not valid JSON") from None
     if not isinstance(obj, dict):
@@ -238,6 +252,24 @@ def _str_claim(claims: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def _check_header(h64: bytes) -> tuple[Mapping[str, Any], str]:
+    """Parse and check a JOSE header; returns it and its ``kid``."""
+    header = _json_object(h64, "header")
+    # RFC 7515 section 4.1.1: the algorithm comes from our allowlist, never the header.
+    alg = header.get("alg")
+    if alg != "HS256":
+        raise TokenRejected(
+            "bad_algorithm", f"algorithm {alg!r} is not allowed; ID tokens use HS256 only"
+        )
+    for name in _FORBIDDEN_HEADERS:
+        if name in header:
+            raise TokenRejected("forbidden_header", f"header parameter '{name}' is not allowed")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise TokenRejected("bad_kid", "the token has no key id ('kid')")
+    return header, kid
+
+
 RevocationCheck = Callable[[VerifiedToken], "str | None"]
 
 
@@ -262,6 +294,8 @@ class Verifier:
         self.max_age = max_age
         self.revocation = revocation
         self.skew = skew
+        # Headers repeat across all tokens of a key: remember the checked ones (bounded).
+        self._headers: dict[bytes, tuple[Mapping[str, Any], str]] = {}
 
     def _key(self, kid: str) -> SigningKey:
         try:
@@ -282,19 +316,13 @@ class Verifier:
     def verify(self, token: str | bytes, *, now: float | None = None) -> VerifiedToken:
         """Return the verified token or raise :class:`TokenRejected` with the precise reason."""
         h64, p64, s64 = _split(token)
-        header = _json_object(h64, "header")
-        # RFC 7515 section 4.1.1: the algorithm comes from our allowlist, never the header.
-        alg = header.get("alg")
-        if alg != "HS256":
-            raise TokenRejected(
-                "bad_algorithm", f"algorithm {alg!r} is not allowed; ID tokens use HS256 only"
-            )
-        for name in _FORBIDDEN_HEADERS:
-            if name in header:
-                raise TokenRejected("forbidden_header", f"header parameter '{name}' is not allowed")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise TokenRejected("bad_kid", "the token has no key id ('kid')")
+        cached = self._headers.get(h64)
+        if cached is None:
+            cached = _check_header(h64)
+            if len(self._headers) >= _HEADER_CACHE:
+                self._headers.clear()
+            self._headers[h64] = cached
+        header, kid = cached
         key = self._key(kid)
         try:
             signature = b64url_decode(s64)
