@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from htsec.tokens.idtoken import Verifier, mint  # noqa: E402
-from htsec.tokens.keys import Keyring  # noqa: E402
+from htsec.tokens.idtoken import Verifier, mint
+from htsec.tokens.keys import Keyring
 
 NOW = int(time.time())
 
@@ -40,7 +40,9 @@ def best_rate(fn: Callable[[], object], n: int, repeat: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=20000, help="calls per run (default 20000)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per figure; the best counts")
     args = ap.parse_args()
@@ -51,23 +53,41 @@ def main() -> None:
     keyring = Keyring(tmp, tmp / "POOL")
     key = keyring.create("POOL")
     verifier = Verifier(keyring, trust_domain="bench.example.org")
-    claims = {"iat": NOW, "iss": "bench.example.org", "jti": "0" * 32, "sub": "alice@bench.example.org",
-              "exp": NOW + 3600, "scope": "condor:/READ condor:/WRITE"}
-    token = mint(key, issuer="bench.example.org", subject="alice@bench.example.org", lifetime=3600,
-                 authz=["READ", "WRITE"], now=NOW)
+    claims = {
+        "iat": NOW,
+        "iss": "bench.example.org",
+        "jti": "0" * 32,
+        "sub": "alice@bench.example.org",
+        "exp": NOW + 3600,
+        "scope": "condor:/READ condor:/WRITE",
+    }
+    token = mint(
+        key,
+        issuer="bench.example.org",
+        subject="alice@bench.example.org",
+        lifetime=3600,
+        authz=["READ", "WRITE"],
+        now=NOW,
+    )
     hk = key.hmac_key
 
     def b64(b: bytes) -> str:
         return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
     def floor_mint() -> str:
-        si = b64(b'{"alg":"HS256","kid":"POOL"}') + "." + b64(json.dumps(claims, separators=(",", ":")).encode())
+        si = (
+            b64(b'{"alg":"HS256","kid":"POOL"}')
+            + "."
+            + b64(json.dumps(claims, separators=(",", ":")).encode())
+        )
         return si + "." + b64(hmac.digest(hk, si.encode(), "sha256"))
 
     def floor_verify() -> dict[str, object]:
         h, p, s = token.split(".")
-        if not hmac.compare_digest(base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)),
-                                   hmac.digest(hk, (h + "." + p).encode(), "sha256")):
+        if not hmac.compare_digest(
+            base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)),
+            hmac.digest(hk, (h + "." + p).encode(), "sha256"),
+        ):
             raise ValueError
         json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
         c: dict[str, object] = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
@@ -76,8 +96,14 @@ def main() -> None:
         return c
 
     def htsec_mint() -> str:
-        return mint(key, issuer="bench.example.org", subject="alice@bench.example.org", lifetime=3600,
-                    authz=("READ", "WRITE"), now=NOW)
+        return mint(
+            key,
+            issuer="bench.example.org",
+            subject="alice@bench.example.org",
+            lifetime=3600,
+            authz=("READ", "WRITE"),
+            now=NOW,
+        )
 
     def htsec_verify() -> object:
         return verifier.verify(token, now=NOW)
@@ -94,10 +120,14 @@ def main() -> None:
     try:
         import jwt as pyjwt
 
-        extra["pyjwt mint"] = best_rate(lambda: pyjwt.encode(claims, hk, algorithm="HS256",
-                                                             headers={"kid": "POOL"}), n, r)
-        extra["pyjwt verify"] = best_rate(lambda: pyjwt.decode(token, hk, algorithms=["HS256"],
-                                                               options={"verify_aud": False}), n, r)
+        extra["pyjwt mint"] = best_rate(
+            lambda: pyjwt.encode(claims, hk, algorithm="HS256", headers={"kid": "POOL"}), n, r
+        )
+        extra["pyjwt verify"] = best_rate(
+            lambda: pyjwt.decode(token, hk, algorithms=["HS256"], options={"verify_aud": False}),
+            n,
+            r,
+        )
     except ImportError:
         pass
     try:
@@ -105,8 +135,12 @@ def main() -> None:
         from joserfc.jwk import OctKey
 
         ok = OctKey.import_key(hk)
-        extra["joserfc mint"] = best_rate(lambda: jrfc.encode({"alg": "HS256", "kid": "POOL"}, claims, ok), n, r)
-        extra["joserfc verify"] = best_rate(lambda: jrfc.decode(token, ok, algorithms=["HS256"]), n, r)
+        extra["joserfc mint"] = best_rate(
+            lambda: jrfc.encode({"alg": "HS256", "kid": "POOL"}, claims, ok), n, r
+        )
+        extra["joserfc verify"] = best_rate(
+            lambda: jrfc.decode(token, ok, algorithms=["HS256"]), n, r
+        )
     except ImportError:
         pass
 
@@ -124,7 +158,9 @@ def main() -> None:
         "n": n,
         "repeat": r,
     }
-    print("mint_vs_floor and verify_vs_floor are htsec's time per token over the floor's (lower is better)")
+    print(
+        "mint_vs_floor, verify_vs_floor: htsec's time per token over the floor's (lower is better)"
+    )
     print(json.dumps(result))
 
 

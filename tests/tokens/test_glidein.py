@@ -24,7 +24,9 @@ def factory(tmp_path: Path) -> tuple[Path, str]:
 
 
 def pilot(site: str, recipient: str, out: Path, *extra: str) -> Path:
-    r = run("glidein", "token", "--site", site, "--recipient", recipient, "--output", str(out), *extra)
+    r = run(
+        "glidein", "token", "--site", site, "--recipient", recipient, "--output", str(out), *extra
+    )
     assert r.code == 0, r.err
     return out
 
@@ -35,7 +37,9 @@ def unwrap(key: Path, envelope: Path) -> str:
     return r.out.strip()
 
 
-def test_rotation_kills_one_site_only(home: Path, tmp_path: Path, factory: tuple[Path, str]) -> None:
+def test_rotation_kills_one_site_only(
+    home: Path, tmp_path: Path, factory: tuple[Path, str]
+) -> None:
     key, public = factory
     a = unwrap(key, pilot("SiteA", public, tmp_path / "a.age"))
     b = unwrap(key, pilot("SiteB", public, tmp_path / "b.age"))
@@ -54,7 +58,9 @@ def test_rotation_kills_one_site_only(home: Path, tmp_path: Path, factory: tuple
     assert run("token", "verify", fresh).code == 0
 
 
-def test_envelope_is_armored_age_and_not_plaintext(tmp_path: Path, factory: tuple[Path, str]) -> None:
+def test_envelope_is_armored_age_and_not_plaintext(
+    tmp_path: Path, factory: tuple[Path, str]
+) -> None:
     key, public = factory
     env = pilot("SiteC", public, tmp_path / "c.age", "--lifetime", "600")
     data = env.read_bytes()
@@ -66,7 +72,10 @@ def test_envelope_is_armored_age_and_not_plaintext(tmp_path: Path, factory: tupl
     assert v["expires"] - v["issued"] == 600
 
 
-@pytest.mark.skipif(shutil.which("age") is None, reason="Debian 'age' not installed (scripts/setup --test installs it)")
+@pytest.mark.skipif(
+    shutil.which("age") is None,
+    reason="Debian 'age' not installed (scripts/setup --test installs it)",
+)
 def test_reference_age_tool_decrypts(tmp_path: Path, factory: tuple[Path, str]) -> None:
     """The envelope is standard age: the reference 'age' tool opens it with the factory key."""
     key, public = factory
@@ -84,10 +93,13 @@ def test_wrong_factory_key(tmp_path: Path, factory: tuple[Path, str]) -> None:
     assert r.code == 2 and "not made for this factory" in r.err and "Traceback" not in r.err
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--site", "../etc", "--recipient", "age1x"], "not an age"),
-    (["--site", "ok", "--recipient", "ssh-rsa AAAA"], "not an age"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--site", "../etc", "--recipient", "age1x"], "not an age"),
+        (["--site", "ok", "--recipient", "ssh-rsa AAAA"], "not an age"),
+    ],
+)
 def test_bad_input(args: list[str], needle: str) -> None:
     r = run("glidein", "token", *args)
     assert r.code == 2 and needle in r.err
@@ -101,8 +113,18 @@ def test_bad_site_name(factory: tuple[Path, str]) -> None:
 
 def test_glideinwms_key_naming(tmp_path: Path, factory: tuple[Path, str], home: Path) -> None:
     """With HTSEC_GLIDEIN_KEY_NAME = {site}, the key is passwords.d/<GLIDEIN_Site> (GlideinWMS)."""
-    key, public = factory
+    _, public = factory
     env = {"_CONDOR_HTSEC_GLIDEIN_KEY_NAME": "{site}"}
-    r = run("glidein", "token", "--site", "CMS_T2", "--recipient", public, "-o", str(tmp_path / "x"), env=env)
+    r = run(
+        "glidein",
+        "token",
+        "--site",
+        "CMS_T2",
+        "--recipient",
+        public,
+        "-o",
+        str(tmp_path / "x"),
+        env=env,
+    )
     assert r.code == 0, r.err
     assert (home / "passwords.d" / "CMS_T2").is_file()

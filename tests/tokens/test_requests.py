@@ -38,7 +38,10 @@ def server(home: Path) -> Iterator[dict[str, str]]:
     deadline = time.monotonic() + 30
     while True:
         try:
-            if ca.exists() and httpx.get(f"https://127.0.0.1:{port}/v1/health", verify=str(ca)).is_success:
+            if (
+                ca.exists()
+                and httpx.get(f"https://127.0.0.1:{port}/v1/health", verify=str(ca)).is_success
+            ):
                 break
         except httpx.HTTPError:
             pass
@@ -55,7 +58,16 @@ def server(home: Path) -> Iterator[dict[str, str]]:
 
 
 def test_request_approve_collect(server: dict[str, str], home: Path) -> None:
-    r = run("token", "request", "-i", "carol@pool.example.org", "--authz", "READ", "--no-wait", env=server)
+    r = run(
+        "token",
+        "request",
+        "-i",
+        "carol@pool.example.org",
+        "--authz",
+        "READ",
+        "--no-wait",
+        env=server,
+    )
     assert r.code == 0, r.err
     lines = r.out.splitlines()
     rid, secret = lines[0].split()[1], lines[-1]
@@ -65,7 +77,16 @@ def test_request_approve_collect(server: dict[str, str], home: Path) -> None:
     denied = run("token", "request", "list", env=server)
     assert denied.code == 1 and "ADMINISTRATOR" in denied.err
     os.unlink(home / "tokens.d" / "user")
-    run("token", "create", "-i", "admin@pool.example.org", "--authz", "ADMINISTRATOR", "--token", "admin")
+    run(
+        "token",
+        "create",
+        "-i",
+        "admin@pool.example.org",
+        "--authz",
+        "ADMINISTRATOR",
+        "--token",
+        "admin",
+    )
     listed = json.loads(run("token", "request", "list", "--json", env=server).out)["requests"]
     assert [(x["id"], x["identity"], x["authz"], x["peer"]) for x in listed] == [
         (rid, "carol@pool.example.org", ["READ"], "127.0.0.1")
@@ -82,7 +103,16 @@ def test_request_approve_collect(server: dict[str, str], home: Path) -> None:
 
 
 def test_wrong_secret_and_deny(server: dict[str, str], home: Path) -> None:
-    run("token", "create", "-i", "admin@pool.example.org", "--authz", "ADMINISTRATOR", "--token", "admin")
+    run(
+        "token",
+        "create",
+        "-i",
+        "admin@pool.example.org",
+        "--authz",
+        "ADMINISTRATOR",
+        "--token",
+        "admin",
+    )
     r = run("token", "request", "-i", "dave@pool.example.org", "--no-wait", env=server)
     rid = r.out.split()[1]
     bad = run("token", "request", "collect", rid, stdin="not-the-secret\n", env=server)
@@ -93,20 +123,69 @@ def test_wrong_secret_and_deny(server: dict[str, str], home: Path) -> None:
 
 
 def test_auto_approval_waiting_client(server: dict[str, str], home: Path) -> None:
-    run("token", "create", "-i", "admin@pool.example.org", "--authz", "ADMINISTRATOR", "--token", "admin")
-    too_long = run("token", "request", "auto-approve", "--netblock", "127.0.0.0/8", "--lifetime", "3601", env=server)
+    run(
+        "token",
+        "create",
+        "-i",
+        "admin@pool.example.org",
+        "--authz",
+        "ADMINISTRATOR",
+        "--token",
+        "admin",
+    )
+    too_long = run(
+        "token",
+        "request",
+        "auto-approve",
+        "--netblock",
+        "127.0.0.0/8",
+        "--lifetime",
+        "3601",
+        env=server,
+    )
     assert too_long.code == 1 and "TOKEN_REQUEST_AUTO_APPROVE_MAX_LIFETIME" in too_long.err
-    assert run("token", "request", "auto-approve", "--netblock", "127.0.0.0/8", "--lifetime", "600", env=server).code == 0
-    r = run("token", "request", "-i", "condor@pool.example.org", "--authz", "ADVERTISE_STARTD",
-            "--authz", "ADVERTISE_MASTER", "--token", "startd", "--timeout", "20", env=server)
+    assert (
+        run(
+            "token",
+            "request",
+            "auto-approve",
+            "--netblock",
+            "127.0.0.0/8",
+            "--lifetime",
+            "600",
+            env=server,
+        ).code
+        == 0
+    )
+    r = run(
+        "token",
+        "request",
+        "-i",
+        "condor@pool.example.org",
+        "--authz",
+        "ADVERTISE_STARTD",
+        "--authz",
+        "ADVERTISE_MASTER",
+        "--token",
+        "startd",
+        "--timeout",
+        "20",
+        env=server,
+    )
     assert r.code == 0, r.err
     assert (home / "tokens.d" / "startd").is_file()
     # Not condor@..., or beyond ADVERTISE_*: stays pending for a human.
-    for ident, authz in (("alice@pool.example.org", "ADVERTISE_STARTD"), ("condor@pool.example.org", "WRITE")):
+    for ident, authz in (
+        ("alice@pool.example.org", "ADVERTISE_STARTD"),
+        ("condor@pool.example.org", "WRITE"),
+    ):
         p = run("token", "request", "-i", ident, "--authz", authz, "--no-wait", env=server)
         assert p.code == 0
     pending = json.loads(run("token", "request", "list", "--json", env=server).out)["requests"]
-    assert sorted(x["identity"] for x in pending) == ["alice@pool.example.org", "condor@pool.example.org"]
+    assert sorted(x["identity"] for x in pending) == [
+        "alice@pool.example.org",
+        "condor@pool.example.org",
+    ]
 
 
 def test_problem_json_and_body_limit(server: dict[str, str], home: Path) -> None:
@@ -115,12 +194,18 @@ def test_problem_json_and_body_limit(server: dict[str, str], home: Path) -> None
     r = httpx.post(f"{url}/v1/token-requests", json={"identity": "x"}, verify=ca)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     assert "identity" in r.json()["detail"]
-    big = httpx.post(f"{url}/v1/token-requests", content=b"{" + b" " * 100_000 + b"}", verify=ca,
-                     headers={"content-type": "application/json"})
+    big = httpx.post(
+        f"{url}/v1/token-requests",
+        content=b"{" + b" " * 100_000 + b"}",
+        verify=ca,
+        headers={"content-type": "application/json"},
+    )
     assert big.status_code == 413
     noauth = httpx.get(f"{url}/v1/token-requests", verify=ca)
     assert noauth.status_code == 401 and noauth.json()["status"] == 401
-    forged = httpx.get(f"{url}/v1/token-requests", verify=ca, headers={"Authorization": "Bearer a.b.c"})
+    forged = httpx.get(
+        f"{url}/v1/token-requests", verify=ca, headers={"Authorization": "Bearer a.b.c"}
+    )
     assert forged.status_code == 401
 
 
@@ -131,8 +216,15 @@ def reqs(authority: Authority) -> Requests:
 
 
 def test_ids_expiry_and_restart(reqs: Requests, settings: Settings, authority: Authority) -> None:
-    view, secret = reqs.submit(identity="a@b", authz=["read"], lifetime=60, client_id="c",
-                               requester="c", peer="10.0.0.1", now=1000)
+    view, _ = reqs.submit(
+        identity="a@b",
+        authz=["read"],
+        lifetime=60,
+        client_id="c",
+        requester="c",
+        peer="10.0.0.1",
+        now=1000,
+    )
     assert len(view.id) == 7 and view.expires_at == 1000 + settings.request_lifetime
     # A new server process (new objects, same store) still knows the request.
     again = Requests(Authority(settings))
@@ -142,12 +234,16 @@ def test_ids_expiry_and_restart(reqs: Requests, settings: Settings, authority: A
         again.decide(view.id, approve=True, by="admin", now=1002 + settings.request_lifetime)
 
 
-def test_lifetime_capped_by_issued_token_expiration(authority: Authority, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lifetime_capped_by_issued_token_expiration(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dataclasses import replace
 
     authority.settings = replace(authority.settings, issued_token_expiration=100)
     r = Requests(authority)
-    view, _ = r.submit(identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="::1")
+    view, _ = r.submit(
+        identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="::1"
+    )
     assert view.lifetime == 100
 
 
@@ -155,7 +251,9 @@ def test_request_limits(authority: Authority) -> None:
     r = Requests(authority, limits=["READ", "ADVERTISE_STARTD"])
     r.submit(identity="a@b", authz=["READ"], lifetime=None, client_id="", requester="", peer="p")
     with pytest.raises(RequestError, match="SEC_TOKEN_REQUEST_LIMITS"):
-        r.submit(identity="a@b", authz=["WRITE"], lifetime=None, client_id="", requester="", peer="p")
+        r.submit(
+            identity="a@b", authz=["WRITE"], lifetime=None, client_id="", requester="", peer="p"
+        )
     with pytest.raises(RequestError, match="unrestricted"):
         r.submit(identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="p")
 
@@ -165,9 +263,21 @@ def test_at_most_1000_pending(reqs: Requests) -> None:
 
     with reqs.store.session() as s:
         for i in range(MAX_PENDING):
-            s.add(TokenRequest(id=f"9{i:06d}", client_secret_hash="0" * 64, client_id="", requester="",
-                               peer="", identity="a@b", authz="", lifetime=None, state="pending",
-                               created_at=int(time.time()), expires_at=int(time.time()) + 3600))
+            s.add(
+                TokenRequest(
+                    id=f"9{i:06d}",
+                    client_secret_hash="0" * 64,
+                    client_id="",
+                    requester="",
+                    peer="",
+                    identity="a@b",
+                    authz="",
+                    lifetime=None,
+                    state="pending",
+                    created_at=int(time.time()),
+                    expires_at=int(time.time()) + 3600,
+                )
+            )
     with pytest.raises(RequestError, match="1000 token requests"):
         reqs.submit(identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="p")
 
@@ -178,11 +288,32 @@ def test_auto_rule_bounds(reqs: Requests) -> None:
     with pytest.raises(UsageError, match="MAX_LIFETIME"):
         reqs.add_rule("10.0.0.0/8", 3601, by="x")
     reqs.add_rule("10.0.0.0/8", 60, by="x", now=1000)
-    ok, _ = reqs.submit(identity="condor@b", authz=["ADVERTISE_SCHEDD"], lifetime=None, client_id="",
-                        requester="", peer="10.1.2.3", now=1030)
+    ok, _ = reqs.submit(
+        identity="condor@b",
+        authz=["ADVERTISE_SCHEDD"],
+        lifetime=None,
+        client_id="",
+        requester="",
+        peer="10.1.2.3",
+        now=1030,
+    )
     assert ok.state == "approved"
-    outside, _ = reqs.submit(identity="condor@b", authz=["ADVERTISE_SCHEDD"], lifetime=None,
-                             client_id="", requester="", peer="192.0.2.1", now=1030)
-    late, _ = reqs.submit(identity="condor@b", authz=["ADVERTISE_SCHEDD"], lifetime=None, client_id="",
-                          requester="", peer="10.1.2.3", now=1061)
+    outside, _ = reqs.submit(
+        identity="condor@b",
+        authz=["ADVERTISE_SCHEDD"],
+        lifetime=None,
+        client_id="",
+        requester="",
+        peer="192.0.2.1",
+        now=1030,
+    )
+    late, _ = reqs.submit(
+        identity="condor@b",
+        authz=["ADVERTISE_SCHEDD"],
+        lifetime=None,
+        client_id="",
+        requester="",
+        peer="10.1.2.3",
+        now=1061,
+    )
     assert (outside.state, late.state) == ("pending", "pending")

@@ -217,3 +217,12 @@ def test_signature_checked_before_claims(verifier: Verifier, keyring: Keyring) -
     p = b64url_encode(b"not json")
     s = b64url_encode(hashlib.sha256(b"x").digest())
     assert reason(verifier, f"{h}.{p}.{s}") == "bad_signature"
+
+
+def test_scope_split_on_commas_like_htcondor(verifier: Verifier, keyring: Keyring) -> None:
+    tok = forge(
+        keyring,
+        {"alg": "HS256", "kid": "POOL"},
+        claims(scope="condor:/READ,condor:/WRITE storage.read:/ condor:/DAEMON"),
+    )
+    assert verifier.verify(tok, now=NOW).authorizations == ("READ", "WRITE", "DAEMON")

@@ -157,9 +157,9 @@ def scope_of(claims: Mapping[str, Any]) -> tuple[str, ...] | None:
     scope = claims.get("scope")
     if not isinstance(scope, str):
         return None
-    return tuple(
-        item[len(_SCOPE_PREFIX) :] for item in scope.split() if item.startswith(_SCOPE_PREFIX)
-    )
+    # HTCondor's server splits the scope on commas as well as whitespace.
+    items = scope.replace(",", " ").split()
+    return tuple(item[len(_SCOPE_PREFIX) :] for item in items if item.startswith(_SCOPE_PREFIX))
 
 
 @dataclass(frozen=True)
