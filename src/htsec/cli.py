@@ -83,10 +83,14 @@ def cli(debug: bool) -> None:
     built-in default under HTSEC_HOME (~/.htsec). 'htsec config show' prints what is in effect.
     """
     _state["debug"] = debug
+    from htsec._log import RedactSecrets
+
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ def _port_free(host: str, port: int) -> bool:
 def run(settings: Settings, *, host: str = "127.0.0.1", port: int | None = None) -> None:
     import uvicorn
 
+    from htsec._log import uvicorn_log_config
     from htsec._tls import ensure_tls
     from htsec.server import create_app
 
@@ -70,6 +71,7 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int | None = None)
         ssl_certfile=str(tls.cert),
         ssl_keyfile=str(tls.key),
         log_level="info",
+        log_config=uvicorn_log_config(),
         access_log=True,
         server_header=False,
     )

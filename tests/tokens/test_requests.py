@@ -100,6 +100,15 @@ def test_request_approve_collect(server: dict[str, str], home: Path) -> None:
     assert again.code == 1 and "collected" in again.err  # handed over once
     issued = json.loads(run("token", "issued", "--json").out)["issued"]
     assert any(x["minted_via"] == f"request {rid}" for x in issued)
+    # No token or request secret reaches the server's log.
+    log = (home.parent / "serve.log").read_text()
+    assert "GET /v1/token-requests" in log
+    for secret_text in (
+        got.out.strip(),
+        secret,
+        *(p.read_text().strip() for p in (home / "tokens.d").iterdir()),
+    ):
+        assert secret_text not in log
 
 
 def test_wrong_secret_and_deny(server: dict[str, str], home: Path) -> None:

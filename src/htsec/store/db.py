@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,8 +30,34 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def head_revision() -> str:
+    """The newest migration's id, read from the migration files without importing Alembic."""
+    revs: set[str] = set()
+    downs: set[str] = set()
+    for path in (_MIGRATIONS / "versions").glob("*.py"):
+        text = path.read_text()
+        if m := re.search(r"^revision = ['\"]([^'\"]+)['\"]", text, re.M):
+            revs.add(m.group(1))
+        if m := re.search(r"^down_revision = ['\"]([^'\"]+)['\"]", text, re.M):
+            downs.add(m.group(1))
+    heads = revs - downs
+    if len(heads) != 1:
+        raise StoreError(f"migrations have {len(heads)} heads ({sorted(heads)}); expected one")
+    return heads.pop()
+
+
+def _current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        return None
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
+    """Bring the schema to the newest Alembic revision (a no-op, without Alembic, when it is)."""
+    if _current_revision(engine) == head_revision():
+        return
     from alembic import command
     from alembic.config import Config
 
