@@ -38,6 +38,8 @@ KNOBS: dict[str, str] = {
     "SEC_TOKEN_REQUEST_LIFETIME": "seconds a pending token request lives (3600)",
     "SEC_ISSUED_TOKEN_EXPIRATION": "cap on the lifetime of tokens issued through requests",
     "TOKEN_REQUEST_AUTO_APPROVE_MAX_LIFETIME": "cap on an auto-approval rule's lifetime (3600)",
+    "SEC_TOKEN_REQUEST_LIMITS": "authorizations a token request may ask for (default: any)",
+    "SEC_TOKEN_ISSUER_KEY": "key that signs tokens issued through requests (POOL)",
     "LOCAL_CONFIG_DIR_EXCLUDE_REGEXP": "token files whose names match are skipped",
     "HTSEC_HOME": "htsec's state directory (database, TLS files)",
     "HTSEC_DATABASE_URL": "SQLAlchemy URL of the store (default SQLite in HTSEC_HOME)",
