@@ -8,10 +8,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from htsec.config import Settings, load
+
+if TYPE_CHECKING:
+    from htsec.store.db import Store
 
 REPO = Path(__file__).resolve().parent.parent
 HTSEC = str(Path(sys.executable).with_name("htsec"))
@@ -77,3 +81,55 @@ def run(
 @pytest.fixture
 def cli() -> object:
     return run
+
+
+# -- databases -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a database on a throw-away PostgreSQL cluster, one cluster per session
+    (tests/pg.py). Skips where PostgreSQL cannot run; fails when it is missing and CI is set."""
+    from tests import pg
+
+    unavailable: pg.PgUnavailable | None = None
+    try:
+        cluster = pg.Cluster.start()
+    except pg.PgUnavailable as exc:
+        unavailable = exc
+    if unavailable is not None:
+        if unavailable.missing and os.environ.get("CI"):
+            pytest.fail(f"{unavailable} (CI is set: failing instead of skipping)", pytrace=False)
+        pytest.skip(str(unavailable))
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database per test: a SQLite file in tmp_path, or a new database on the
+    session's PostgreSQL cluster (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'htsec.db'}"
+        return
+    from tests import pg
+
+    url = pg.create_database(request.getfixturevalue("pg_url"))
+    try:
+        yield url
+    finally:
+        pg.drop_database(url)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """``open_store(db_url)``: migrated to the newest schema, closed afterwards."""
+    from htsec.store.db import open_store
+
+    s = open_store(db_url)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -9,9 +9,10 @@ import pytest
 
 import htsec
 
-PACKAGES = sorted(
-    m.name for m in pkgutil.walk_packages(htsec.__path__, "htsec.") if m.ispkg
-) + ["htsec"]
+PACKAGES = [
+    *sorted(m.name for m in pkgutil.walk_packages(htsec.__path__, "htsec.") if m.ispkg),
+    "htsec",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

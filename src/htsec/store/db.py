@@ -111,7 +111,8 @@ def open_store(url: str, *, migrate_schema: bool = True) -> Store:
         if migrate_schema:
             migrate(engine)
     except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise StoreError(
-            f"cannot open database {parsed!r}: {exc.__class__.__name__}: {exc}"
+            f"cannot open database {parsed!r}: {detail[0] if detail else exc.__class__.__name__}"
         ) from None
     return Store(engine)

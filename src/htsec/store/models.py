@@ -5,10 +5,29 @@ No table ever holds a token or a key: issued tokens are recorded by their claims
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AutoApproveRule", "Base", "IssuedToken", "Revocation", "TokenRequest"]
+__all__ = [
+    "AuditEntry",
+    "AutoApproveRule",
+    "Base",
+    "Credential",
+    "IssuedToken",
+    "PendingAuthorization",
+    "Revocation",
+    "TokenRequest",
+    "User",
+]
 
 
 class Base(DeclarativeBase):
@@ -79,3 +98,79 @@ class AutoApproveRule(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str] = mapped_column(Text)
+
+
+class User(Base):
+    """A local user name (``@domain`` stripped), as HTCondor's credential directory keys it."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Credential(Base):
+    """One OAuth credential ``<service>[_<handle>]`` of a user.
+
+    ``refresh_token``, ``access_token`` and ``client_secret`` are sealed (AES-GCM, see
+    :mod:`htsec.creds.crypto`) with the row's identity as associated data. ``handle`` is ``""``
+    when the credential has none. ``version`` is the optimistic-concurrency counter.
+    """
+
+    __tablename__ = "credentials"
+    __table_args__ = (UniqueConstraint("user", "service", "handle", name="uq_credentials_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(255), ForeignKey("users.name"))
+    service: Mapped[str] = mapped_column(String(255))
+    handle: Mapped[str] = mapped_column(String(255), default="")
+    provider: Mapped[str] = mapped_column(String(255))
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    audience: Mapped[str] = mapped_column(Text, default="")
+    refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    access_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    token_type: Mapped[str] = mapped_column(String(64), default="bearer")
+    access_expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    client_id: Mapped[str | None] = mapped_column(Text)
+    client_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    token_url: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(32), default="active", index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PendingAuthorization(Base):
+    """A web login the user still has to complete (portal; HTCondor's ``<root>/<64 hex>``)."""
+
+    __tablename__ = "pending_authorizations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(255))
+    service: Mapped[str] = mapped_column(String(255))
+    handle: Mapped[str] = mapped_column(String(255), default="")
+    provider: Mapped[str] = mapped_column(String(255))
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    audience: Mapped[str] = mapped_column(Text, default="")
+    return_url: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(32), default="pending")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditEntry(Base):
+    """Append-only (database triggers refuse UPDATE and DELETE); never holds a secret."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(32))
+    user: Mapped[str | None] = mapped_column(String(255), index=True)
+    service: Mapped[str | None] = mapped_column(String(255))
+    handle: Mapped[str | None] = mapped_column(String(255))
+    peer: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
