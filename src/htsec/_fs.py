@@ -20,8 +20,10 @@ __all__ = [
     "append_private",
     "check_private",
     "ensure_private_dir",
+    "make_dir",
     "read_private",
     "remove",
+    "touch",
     "write_atomic",
 ]
 
@@ -34,13 +36,28 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` atomically; the new file has ``mode`` from its creation."""
+def _chown_ids(uid: int | None, gid: int | None) -> tuple[int, int] | None:
+    if uid is None and gid is None:
+        return None
+    return (-1 if uid is None else uid, -1 if gid is None else gid)
+
+
+def write_atomic(
+    path: Path, data: bytes, mode: int = 0o600, *, uid: int | None = None, gid: int | None = None
+) -> None:
+    """Replace ``path`` with ``data`` atomically; the new file has ``mode`` from its creation.
+
+    ``uid``/``gid`` (either may be None for "leave as is") are applied to the temporary file
+    before the rename, so the final name never points at a file with the wrong owner.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         try:
+            ids = _chown_ids(uid, gid)
+            if ids is not None:
+                os.fchown(fd, *ids)  # before fchmod: chown may clear set-id bits
             os.fchmod(fd, mode)  # the umask may have removed bits we asked for
             view = memoryview(data)
             while view:
@@ -64,6 +81,71 @@ def remove(path: Path) -> bool:
     except FileNotFoundError:
         return False
     _fsync_dir(Path(path).parent)
+    return True
+
+
+def make_dir(
+    path: Path, mode: int, *, uid: int | None = None, gid: int | None = None
+) -> bool:
+    """Create the single directory ``path`` with exactly ``mode``; False if it already existed.
+
+    ``mkdir(2)`` masks the mode with the umask and ignores set-group-id, so the mode is set
+    again afterwards (HTCondor's OAuth credential root wants 2770). The parent must exist.
+    An existing entry is left alone (the caller checks it); the parent is fsynced on creation.
+    """
+    path = Path(path)
+    try:
+        os.mkdir(path, mode & 0o777)
+    except FileExistsError:
+        return False
+    # fchown/fchmod on a descriptor opened without following symlinks: the name we just made
+    # cannot be swapped for a link to somewhere else between the calls.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        ids = _chown_ids(uid, gid)
+        if ids is not None:
+            os.fchown(fd, *ids)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
+    return True
+
+
+def touch(
+    path: Path,
+    mode: int = 0o600,
+    *,
+    update_mtime: bool = True,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> bool:
+    """Create an empty marker file with ``mode`` (True) or, if it exists, optionally bump its mtime.
+
+    Never truncates and never follows a symlink at ``path``. With ``update_mtime=False`` an
+    existing file is left untouched (HTCondor's ``safe_fcreate_keep_if_exists``).
+    """
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        if update_mtime:
+            fd = os.open(path, flags)
+            try:
+                os.utime(fd)
+            finally:
+                os.close(fd)
+        return False
+    try:
+        ids = _chown_ids(uid, gid)
+        if ids is not None:
+            os.fchown(fd, *ids)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
     return True
 
 

@@ -44,6 +44,8 @@ KNOBS: dict[str, str] = {
     "HTSEC_HOME": "htsec's state directory (database, TLS files)",
     "HTSEC_DATABASE_URL": "SQLAlchemy URL of the store (default SQLite in HTSEC_HOME)",
     "HTSEC_SERVER_URL": "where 'htsec serve' listens and the CLI connects",
+    "HTSEC_STORE_KEY_FILE": "0600 file of the data keys sealing secrets in the store",
+    "SEC_CREDENTIAL_DIRECTORY_OAUTH": "HTCondor's OAuth credential directory (credmon output)",
     "HTSEC_CA_FILE": "CA certificate the CLI trusts for HTSEC_SERVER_URL",
     "HTSEC_GLIDEIN_KEY_NAME": "per-site key name; {site} is the site (site-{site}; "
     "GlideinWMS uses {site})",
@@ -136,6 +138,8 @@ class Settings:
     database_url: str
     server_url: str
     ca_file: Path
+    store_key_file: Path
+    cred_dir: Path | None
     glidein_key_name: str
     glidein_lifetime: int
 
@@ -221,6 +225,8 @@ def load(environ: dict[str, str] | os._Environ[str] | None = None) -> Settings:
         database_url=param("HTSEC_DATABASE_URL") or f"sqlite:///{home / 'htsec.db'}",
         server_url=(param("HTSEC_SERVER_URL") or f"https://127.0.0.1:{port}").rstrip("/"),
         ca_file=path_knob("HTSEC_CA_FILE", home / "tls" / "ca.pem"),
+        store_key_file=path_knob("HTSEC_STORE_KEY_FILE", home / "store.key"),
+        cred_dir=Path(v) if (v := param("SEC_CREDENTIAL_DIRECTORY_OAUTH")) else None,
         glidein_key_name=_glidein_key_name(),
         glidein_lifetime=_int_knob("HTSEC_GLIDEIN_LIFETIME", 86400) or 86400,
     )

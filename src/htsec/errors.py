@@ -14,9 +14,14 @@ message on one line and exits with its ``exit_code``. Anything else is a bug: th
     +-- TokenError
     |   +-- TokenRejected      a token failed verification (exit 1); ``reason`` is a short code
     +-- StoreError             the database
+    |   +-- CredStoreError     a credential cannot be stored or used (``status`` for the API)
+    |   +-- NotFound           no such credential
     +-- RequestError           token requests (unknown id, wrong state, over limits)
     +-- RemoteError            the htsec server answered with an error
     +-- LockError              another daemon holds the state directory
+    +-- CredentialError        HTCondor's OAuth credential directory (htsec.creds.layout)
+        +-- BadCredentialName  a user, service or handle HTCondor would not accept (exit 2)
+        +-- CredentialFileError  a credential file that cannot be read or parsed (``path``)
 
 Messages name the thing (file, knob, key, jti) and say how to fix it; they never hold secret
 bytes.
@@ -25,12 +30,17 @@ bytes.
 from __future__ import annotations
 
 __all__ = [
+    "BadCredentialName",
     "BadKeyName",
     "ConfigError",
+    "CredentialError",
+    "CredentialFileError",
+    "CredStoreError",
     "FileSecurityError",
     "HtsecError",
     "KeyNotFound",
     "LockError",
+    "NotFound",
     "RemoteError",
     "RequestError",
     "SigningKeyError",
@@ -120,6 +130,25 @@ class StoreError(HtsecError):
     code = "store_error"
 
 
+class CredStoreError(StoreError):
+    """A credential cannot be stored or used (conflict, dead credential, contention)."""
+
+    status = 400
+    code = "credential_error"
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(StoreError):
+    """The credential (or other named thing) does not exist."""
+
+    exit_code = 1
+    status = 404
+    code = "not_found"
+
+
 class RequestError(HtsecError):
     """A token request cannot be made, found or decided."""
 
@@ -141,3 +170,30 @@ class LockError(HtsecError):
     """Another process holds the lock on a state directory."""
 
     code = "lock_error"
+
+
+class CredentialError(HtsecError):
+    """HTCondor's OAuth credential directory cannot be used as asked."""
+
+    code = "credential_error"
+
+
+class BadCredentialName(CredentialError):
+    """A user, service or handle name that HTCondor would refuse or that could leave the directory."""
+
+    exit_code = 2
+    status = 400
+    code = "bad_credential_name"
+
+
+class CredentialFileError(CredentialError):
+    """A credential file is unreadable, too large or not in HTCondor's format.
+
+    ``path`` names the file; the message never quotes the file's content.
+    """
+
+    code = "bad_credential_file"
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path

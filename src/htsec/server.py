@@ -94,9 +94,18 @@ def create_app(settings: Settings, authority: Authority | None = None) -> FastAP
     def health() -> dict[str, str]:
         return {"status": "ok", "trust_domain": settings.trust_domain, "version": __version__}
 
+    from htsec.creds.api import router as creds_router
+    from htsec.creds.crypto import Sealer, generate_key_file
+    from htsec.creds.store import CredStore
+    from htsec.metrics import install
     from htsec.tokens.api import router as tokens_router
 
+    generate_key_file(settings.store_key_file)
+    credstore = CredStore(authority.store, Sealer(settings.store_key_file))
+    app.state.credstore = credstore
+    install(app, credstore.status)
     app.include_router(tokens_router)
+    app.include_router(creds_router)
     return app
 
 
