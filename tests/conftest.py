@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from htsec.config import Settings, load
@@ -133,3 +136,45 @@ def store(db_url: str) -> Iterator[Store]:
         yield s
     finally:
         s.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(home: Path) -> Iterator[dict[str, str]]:
+    """A real 'htsec serve' on a free loopback port, torn down after the test."""
+    port = free_port()
+    env = {**os.environ, "_CONDOR_HTSEC_SERVER_URL": f"https://127.0.0.1:{port}"}
+    log = open(home.parent / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([HTSEC, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    ca = home / "tls" / "ca.pem"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if (
+                ca.exists()
+                and httpx.get(f"https://127.0.0.1:{port}/v1/health", verify=str(ca)).is_success
+            ):
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError((home.parent / "serve.log").read_text())
+        time.sleep(0.1)
+    try:
+        yield {"_CONDOR_HTSEC_SERVER_URL": f"https://127.0.0.1:{port}", "HTSEC_POLL_FAST": "1"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            raise
+        finally:
+            log.close()

@@ -84,9 +84,7 @@ def remove(path: Path) -> bool:
     return True
 
 
-def make_dir(
-    path: Path, mode: int, *, uid: int | None = None, gid: int | None = None
-) -> bool:
+def make_dir(path: Path, mode: int, *, uid: int | None = None, gid: int | None = None) -> bool:
     """Create the single directory ``path`` with exactly ``mode``; False if it already existed.
 
     ``mkdir(2)`` masks the mode with the umask and ignores set-group-id, so the mode is set

@@ -826,18 +826,31 @@ _handle_opt = click.option("--handle", metavar="HANDLE", help="Credential handle
 @cred.command("add", context_settings=CONTEXT)
 @click.option("--service", required=True, help="OAuth service (provider) name, e.g. scitokens.")
 @_handle_opt
-@click.option("--refresh-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="File holding the refresh token (read once; keep it 0600).")
+@click.option(
+    "--refresh-token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the refresh token (read once; keep it 0600).",
+)
 @click.option("--from-stdin", is_flag=True, help="Read the refresh token from standard input.")
 @click.option("--scopes", default="", help="Scopes, comma or space separated.")
 @click.option("--audience", default="", help="Audience / resource.")
 @_server_opt
 @_token_opt
-def cred_add(service: str, handle: str | None, refresh_token_file: Path | None, from_stdin: bool,
-             scopes: str, audience: str, server: str | None, token_file: str | None) -> None:
+def cred_add(
+    service: str,
+    handle: str | None,
+    refresh_token_file: Path | None,
+    from_stdin: bool,
+    scopes: str,
+    audience: str,
+    server: str | None,
+    token_file: str | None,
+) -> None:
     """Store a refresh token for SERVICE (never on the command line: file or stdin)."""
     if bool(refresh_token_file) == bool(from_stdin):
-        raise UsageError("give the refresh token with exactly one of --refresh-token-file or --from-stdin")
+        raise UsageError(
+            "give the refresh token with exactly one of --refresh-token-file or --from-stdin"
+        )
     if refresh_token_file:
         from htsec._fs import read_private
 
@@ -848,9 +861,14 @@ def cred_add(service: str, handle: str | None, refresh_token_file: Path | None, 
         raise UsageError("the refresh token is empty")
     params = {"handle": handle} if handle else {}
     body = _client(server, token_file).call(
-        "PUT", f"/v1/creds/{service}", params=params,
-        json={"refresh_token": secret, "scopes": scopes.replace(",", " ").split(),
-              "audience": audience},
+        "PUT",
+        f"/v1/creds/{service}",
+        params=params,
+        json={
+            "refresh_token": secret,
+            "scopes": scopes.replace(",", " ").split(),
+            "audience": audience,
+        },
     )
     click.echo(f"stored {body['name']} for {body['user']} (version {body['version']})")
 
@@ -859,8 +877,15 @@ def _cred_rows(rows: list[dict[str, Any]]) -> None:
     t = _table("USER", "CREDENTIAL", "PROVIDER", "SCOPES", "ACCESS EXPIRES", "STATE", "UPDATED")
     for r in rows:
         state = r["state"] + (f" ({r['last_error']})" if r.get("last_error") else "")
-        t.add_row(r["user"], r["name"], r["provider"], ",".join(r["scopes"]),
-                  when(r["access_expires_at"]), state, when(r["updated_at"]))
+        t.add_row(
+            r["user"],
+            r["name"],
+            r["provider"],
+            ",".join(r["scopes"]),
+            when(r["access_expires_at"]),
+            state,
+            when(r["updated_at"]),
+        )
     out.print(t)
 
 
@@ -870,10 +895,13 @@ def _cred_rows(rows: list[dict[str, Any]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_server_opt
 @_token_opt
-def cred_list(user: str | None, all_users: bool, as_json: bool, server: str | None,
-              token_file: str | None) -> None:
+def cred_list(
+    user: str | None, all_users: bool, as_json: bool, server: str | None, token_file: str | None
+) -> None:
     """List credentials: service, handle, scopes, expiry, state (never token bytes)."""
-    params: dict[str, str] = {"all_users": "true"} if all_users else ({"user": user} if user else {})
+    params: dict[str, str] = (
+        {"all_users": "true"} if all_users else ({"user": user} if user else {})
+    )
     body = _client(server, token_file).call("GET", "/v1/creds", params=params)
     if as_json:
         emit_json(body)
@@ -889,8 +917,9 @@ def cred_list(user: str | None, all_users: bool, as_json: bool, server: str | No
 @click.option("--user", help="Another user's credential (needs ADMINISTRATOR).")
 @_server_opt
 @_token_opt
-def cred_delete(service: str, handle: str | None, user: str | None, server: str | None,
-                token_file: str | None) -> None:
+def cred_delete(
+    service: str, handle: str | None, user: str | None, server: str | None, token_file: str | None
+) -> None:
     """Delete a credential."""
     params = {k: v for k, v in (("handle", handle), ("user", user)) if v}
     _client(server, token_file).call("DELETE", f"/v1/creds/{service}", params=params)
@@ -966,8 +995,10 @@ def store_init() -> None:
     s = settings()
     created = generate_key_file(s.store_key_file)
     _authority().store  # noqa: B018 - opens and migrates
-    click.echo(f"store ready: {s.database_url}; data keys in {s.store_key_file}"
-               + (" (created)" if created else ""))
+    click.echo(
+        f"store ready: {s.database_url}; data keys in {s.store_key_file}"
+        + (" (created)" if created else "")
+    )
 
 
 @store.command("rekey", context_settings=CONTEXT)
@@ -983,8 +1014,9 @@ def store_rekey() -> None:
     new = cs.sealer.begin_rekey()
     n = cs.reseal_all()
     dropped = cs.sealer.finish_rekey()
-    cs.audit(actor=_caller_name(), action="rekey", outcome="ok",
-             detail=f"{old} -> {new}, {n} row(s)")
+    cs.audit(
+        actor=_caller_name(), action="rekey", outcome="ok", detail=f"{old} -> {new}, {n} row(s)"
+    )
     click.echo(f"re-sealed {n} credential(s) under data key {new}; dropped {dropped} old key(s)")
 
 

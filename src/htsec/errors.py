@@ -29,13 +29,15 @@ bytes.
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "BadCredentialName",
     "BadKeyName",
     "ConfigError",
+    "CredStoreError",
     "CredentialError",
     "CredentialFileError",
-    "CredStoreError",
     "FileSecurityError",
     "HtsecError",
     "KeyNotFound",
@@ -179,7 +181,7 @@ class CredentialError(HtsecError):
 
 
 class BadCredentialName(CredentialError):
-    """A user, service or handle name that HTCondor would refuse or that could leave the directory."""
+    """A user, service or handle name HTCondor would refuse or that could leave the directory."""
 
     exit_code = 2
     status = 400
@@ -194,6 +196,7 @@ class CredentialFileError(CredentialError):
 
     code = "bad_credential_file"
 
-    def __init__(self, path: object, message: str) -> None:
-        super().__init__(f"{path}: {message}")
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        super().__init__(f"{os.fspath(path)}: {message}")
         self.path = path
+        self.detail = message

@@ -1,0 +1,174 @@
+"""The credd HTTP API: store, query, list and delete OAuth credentials.
+
+Callers authenticate with an ID token (``Authorization: Bearer``) and are authorized by
+identity: the user part of ``sub`` (``alice`` of ``alice@pool``) sees and changes only its own
+credentials; a token with ``DAEMON`` authorization (an execution point) may fetch access tokens
+of any user for the jobs it runs; ``ADMINISTRATOR`` may list and delete anyone's. Nothing
+returns a refresh token, ever. Errors are RFC 9457 problem documents.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from htsec.creds.store import MAX_TOKEN_TEXT, CredStore
+from htsec.errors import CredStoreError
+from htsec.server import Caller
+from htsec.tokens.idtoken import VerifiedToken
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["credentials"])
+
+_NAME = r"^[A-Za-z0-9=+.-][A-Za-z0-9=+._-]{0,127}$"
+Handle = Annotated[str | None, Query(max_length=128, pattern=_NAME)]
+UserQ = Annotated[str | None, Query(max_length=128, pattern=_NAME)]
+Service = Annotated[str, Path(max_length=128, pattern=_NAME)]
+
+
+class CredIn(BaseModel):
+    """A credential to store; at least one of the tokens."""
+
+    refresh_token: str | None = Field(default=None, max_length=MAX_TOKEN_TEXT)
+    access_token: str | None = Field(default=None, max_length=MAX_TOKEN_TEXT)
+    expires_in: int | None = Field(default=None, ge=0, le=10 * 365 * 86400)
+    token_type: str = Field(default="bearer", max_length=64)
+    scopes: list[str] = Field(default_factory=list, max_length=64)
+    audience: str = Field(default="", max_length=1024)
+    provider: str | None = Field(default=None, max_length=128, pattern=_NAME)
+
+
+def _creds(request: Request) -> CredStore:
+    cs: CredStore = request.app.state.credstore
+    return cs
+
+
+def local_user(caller: VerifiedToken) -> str:
+    """``alice@pool.example.org`` -> ``alice`` (HTCondor keys credentials by local name)."""
+    return caller.subject.split("@", 1)[0]
+
+
+def _has(caller: VerifiedToken, perm: str) -> bool:
+    authz = caller.authorizations
+    return authz is None or perm in authz
+
+
+def _target(caller: VerifiedToken, user: str | None, *, perm: str) -> str:
+    """The user whose credentials the caller acts on, or 403."""
+    me = local_user(caller)
+    if user is None or user == me:
+        if not _has(caller, perm):
+            raise CredStoreError(f"{caller.subject}'s token lacks {perm} authorization", status=403)
+        return me
+    if caller.authorizations is not None and "ADMINISTRATOR" in caller.authorizations:
+        return user
+    raise CredStoreError(
+        f"{caller.subject} may not act on {user}'s credentials (needs ADMINISTRATOR)", status=403
+    )
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.put("/creds/{service}")
+def store_credential(
+    service: Service,
+    body: CredIn,
+    request: Request,
+    caller: Caller,
+    handle: Handle = None,
+    if_match: Annotated[str | None, Header(max_length=20)] = None,
+) -> dict[str, Any]:
+    """Store (create or replace) one of the caller's credentials."""
+    user = _target(caller, None, perm="WRITE")
+    expect = None
+    if if_match is not None:
+        try:
+            expect = int(if_match.strip('"W/'))
+        except ValueError:
+            raise CredStoreError("If-Match must be a credential version number") from None
+    info = _creds(request).put(
+        user,
+        service,
+        handle,
+        refresh_token=body.refresh_token,
+        access_token=body.access_token,
+        expires_at=int(time.time()) + body.expires_in if body.expires_in is not None else None,
+        token_type=body.token_type,
+        scopes=body.scopes,
+        audience=body.audience,
+        provider=body.provider,
+        actor=caller.subject,
+        peer=_peer(request),
+        expect_version=expect,
+    )
+    return info.as_dict()
+
+
+@router.get("/creds")
+def list_credentials(
+    request: Request, caller: Caller, user: UserQ = None, all_users: bool = False
+) -> dict[str, Any]:
+    """The caller's credentials (ADMINISTRATOR: ``?user=NAME`` or ``?all_users=true``)."""
+    if all_users:
+        _target(caller, "\x00all", perm="READ")
+        rows = _creds(request).credentials()
+    else:
+        rows = _creds(request).credentials(_target(caller, user, perm="READ"))
+    return {"credentials": [r.as_dict() for r in rows]}
+
+
+@router.get("/creds/{service}")
+def get_credential(
+    service: Service, request: Request, caller: Caller, handle: Handle = None, user: UserQ = None
+) -> dict[str, Any]:
+    return _creds(request).info(_target(caller, user, perm="READ"), service, handle).as_dict()
+
+
+@router.delete("/creds/{service}", status_code=204)
+def delete_credential(
+    service: Service, request: Request, caller: Caller, handle: Handle = None, user: UserQ = None
+) -> Response:
+    target = _target(caller, user, perm="WRITE")
+    cs = _creds(request)
+    cs.info(target, service, handle)  # 404 when absent
+    cs.delete(target, service, handle, actor=caller.subject, peer=_peer(request))
+    return Response(status_code=204)
+
+
+@router.get("/creds/{service}/access-token")
+def access_token(
+    service: Service, request: Request, caller: Caller, handle: Handle = None, user: UserQ = None
+) -> dict[str, Any]:
+    """A job's access token (``.use`` JSON): for execution points (DAEMON) and the owner."""
+    me = local_user(caller)
+    daemon = caller.authorizations is not None and "DAEMON" in caller.authorizations
+    if user is not None and user != me and not daemon:
+        raise CredStoreError(
+            f"{caller.subject} may not fetch {user}'s tokens (needs DAEMON authorization)",
+            status=403,
+        )
+    target = user or me
+    cs = _creds(request)
+    tok = cs.access_token(target, service, handle)
+    request.app.state.metrics.fetches.inc()
+    return tok.use_json()
+
+
+@router.get("/creds-status")
+def status(request: Request, caller: Caller) -> dict[str, Any]:
+    """Per service, how many of the caller's (ADMINISTRATOR: all) credentials are in each state."""
+    cs = _creds(request)
+    admin = caller.authorizations is not None and "ADMINISTRATOR" in caller.authorizations
+    if admin:
+        return {"services": cs.status()}
+    out: dict[str, dict[str, int]] = {}
+    for c in cs.credentials(local_user(caller)):
+        out.setdefault(c.service, {}).setdefault(c.state, 0)
+        out[c.service][c.state] += 1
+    return {"services": out}

@@ -1,0 +1,421 @@
+"""The credential store: users' OAuth credentials, sealed at rest, with an audit trail.
+
+Rows live in the ``credentials`` table (:class:`htsec.store.models.Credential`); refresh
+tokens, access tokens and client secrets are sealed with :class:`htsec.creds.crypto.Sealer`
+under the row's identity ``(user, service, handle)``. Writers use an optimistic ``version``
+column: an update applies only to the version it read and is retried on conflict, so parallel
+writers never lose an update. Nothing here ever returns a refresh token to a caller outside
+htsec (the credmon reads it through :meth:`CredStore.refresh_token`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from htsec.creds.crypto import Sealer, aad_for
+from htsec.creds.layout import TokenName, local_user
+from htsec.errors import CredStoreError, NotFound, UsageError
+from htsec.store import Store
+from htsec.store.models import AuditEntry, Credential, User
+
+__all__ = ["MAX_TOKEN_TEXT", "AccessToken", "CredStore", "CredentialInfo"]
+
+#: Bound on any token or secret text stored (bytes of UTF-8).
+MAX_TOKEN_TEXT = 16 * 1024
+_RETRIES = 50
+_C = cast(Table, Credential.__table__)
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """What may be shown about a credential: never token bytes."""
+
+    user: str
+    service: str
+    handle: str | None
+    provider: str
+    scopes: list[str]
+    audience: str
+    token_type: str
+    access_expires_at: int | None
+    has_refresh_token: bool
+    has_access_token: bool
+    state: str
+    last_error: str | None
+    version: int
+    created_at: int
+    updated_at: int
+
+    @property
+    def name(self) -> TokenName:
+        return TokenName(self.service, self.handle or "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "name": self.name.stem}
+
+
+@dataclass(frozen=True, repr=False)
+class AccessToken:
+    """An access token for delivery to a job (``.use`` contents)."""
+
+    access_token: str
+    token_type: str
+    expires_at: int | None
+    scope: str
+
+    def __repr__(self) -> str:
+        return (
+            f"AccessToken(token_type={self.token_type!r}, expires_at={self.expires_at}, "
+            "access_token=[secure])"
+        )
+
+    def use_json(self, now: float | None = None) -> dict[str, Any]:
+        """The ``.use`` file's JSON object (FORMATS.md section 3)."""
+        out: dict[str, Any] = {"access_token": self.access_token, "token_type": self.token_type}
+        if self.expires_at is not None:
+            t = time.time() if now is None else now
+            out["expires_in"] = max(0, int(self.expires_at - t))
+            out["expires_at"] = self.expires_at
+        if self.scope:
+            out["scope"] = self.scope
+        return out
+
+
+def _bounded(value: str | None, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value.encode("utf-8")) > MAX_TOKEN_TEXT:
+        raise UsageError(f"{what} must be text of at most {MAX_TOKEN_TEXT} bytes")
+    if "\x00" in value:
+        raise UsageError(f"{what} must not contain NUL")
+    return value
+
+
+def _scopes(scopes: str | list[str] | None) -> str:
+    """Scopes as HTCondor's .top keeps them: a comma list without blanks, sorted as a set."""
+    if scopes is None:
+        return ""
+    items = scopes.replace(",", " ").split() if isinstance(scopes, str) else scopes
+    return ",".join(sorted({s.strip() for s in items if s.strip()}))
+
+
+class CredStore:
+    """Credential operations on one store with one sealer."""
+
+    def __init__(self, store: Store, sealer: Sealer) -> None:
+        self.store = store
+        self.sealer = sealer
+
+    # -- helpers ---------------------------------------------------------------------------
+    @staticmethod
+    def _name(user: str, service: str, handle: str | None) -> tuple[str, TokenName]:
+        return local_user(user), TokenName(service, handle or "")
+
+    def _aad(self, column: str, user: str, name: TokenName) -> bytes:
+        return aad_for("credentials", column, user, name.service, name.handle or "")
+
+    def _seal(self, value: str | None, column: str, user: str, name: TokenName) -> bytes | None:
+        return None if value is None else self.sealer.seal(value, self._aad(column, user, name))
+
+    def _open(self, value: bytes | None, column: str, user: str, name: TokenName) -> str | None:
+        return None if value is None else self.sealer.open(value, self._aad(column, user, name))
+
+    @staticmethod
+    def _info(row: Any) -> CredentialInfo:
+        return CredentialInfo(
+            user=row.user,
+            service=row.service,
+            handle=row.handle or None,
+            provider=row.provider,
+            scopes=[s for s in row.scopes.split(",") if s],
+            audience=row.audience,
+            token_type=row.token_type,
+            access_expires_at=row.access_expires_at,
+            has_refresh_token=row.refresh_token is not None,
+            has_access_token=row.access_token is not None,
+            state=row.state,
+            last_error=row.last_error,
+            version=row.version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        outcome: str,
+        user: str | None = None,
+        name: TokenName | None = None,
+        peer: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        with self.store.session() as s:
+            s.add(
+                AuditEntry(
+                    at=time.time(),
+                    actor=actor,
+                    action=action,
+                    user=user,
+                    service=name.service if name else None,
+                    handle=(name.handle or "") if name else None,
+                    peer=peer,
+                    outcome=outcome,
+                    detail=detail,
+                )
+            )
+
+    # -- writes ----------------------------------------------------------------------------
+    def put(
+        self,
+        user: str,
+        service: str,
+        handle: str | None = None,
+        *,
+        refresh_token: str | None = None,
+        access_token: str | None = None,
+        expires_at: int | None = None,
+        token_type: str = "bearer",  # noqa: S107 - RFC 6750 token type
+        scopes: str | list[str] | None = None,
+        audience: str | None = None,
+        provider: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        token_url: str | None = None,
+        actor: str = "htsec",
+        peer: str | None = None,
+        expect_version: int | None = None,
+    ) -> CredentialInfo:
+        """Create or replace a credential; returns it. ``expect_version`` makes it conditional."""
+        user, name = self._name(user, service, handle)
+        _bounded(refresh_token, "refresh token")
+        _bounded(access_token, "access token")
+        _bounded(client_secret, "client secret")
+        if refresh_token is None and access_token is None:
+            raise UsageError("store a refresh token, an access token or both")
+        now = int(time.time())
+        values = {
+            "provider": provider or name.service,
+            "scopes": _scopes(scopes),
+            "audience": _bounded(audience, "audience") or "",
+            "refresh_token": self._seal(refresh_token, "refresh_token", user, name),
+            "access_token": self._seal(access_token, "access_token", user, name),
+            "token_type": token_type[:64],
+            "access_expires_at": expires_at,
+            "client_id": client_id,
+            "client_secret": self._seal(client_secret, "client_secret", user, name),
+            "token_url": token_url,
+            "state": "active",
+            "last_error": None,
+            "updated_at": now,
+        }
+        key = and_(
+            _C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or "")
+        )
+        for _ in range(_RETRIES):
+            with self.store.session() as s:
+                current = s.execute(select(_C.c.version).where(key)).scalar()
+                if expect_version is not None and current != expect_version:
+                    raise CredStoreError(
+                        f"credential {name.stem} of {user} is at version {current}, "
+                        f"not {expect_version}; re-read and retry",
+                        status=409,
+                    )
+                if current is None:
+                    if s.get(User, user) is None:
+                        with suppress(IntegrityError), s.begin_nested():
+                            s.add(User(name=user, created_at=now))
+                    try:
+                        with s.begin_nested():
+                            s.execute(
+                                insert(_C).values(
+                                    user=user,
+                                    service=name.service,
+                                    handle=name.handle or "",
+                                    version=1,
+                                    created_at=now,
+                                    **values,
+                                )
+                            )
+                    except IntegrityError:
+                        continue  # a concurrent writer created it first: update instead
+                else:
+                    res = s.execute(
+                        update(_C)
+                        .where(key, _C.c.version == current)
+                        .values(version=current + 1, **values)
+                    )
+                    if res.rowcount != 1:  # type: ignore[attr-defined]
+                        continue  # lost the race; re-read the version and apply again
+                s.add(
+                    AuditEntry(
+                        at=time.time(),
+                        actor=actor,
+                        action="store",
+                        user=user,
+                        service=name.service,
+                        handle=name.handle or "",
+                        peer=peer,
+                        outcome="ok",
+                        detail=f"version {(current or 0) + 1}",
+                    )
+                )
+            return self.info(user, name.service, name.handle)
+        raise CredStoreError(
+            f"too much contention storing {name.stem} of {user}; try again", status=503
+        )
+
+    def delete(
+        self,
+        user: str,
+        service: str,
+        handle: str | None = None,
+        *,
+        actor: str = "htsec",
+        peer: str | None = None,
+    ) -> bool:
+        user, name = self._name(user, service, handle)
+        key = and_(
+            _C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or "")
+        )
+        with self.store.session() as s:
+            n = s.execute(delete(_C).where(key)).rowcount  # type: ignore[attr-defined]
+            s.add(
+                AuditEntry(
+                    at=time.time(),
+                    actor=actor,
+                    action="delete",
+                    user=user,
+                    service=name.service,
+                    handle=name.handle or "",
+                    peer=peer,
+                    outcome="ok" if n else "absent",
+                )
+            )
+        return bool(n)
+
+    def set_state(
+        self, user: str, service: str, handle: str | None, state: str, error: str | None = None
+    ) -> None:
+        user, name = self._name(user, service, handle)
+        key = and_(
+            _C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or "")
+        )
+        with self.store.session() as s:
+            s.execute(
+                update(_C)
+                .where(key)
+                .values(
+                    state=state,
+                    last_error=error,
+                    version=_C.c.version + 1,
+                    updated_at=int(time.time()),
+                )
+            )
+
+    # -- reads -----------------------------------------------------------------------------
+    def _row(self, user: str, name: TokenName) -> Any:
+        key = and_(
+            _C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or "")
+        )
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(_C).where(key)).first()
+        if row is None:
+            raise NotFound(f"{user} has no credential {name.stem}")
+        return row
+
+    def info(self, user: str, service: str, handle: str | None = None) -> CredentialInfo:
+        user, name = self._name(user, service, handle)
+        return self._info(self._row(user, name))
+
+    def credentials(self, user: str | None = None) -> list[CredentialInfo]:
+        q = select(_C).order_by(_C.c.user, _C.c.service, _C.c.handle)
+        if user is not None:
+            q = q.where(_C.c.user == local_user(user))
+        with self.store.engine.connect() as conn:
+            return [self._info(r) for r in conn.execute(q)]
+
+    def access_token(self, user: str, service: str, handle: str | None = None) -> AccessToken:
+        """The current access token, for delivery to a job; refuses dead credentials."""
+        user, name = self._name(user, service, handle)
+        row = self._row(user, name)
+        if row.state != "active":
+            raise CredStoreError(
+                f"credential {name.stem} of {user} is {row.state}: {row.last_error or 'no detail'}",
+                status=409,
+            )
+        token = self._open(row.access_token, "access_token", user, name)
+        if token is None:
+            raise NotFound(f"credential {name.stem} of {user} has no access token yet")
+        return AccessToken(
+            token, row.token_type, row.access_expires_at, row.scopes.replace(",", " ")
+        )
+
+    def refresh_token(self, user: str, service: str, handle: str | None = None) -> str | None:
+        """For the credmon only; never exposed over the API."""
+        user, name = self._name(user, service, handle)
+        return self._open(self._row(user, name).refresh_token, "refresh_token", user, name)
+
+    def client_secret(self, user: str, service: str, handle: str | None = None) -> str | None:
+        user, name = self._name(user, service, handle)
+        return self._open(self._row(user, name).client_secret, "client_secret", user, name)
+
+    def status(self) -> dict[str, dict[str, int]]:
+        """Per service, how many credentials are in each state."""
+        q = select(_C.c.service, _C.c.state, func.count()).group_by(_C.c.service, _C.c.state)
+        out: dict[str, dict[str, int]] = {}
+        with self.store.engine.connect() as conn:
+            for service, state, n in conn.execute(q):
+                out.setdefault(service, {})[state] = int(n)
+        return out
+
+    def audit_log(self, user: str | None = None, limit: int = 100) -> list[Mapping[str, Any]]:
+        q = select(AuditEntry.__table__).order_by(AuditEntry.id.desc()).limit(limit)
+        if user is not None:
+            q = q.where(AuditEntry.user == user)
+        with self.store.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    # -- rekey -----------------------------------------------------------------------------
+    def reseal_all(self) -> int:
+        """Re-seal every value not sealed under the current key; returns rows changed.
+
+        Works row by row under the version check, so it runs while the service is up.
+        """
+        with self.store.engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(select(_C.c.id).order_by(_C.c.id))]
+        return sum(1 for row_id in ids if self._reseal_one(row_id))
+
+    def _reseal_one(self, row_id: int) -> bool:
+        current = self.sealer.current_kid
+        for _ in range(_RETRIES):
+            with self.store.engine.connect() as conn:
+                row = conn.execute(select(_C).where(_C.c.id == row_id)).first()
+            if row is None:
+                return False
+            name = TokenName(row.service, row.handle)
+            new = {}
+            for col in ("refresh_token", "access_token", "client_secret"):
+                sealed = getattr(row, col)
+                if sealed is not None and self.sealer.kid_of(sealed) != current:
+                    aad = self._aad(col, row.user, name)
+                    new[col] = self.sealer.seal(self.sealer.open(sealed, aad), aad)
+            if not new:
+                return False
+            with self.store.session() as s:
+                res = s.execute(
+                    update(_C)
+                    .where(_C.c.id == row_id, _C.c.version == row.version)
+                    .values(version=row.version + 1, **new)
+                )
+            if res.rowcount == 1:  # type: ignore[attr-defined]
+                return True
+        raise CredStoreError(f"could not re-seal credential row {row_id}; run rekey again")

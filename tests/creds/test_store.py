@@ -1,0 +1,196 @@
+"""The credential store on SQLite and PostgreSQL: sealing, versions, audit, rekey."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from htsec.creds.crypto import Sealer, generate_key_file
+from htsec.creds.store import CredStore
+from htsec.errors import CredStoreError, NotFound, UsageError
+from htsec.store import Store
+
+RT = "rt-0123456789-SECRET-refresh"
+AT = "at-abcdefghij-SECRET-access"
+CS = "cs-SECRET-client-secret"
+
+
+@pytest.fixture
+def creds(store: Store, tmp_path: Path) -> CredStore:
+    generate_key_file(tmp_path / "store.key")
+    return CredStore(store, Sealer(tmp_path / "store.key"))
+
+
+def test_put_get_and_no_secret_in_info(creds: CredStore) -> None:
+    info = creds.put(
+        "alice",
+        "box",
+        refresh_token=RT,
+        access_token=AT,
+        expires_at=2_000_000_000,
+        scopes="read, write read",
+        audience="https://x",
+        client_secret=CS,
+    )
+    assert (info.user, info.service, info.handle, info.version) == ("alice", "box", None, 1)
+    assert info.scopes == ["read", "write"]
+    assert RT not in repr(info) and AT not in repr(info.as_dict())
+    tok = creds.access_token("alice", "box")
+    assert tok.access_token == AT and "secure" in repr(tok) and AT not in repr(tok)
+    assert creds.refresh_token("alice", "box") == RT
+    assert creds.client_secret("alice", "box") == CS
+    use = tok.use_json(now=1_999_999_000)
+    assert use == {
+        "access_token": AT,
+        "token_type": "bearer",
+        "expires_in": 1000,
+        "expires_at": 2_000_000_000,
+        "scope": "read write",
+    }
+
+
+def test_handles_are_separate(creds: CredStore) -> None:
+    creds.put("alice", "box", refresh_token="a")
+    creds.put("alice", "box", "work", refresh_token="b")
+    assert [c.name.stem for c in creds.credentials("alice")] == ["box", "box_work"]
+    assert creds.refresh_token("alice", "box", "work") == "b"
+
+
+def test_raw_database_holds_no_token_bytes(creds: CredStore, store: Store, db_url: str) -> None:
+    creds.put("alice", "box", refresh_token=RT, access_token=AT, client_secret=CS)
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM credentials")).fetchall()
+    dump = repr(rows).encode()
+    for secret in (RT, AT, CS):
+        assert secret.encode() not in dump
+    if db_url.startswith("sqlite"):
+        store.close()
+        raw = b"".join(
+            p.read_bytes() for p in Path(db_url[len("sqlite:///") :]).parent.glob("htsec.db*")
+        )
+        assert b"alice" in raw  # the scan does see the database's bytes
+        for secret in (RT, AT, CS):
+            assert secret.encode() not in raw
+
+
+def test_sealed_value_cannot_move_rows(creds: CredStore, store: Store) -> None:
+    creds.put("alice", "box", refresh_token="alice-rt")
+    creds.put("bob", "box", refresh_token="bob-rt")
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE credentials SET refresh_token = "
+                "(SELECT refresh_token FROM credentials WHERE \"user\" = 'alice') "
+                "WHERE \"user\" = 'bob'"
+            )
+        )
+    with pytest.raises(Exception, match="does not belong"):
+        creds.refresh_token("bob", "box")
+
+
+def test_versions_and_conditional_put(creds: CredStore) -> None:
+    creds.put("alice", "box", refresh_token="1")
+    assert creds.put("alice", "box", refresh_token="2").version == 2
+    with pytest.raises(CredStoreError, match="version 2, not 1") as info:
+        creds.put("alice", "box", refresh_token="3", expect_version=1)
+    assert info.value.status == 409
+    assert creds.put("alice", "box", refresh_token="3", expect_version=2).version == 3
+
+
+def test_parallel_writers_lose_nothing(creds: CredStore) -> None:
+    """8 threads x 10 updates of one credential: every update is applied (version counts)."""
+    creds.put("alice", "box", refresh_token="start")
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            for j in range(10):
+                creds.put("alice", "box", refresh_token=f"t{i}-{j}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert creds.info("alice", "box").version == 1 + 80
+    stores = [e for e in creds.audit_log("alice", limit=1000) if e["action"] == "store"]
+    assert len(stores) == 81
+    assert creds.refresh_token("alice", "box") in {f"t{i}-9" for i in range(8)}
+
+
+def test_delete_state_and_status(creds: CredStore) -> None:
+    creds.put("alice", "box", refresh_token="x", access_token="y")
+    creds.put("bob", "box", refresh_token="x")
+    creds.set_state("bob", "box", None, "needs_reauth", "invalid_grant")
+    assert creds.status() == {"box": {"active": 1, "needs_reauth": 1}}
+    with pytest.raises(CredStoreError, match="needs_reauth: invalid_grant"):
+        creds.access_token("bob", "box")
+    assert creds.delete("alice", "box", actor="alice")
+    assert not creds.delete("alice", "box", actor="alice")
+    with pytest.raises(NotFound):
+        creds.info("alice", "box")
+
+
+def test_audit_is_append_only_and_secret_free(creds: CredStore, store: Store) -> None:
+    creds.put("alice", "box", refresh_token=RT, actor="alice@pool", peer="127.0.0.1")
+    creds.delete("alice", "box", actor="alice@pool")
+    log = creds.audit_log("alice")
+    assert [(e["action"], e["actor"], e["outcome"]) for e in log] == [
+        ("delete", "alice@pool", "ok"),
+        ("store", "alice@pool", "ok"),
+    ]
+    assert RT not in repr(log)
+    with pytest.raises(Exception, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log"))
+    with pytest.raises(Exception, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET actor = 'mallory'"))
+
+
+def test_rekey_reseals_everything(creds: CredStore, store: Store) -> None:
+    for u in ("alice", "bob", "carol"):
+        creds.put(u, "box", refresh_token=f"{u}-rt", access_token=f"{u}-at", client_secret="cs")
+    old = creds.sealer.current_kid
+    creds.sealer.begin_rekey()
+    assert creds.reseal_all() == 3
+    assert creds.reseal_all() == 0
+    creds.sealer.finish_rekey()
+    with store.engine.connect() as conn:
+        blobs = [
+            b
+            for row in conn.execute(
+                text("SELECT refresh_token, access_token, client_secret FROM credentials")
+            )
+            for b in row
+        ]
+    assert all(bytes(b)[3:7].hex() != old for b in blobs)
+    assert creds.refresh_token("bob", "box") == "bob-rt"
+
+
+@pytest.mark.parametrize(
+    ("user", "service", "handle"),
+    [
+        ("../x", "box", None),
+        ("alice", "bo_x", None),
+        ("alice", "box", "a/b"),
+        ("al ice", "box", None),
+        ("alice", "", None),
+        ("alice", "box", "x\x00"),
+    ],
+)
+def test_bad_names(creds: CredStore, user: str, service: str, handle: str | None) -> None:
+    with pytest.raises((UsageError, Exception)) as info:
+        creds.put(user, service, handle, refresh_token="x")
+    assert info.type.__module__.startswith("htsec")
+
+
+def test_bounds(creds: CredStore) -> None:
+    with pytest.raises(UsageError, match="at most"):
+        creds.put("alice", "box", refresh_token="x" * 20000)
+    with pytest.raises(UsageError, match="refresh token, an access token"):
+        creds.put("alice", "box")
