@@ -342,7 +342,8 @@ class TopFile:
     ``placeholder`` (its text), see :meth:`local`.
 
     ``refresh_token`` is None when the key is absent and ``""`` when the provider gave none
-    (the web server writes an empty string then).
+    (the web server writes an empty string then). ``audience`` is written as given: the web
+    server deletes blanks from it, which turns a list of audiences into one wrong string.
     """
 
     refresh_token: str | None = None
