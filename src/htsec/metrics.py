@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["Metrics", "install"]
 
@@ -40,22 +41,40 @@ class Metrics:
         )
 
 
+class _Measure:
+    """Pure ASGI middleware: count and time every HTTP request by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+
+
 def install(app: FastAPI, states: Callable[[], dict[str, dict[str, int]]] | None = None) -> Metrics:
     """Count and time every request; serve ``/metrics``."""
     metrics = Metrics()
     app.state.metrics = metrics
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.latency.labels(path).observe(time.perf_counter() - start)
-        metrics.requests.labels(path, request.method, str(response.status_code)).inc()
-        return response
+    app.add_middleware(_Measure, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def export() -> Response:

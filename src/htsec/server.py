@@ -5,14 +5,15 @@ Errors are RFC 9457 problem documents (``application/problem+json``); bodies are
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from htsec import __version__
 from htsec.config import Settings
@@ -20,7 +21,7 @@ from htsec.errors import HtsecError, TokenRejected
 from htsec.tokens.authority import Authority
 from htsec.tokens.idtoken import VerifiedToken, Verifier
 
-__all__ = ["MAX_BODY", "Caller", "create_app"]
+__all__ = ["MAX_BODY", "BoundBody", "Caller", "authenticate", "create_app", "problem"]
 
 MAX_BODY = 64 * 1024
 
@@ -55,7 +56,14 @@ class _VerifierCache:
 
 def create_app(settings: Settings, authority: Authority | None = None) -> FastAPI:
     authority = authority or Authority(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.credstore.flush_audit()  # batched fetch records must not be lost on shutdown
+
     app = FastAPI(
+        lifespan=lifespan,
         title="htsec",
         version=__version__,
         description="Security and credential plane for HTCondor pools.",
@@ -64,16 +72,7 @@ def create_app(settings: Settings, authority: Authority | None = None) -> FastAP
     app.state.authority = authority
     app.state.verifiers = _VerifierCache(authority)
 
-    @app.middleware("http")
-    async def bound_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return problem(
-                413, "Payload Too Large", f"request bodies are limited to {MAX_BODY} bytes"
-            )
-        return await call_next(request)
+    app.add_middleware(BoundBody)
 
     @app.exception_handler(HtsecError)
     async def htsec_error(_request: Request, exc: HtsecError) -> JSONResponse:
@@ -96,6 +95,7 @@ def create_app(settings: Settings, authority: Authority | None = None) -> FastAP
 
     from htsec.creds.api import router as creds_router
     from htsec.creds.crypto import Sealer, generate_key_file
+    from htsec.creds.fastpath import AccessTokenFastPath
     from htsec.creds.store import CredStore
     from htsec.metrics import install
     from htsec.tokens.api import router as tokens_router
@@ -103,13 +103,58 @@ def create_app(settings: Settings, authority: Authority | None = None) -> FastAP
     generate_key_file(settings.store_key_file)
     credstore = CredStore(authority.store, Sealer(settings.store_key_file))
     app.state.credstore = credstore
+    # Middleware added last runs first: every request is measured, access-token fetches then
+    # take the fast path, and everything else gets its body bounded.
+    app.add_middleware(AccessTokenFastPath, api=app)
     install(app, credstore.status)
-    app.include_router(tokens_router)
     app.include_router(creds_router)
+    app.include_router(tokens_router)
     return app
 
 
-def _caller(request: Request) -> VerifiedToken:
+class BoundBody:
+    """Pure ASGI middleware refusing bodies over :data:`MAX_BODY` (by Content-Length and by
+    what actually arrives, for chunked uploads), before any handler reads them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY):
+                await _too_large(scope, receive, send)
+                return
+        seen = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > MAX_BODY:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, bounded_receive, send)
+        except _BodyTooLarge:
+            await _too_large(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    response = problem(413, "Payload Too Large", f"request bodies are limited to {MAX_BODY} bytes")
+    await response(scope, receive, send)
+
+
+async def authenticate(request: Request) -> VerifiedToken:
+    """The verified ID token of the request's ``Authorization: Bearer`` header."""
     auth = request.headers.get("authorization", "")
     scheme, _, raw = auth.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
@@ -120,4 +165,4 @@ def _caller(request: Request) -> VerifiedToken:
     return verifier.verify(raw.strip())
 
 
-Caller = Annotated[VerifiedToken, Depends(_caller)]
+Caller = Annotated[VerifiedToken, Depends(authenticate)]

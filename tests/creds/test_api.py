@@ -122,7 +122,7 @@ def test_scope_limits_and_admin(api: httpx.Client) -> None:
             "put",
             "/v1/creds/box",
             {"json": {"refresh_token": "x"}, "params": {"handle": "../x"}},
-            422,
+            400,
         ),
         (
             "put",

@@ -16,18 +16,20 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from htsec.creds.store import MAX_TOKEN_TEXT, CredStore
-from htsec.errors import CredStoreError
-from htsec.server import Caller
+from htsec.errors import CredStoreError, HtsecError
+from htsec.server import Caller, authenticate
 from htsec.tokens.idtoken import VerifiedToken
 
-__all__ = ["router"]
+__all__ = ["fetch_access_token", "router"]
 
 router = APIRouter(prefix="/v1", tags=["credentials"])
 
+# Lengths are bounded here; the characters are checked by htsec.creds.layout (HTCondor's rules),
+# whose BadCredentialName becomes a 400 problem document naming the rule.
 _NAME = r"^[A-Za-z0-9=+.-][A-Za-z0-9=+._-]{0,127}$"
-Handle = Annotated[str | None, Query(max_length=128, pattern=_NAME)]
-UserQ = Annotated[str | None, Query(max_length=128, pattern=_NAME)]
-Service = Annotated[str, Path(max_length=128, pattern=_NAME)]
+Handle = Annotated[str | None, Query(max_length=200)]
+UserQ = Annotated[str | None, Query(max_length=200)]
+Service = Annotated[str, Path(max_length=200)]
 
 
 class CredIn(BaseModel):
@@ -73,6 +75,74 @@ def _target(caller: VerifiedToken, user: str | None, *, perm: str) -> str:
 
 def _peer(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+_FETCH_PARAMS = {
+    "parameters": [
+        {
+            "name": n,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 200},
+        }
+        for n in ("user", "handle")
+    ]
+}
+
+
+def fetch_access_token(
+    cs: CredStore,
+    caller: VerifiedToken,
+    service: str,
+    user: str | None,
+    handle: str | None,
+    peer: str,
+) -> dict[str, Any]:
+    """The ``.use`` JSON of a credential for ``caller``, audited; raises HtsecError subclasses.
+
+    The owner may fetch its own tokens; a ``DAEMON`` token (an execution point) anyone's.
+    """
+    if (user and len(user) > 200) or (handle and len(handle) > 200):
+        raise CredStoreError("user and handle are at most 200 characters")
+    me = local_user(caller)
+    daemon = caller.authorizations is not None and "DAEMON" in caller.authorizations
+    if user is not None and user != me and not daemon:
+        raise CredStoreError(
+            f"{caller.subject} may not fetch {user}'s tokens (needs DAEMON authorization)",
+            status=403,
+        )
+    target = user or me
+    outcome = "ok"
+    try:
+        return cs.access_token(target, service, handle).use_json()
+    except HtsecError as exc:
+        outcome = exc.code
+        raise
+    finally:
+        cs.record_fetch(
+            actor=caller.subject,
+            user=target,
+            service=service,
+            handle=handle,
+            peer=peer,
+            outcome=outcome,
+        )
+
+
+@router.get("/creds/{service}/access-token", openapi_extra=_FETCH_PARAMS)
+async def access_token(service: Service, request: Request) -> dict[str, Any]:
+    """A job's access token (``.use`` JSON): for execution points (DAEMON) and the owner.
+
+    Requests normally take the fast path in :mod:`htsec.creds.fastpath`; this route documents
+    the endpoint and serves it when the fast path is not installed.
+    """
+    caller = await authenticate(request)
+    query = request.query_params
+    body = fetch_access_token(
+        _creds(request), caller, service, query.get("user"), query.get("handle"), _peer(request)
+    )
+    request.app.state.metrics.fetches.inc()
+    return body
 
 
 @router.put("/creds/{service}")
@@ -139,25 +209,6 @@ def delete_credential(
     cs.info(target, service, handle)  # 404 when absent
     cs.delete(target, service, handle, actor=caller.subject, peer=_peer(request))
     return Response(status_code=204)
-
-
-@router.get("/creds/{service}/access-token")
-def access_token(
-    service: Service, request: Request, caller: Caller, handle: Handle = None, user: UserQ = None
-) -> dict[str, Any]:
-    """A job's access token (``.use`` JSON): for execution points (DAEMON) and the owner."""
-    me = local_user(caller)
-    daemon = caller.authorizations is not None and "DAEMON" in caller.authorizations
-    if user is not None and user != me and not daemon:
-        raise CredStoreError(
-            f"{caller.subject} may not fetch {user}'s tokens (needs DAEMON authorization)",
-            status=403,
-        )
-    target = user or me
-    cs = _creds(request)
-    tok = cs.access_token(target, service, handle)
-    request.app.state.metrics.fetches.inc()
-    return tok.use_json()
 
 
 @router.get("/creds-status")

@@ -10,13 +10,14 @@ htsec (the credmon reads it through :meth:`CredStore.refresh_token`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from htsec.creds.crypto import Sealer, aad_for
@@ -30,7 +31,24 @@ __all__ = ["MAX_TOKEN_TEXT", "AccessToken", "CredStore", "CredentialInfo"]
 #: Bound on any token or secret text stored (bytes of UTF-8).
 MAX_TOKEN_TEXT = 16 * 1024
 _RETRIES = 50
+#: Fetch audit rows are written in batches of this many, or after this many seconds.
+AUDIT_BATCH = 256
+AUDIT_DELAY = 1.0
 _C = cast(Table, Credential.__table__)
+# Built once: lookups by name only bind parameters.
+_BY_NAME = select(_C).where(
+    _C.c.user == bindparam("u"), _C.c.service == bindparam("s"), _C.c.handle == bindparam("h")
+)
+# The hot path (access-token fetches) runs this on a raw DB-API cursor, compiled once per
+# dialect: a third of the cost of a Core execute, measured with bench/credd.py.
+_ACCESS = select(
+    _C.c.state,
+    _C.c.last_error,
+    _C.c.access_token,
+    _C.c.token_type,
+    _C.c.access_expires_at,
+    _C.c.scopes,
+).where(_C.c.user == bindparam("u"), _C.c.service == bindparam("s"), _C.c.handle == bindparam("h"))
 
 
 @dataclass(frozen=True)
@@ -112,6 +130,12 @@ class CredStore:
     def __init__(self, store: Store, sealer: Sealer) -> None:
         self.store = store
         self.sealer = sealer
+        self._pending: list[dict[str, Any]] = []
+        self._flushed = time.monotonic()
+        self._flush_lock = threading.Lock()
+        compiled = _ACCESS.compile(dialect=store.engine.dialect)
+        self._access_sql = str(compiled)
+        self._access_order = compiled.positiontup  # None for named parameter styles
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
@@ -146,6 +170,46 @@ class CredStore:
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+    def record_fetch(
+        self,
+        *,
+        actor: str,
+        user: str,
+        service: str,
+        handle: str | None,
+        peer: str | None,
+        outcome: str,
+    ) -> None:
+        """Audit an access-token fetch. Fetches are the hot path, so their rows are written in
+        batches (every :data:`AUDIT_BATCH` fetches or :data:`AUDIT_DELAY` seconds, and on
+        :meth:`flush_audit`); a crash can lose at most that window of *read* records. Stores
+        and deletes are audited in their own transaction."""
+        self._pending.append(
+            {
+                "at": time.time(),
+                "actor": actor,
+                "action": "fetch",
+                "user": user,
+                "service": service,
+                "handle": handle or "",
+                "peer": peer,
+                "outcome": outcome,
+                "detail": None,
+            }
+        )
+        if len(self._pending) >= AUDIT_BATCH or time.monotonic() - self._flushed > AUDIT_DELAY:
+            self.flush_audit()
+
+    def flush_audit(self) -> int:
+        """Write the batched fetch records now; returns how many."""
+        with self._flush_lock:
+            rows, self._pending = self._pending, []
+            self._flushed = time.monotonic()
+            if rows:
+                with self.store.session() as s:
+                    s.execute(insert(cast(Table, AuditEntry.__table__)), rows)
+            return len(rows)
 
     def audit(
         self,
@@ -323,11 +387,9 @@ class CredStore:
 
     # -- reads -----------------------------------------------------------------------------
     def _row(self, user: str, name: TokenName) -> Any:
-        key = and_(
-            _C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or "")
-        )
+        params = {"u": user, "s": name.service, "h": name.handle or ""}
         with self.store.engine.connect() as conn:
-            row = conn.execute(select(_C).where(key)).first()
+            row = conn.execute(_BY_NAME, params).first()
         if row is None:
             raise NotFound(f"{user} has no credential {name.stem}")
         return row
@@ -343,21 +405,36 @@ class CredStore:
         with self.store.engine.connect() as conn:
             return [self._info(r) for r in conn.execute(q)]
 
+    def _access_row(self, user: str, name: TokenName) -> tuple[Any, ...]:
+        params = {"u": user, "s": name.service, "h": name.handle or ""}
+        args: Any = tuple(params[k] for k in self._access_order) if self._access_order else params
+        conn = self.store.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(self._access_sql, args)
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        finally:
+            conn.close()  # back to the pool, which rolls the read back
+        if row is None:
+            raise NotFound(f"{user} has no credential {name.stem}")
+        return tuple(row)
+
     def access_token(self, user: str, service: str, handle: str | None = None) -> AccessToken:
         """The current access token, for delivery to a job; refuses dead credentials."""
         user, name = self._name(user, service, handle)
-        row = self._row(user, name)
-        if row.state != "active":
+        state, last_error, sealed, token_type, expires_at, scopes = self._access_row(user, name)
+        if state != "active":
             raise CredStoreError(
-                f"credential {name.stem} of {user} is {row.state}: {row.last_error or 'no detail'}",
+                f"credential {name.stem} of {user} is {state}: {last_error or 'no detail'}",
                 status=409,
             )
-        token = self._open(row.access_token, "access_token", user, name)
+        token = self._open(None if sealed is None else bytes(sealed), "access_token", user, name)
         if token is None:
             raise NotFound(f"credential {name.stem} of {user} has no access token yet")
-        return AccessToken(
-            token, row.token_type, row.access_expires_at, row.scopes.replace(",", " ")
-        )
+        return AccessToken(token, token_type, expires_at, scopes.replace(",", " "))
 
     def refresh_token(self, user: str, service: str, handle: str | None = None) -> str | None:
         """For the credmon only; never exposed over the API."""
@@ -378,6 +455,7 @@ class CredStore:
         return out
 
     def audit_log(self, user: str | None = None, limit: int = 100) -> list[Mapping[str, Any]]:
+        self.flush_audit()
         q = select(AuditEntry.__table__).order_by(AuditEntry.id.desc()).limit(limit)
         if user is not None:
             q = q.where(AuditEntry.user == user)
