@@ -166,6 +166,9 @@ def test_key_rotate_counts_and_kills(home: Path) -> None:
     run("key", "create", "POOL")
     toks = [run("token", "create", "-i", f"u{i}@pool.example.org").out.strip() for i in range(3)]
     run("token", "create", "-i", "gone@pool.example.org", "--lifetime", "0")
+    import time
+
+    time.sleep(1.1)  # the lifetime-0 token is valid through its exp second, then expired
     r = run("key", "rotate", "POOL", "--yes")
     assert r.code == 0, r.err
     assert "3 issued token(s)" in r.out  # the expired one is not counted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -97,3 +98,16 @@ def test_unsafe_or_bad_key_file(tmp_path: Path) -> None:
         Sealer(path)
     with pytest.raises(ConfigError, match="htsec store init"):
         Sealer(tmp_path / "missing")
+
+
+@given(st.binary(max_size=400))
+def test_key_file_parser_only_raises_config_error(data: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "k"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, data)
+        os.close(fd)
+        with contextlib.suppress(ConfigError):
+            Sealer(path)

@@ -97,3 +97,28 @@ def test_import_human_output(home: Path, tmp_path: Path) -> None:
     assert r.code == 0
     assert "imported 2 credential(s)" in r.out
     assert "skipped" in r.err and "onedrive.top" in r.err and "Traceback" not in r.err
+
+
+def test_rekey_after_import(home: Path, tmp_path: Path) -> None:
+    root = tmp_path / "oauth_credentials"
+    make_condor_dir(root)
+    assert run("store", "init").code == 0
+    assert run("cred", "import", str(root)).code == 0
+    key_file = home / "store.key"
+    before = [ln for ln in key_file.read_text().splitlines() if not ln.startswith("#")]
+    r = run("store", "rekey")
+    assert r.code == 0 and "re-sealed 2 credential(s)" in r.out and "dropped 1 old key" in r.out
+    after = [ln for ln in key_file.read_text().splitlines() if not ln.startswith("#")]
+    assert len(after) == 1 and after[0] != before[0]
+    from htsec.config import load
+    from htsec.creds.crypto import Sealer
+    from htsec.creds.store import CredStore
+    from htsec.store import open_store
+
+    s = load()
+    cs = CredStore(open_store(s.database_url), Sealer(s.store_key_file))
+    try:
+        assert cs.refresh_token("alice", "box", "work") == RT
+        assert cs.client_secret("alice", "box", "work") == SECRET
+    finally:
+        cs.store.close()
