@@ -1036,6 +1036,98 @@ def serve(host: str, port: int | None) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
+@click.option(
+    "--cred-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="HTCondor credential directory (default SEC_CREDENTIAL_DIRECTORY_OAUTH).",
+)
+@click.option(
+    "--once",
+    is_flag=True,
+    help="One full pass (import, refresh what is due, publish), then exit: 0 only if "
+    "every credential is fresh or recorded as failed with a reason.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.5),
+    default=10.0,
+    show_default=True,
+    help="Seconds between passes (SIGHUP or a new credential wakes it at once).",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Log here instead of standard error.",
+)
+def credmon(cred_dir: Path | None, once: bool, interval: float, log_file: Path | None) -> None:
+    """Keep access tokens fresh and issue local tokens: a drop-in for condor_credmon_oauth.
+
+    Refreshes on each token's real expiry, concurrently, with per-provider rate limits and
+    back-off; several credmons on one PostgreSQL store never refresh the same credential.
+    """
+    import asyncio
+
+    from htsec._log import RedactSecrets
+    from htsec.credmon.daemon import Credmon
+
+    root = logging.getLogger()
+    if log_file is not None:
+        handler: logging.Handler = logging.FileHandler(log_file)
+        root.handlers = [handler]
+    for h in root.handlers:
+        h.addFilter(RedactSecrets())
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    s = settings()
+    directory = cred_dir or s.cred_dir
+    result = asyncio.run(Credmon(s, cred_dir=directory).run(once=once, interval=interval))
+    if once and result is not None:
+        click.echo(result.report.summary() + f"; {len(result.imported)} imported")
+        for name, why in sorted(result.unhealthy.items()):
+            err.print(f"{name}: {why or 'not fresh and no reason recorded'}", markup=False)
+        raise SystemExit(0 if result.ok else 1)
+
+
+@cli.group(context_settings=CONTEXT)
+def issuer() -> None:
+    """The local SciTokens/WLCG issuer (LOCAL_CREDMON_* knobs)."""
+
+
+@issuer.command("keygen", context_settings=CONTEXT)
+@click.option(
+    "--algorithm", type=click.Choice(["ES256", "RS256"]), default="ES256", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key file (default LOCAL_CREDMON_PRIVATE_KEY).",
+)
+@click.option("--kid", help="Key id (default LOCAL_CREDMON_KEY_ID, 'local').")
+def issuer_keygen(algorithm: str, output: Path | None, kid: str | None) -> None:
+    """Write a new issuer private key (0600) and print its public JWK."""
+    from htsec.credmon.issuer import generate_key
+
+    settings()
+    path = output or Path(param("LOCAL_CREDMON_PRIVATE_KEY") or "/etc/condor/scitokens-private.pem")
+    jwk = generate_key(path, algorithm, kid=kid or (param("LOCAL_CREDMON_KEY_ID") or "local"))
+    err.print(f"private key written to {path}")
+    click.echo(json.dumps(jwk, indent=2))
+
+
+@issuer.command("token", context_settings=CONTEXT)
+@click.argument("username")
+@click.option("--provider", default="scitokens", show_default=True)
+def issuer_token(username: str, provider: str) -> None:
+    """Sign a token for USERNAME now (for testing a relying party)."""
+    from htsec.credmon.issuer import load_issuer
+
+    settings()
+    tok, _ = load_issuer(provider).mint(username)
+    click.echo(tok)
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default from HTSEC_SERVER_URL).")
 def credd(host: str, port: int | None) -> None:

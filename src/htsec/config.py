@@ -62,6 +62,10 @@ SEC_TOKEN_POOL_SIGNING_KEY_FILE = $(SEC_PASSWORD_DIRECTORY)/POOL
 SEC_TOKEN_DIRECTORY = $(HTSEC_HOME)/tokens.d
 SEC_TOKEN_SYSTEM_DIRECTORY = $(HTSEC_HOME)/tokens.d
 LOCAL_CONFIG_DIR = $(HTSEC_HOME)/config.d
+# The local SciTokens issuer ('htsec issuer keygen' creates the key); served by 'htsec serve'.
+LOCAL_CREDMON_PRIVATE_KEY = $(HTSEC_HOME)/issuer/scitokens-private.pem
+LOCAL_CREDMON_ISSUER = https://localhost:9680
+LOCAL_CREDMON_TOKEN_AUDIENCE = https://wlcg.cern.ch/jwt/v1/any
 """
 
 

@@ -109,7 +109,31 @@ def create_app(settings: Settings, authority: Authority | None = None) -> FastAP
     install(app, credstore.status)
     app.include_router(creds_router)
     app.include_router(tokens_router)
+    _issuer_routes(app)
     return app
+
+
+def _issuer_routes(app: FastAPI) -> None:
+    """Publish the local issuer's discovery document and JWKS when its key is configured."""
+    import logging
+
+    from htsec.credmon.issuer import load_issuer
+    from htsec.errors import ConfigError
+
+    try:
+        issuer = load_issuer("scitokens")
+    except ConfigError as exc:
+        logging.getLogger("htsec.serve").info("local issuer not published: %s", exc)
+        return
+    app.state.issuer = issuer
+
+    @app.get("/.well-known/openid-configuration", tags=["issuer"])
+    def openid_configuration() -> dict[str, Any]:
+        return issuer.discovery()
+
+    @app.get("/jwks", tags=["issuer"])
+    def jwks() -> dict[str, Any]:
+        return issuer.jwks()
 
 
 class BoundBody:

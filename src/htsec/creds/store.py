@@ -10,14 +10,15 @@ htsec (the credmon reads it through :meth:`CredStore.refresh_token`).
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from htsec.creds.crypto import Sealer, aad_for
@@ -337,6 +338,54 @@ class CredStore:
             f"too much contention storing {name.stem} of {user}; try again", status=503
         )
 
+    def ensure_local(
+        self, user: str, service: str, handle: str | None = None, *, actor: str = "htsec"
+    ) -> bool:
+        """Make sure a local-issuer credential row exists (no secret: the issuer signs tokens).
+
+        Returns True if it was created; the credmon issues its first token at once.
+        """
+        user, name = self._name(user, service, handle)
+        now = int(time.time())
+        with self.store.session() as s:
+            if s.get(User, user) is None:
+                with suppress(IntegrityError), s.begin_nested():
+                    s.add(User(name=user, created_at=now))
+            try:
+                with s.begin_nested():
+                    s.execute(
+                        insert(_C).values(
+                            user=user,
+                            service=name.service,
+                            handle=name.handle or "",
+                            provider=name.service,
+                            scopes="",
+                            audience="",
+                            token_type="bearer",  # noqa: S106 - RFC 6750 token type
+                            state="active",
+                            version=1,
+                            created_at=now,
+                            updated_at=now,
+                            failures=0,
+                        )
+                    )
+            except IntegrityError:
+                return False
+            s.add(
+                AuditEntry(
+                    at=time.time(),
+                    actor=actor,
+                    action="store",
+                    user=user,
+                    service=name.service,
+                    handle=name.handle or "",
+                    peer="local",
+                    outcome="ok",
+                    detail="local issuer",
+                )
+            )
+        return True
+
     def delete(
         self,
         user: str,
@@ -497,3 +546,173 @@ class CredStore:
             if res.rowcount == 1:  # type: ignore[attr-defined]
                 return True
         raise CredStoreError(f"could not re-seal credential row {row_id}; run rekey again")
+
+
+# -- credmon support: leases and refresh results -----------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class Claim:
+    """A credential leased to one refresher; holds its refresh token in memory only."""
+
+    id: int
+    user: str
+    service: str
+    handle: str
+    provider: str
+    scopes: str
+    audience: str
+    refresh_token: str | None
+    access_expires_at: int | None
+    access_issued_at: int | None
+    client_id: str | None
+    client_secret: str | None
+    token_url: str | None
+    failures: int
+    version: int
+    lease_token: str
+
+    def __repr__(self) -> str:
+        return (
+            f"Claim({self.user}/{self.name.stem}, version={self.version}, refresh_token=[secure])"
+        )
+
+    @property
+    def name(self) -> TokenName:
+        return TokenName(self.service, self.handle)
+
+
+def _claims(cs: CredStore, rows: Any) -> list[Claim]:
+    out = []
+    for r in rows:
+        name = TokenName(r.service, r.handle)
+        out.append(
+            Claim(
+                id=r.id,
+                user=r.user,
+                service=r.service,
+                handle=r.handle,
+                provider=r.provider,
+                scopes=r.scopes,
+                audience=r.audience,
+                refresh_token=cs._open(r.refresh_token, "refresh_token", r.user, name),
+                access_expires_at=r.access_expires_at,
+                access_issued_at=r.access_issued_at,
+                client_id=r.client_id,
+                client_secret=cs._open(r.client_secret, "client_secret", r.user, name),
+                token_url=r.token_url,
+                failures=r.failures,
+                version=r.version,
+                lease_token=r.lease_token,
+            )
+        )
+    return out
+
+
+class Leases:
+    """Claiming credentials for refresh, and recording the outcome, fenced by lease and version.
+
+    A claim is one ``UPDATE ... WHERE id IN (due rows) AND the lease is free``: SQLite runs it
+    alone; PostgreSQL re-checks the lease condition on each row after waiting for its lock, so
+    two credmons (on one host or several) never hold the same credential. Outcomes are written
+    only while the lease token and the version still match (a user's newer credential wins).
+    """
+
+    def __init__(
+        self, creds: CredStore, holder: str, local_providers: Collection[str] = ()
+    ) -> None:
+        self.creds = creds
+        self.holder = holder
+        self.local_providers = sorted(local_providers)
+
+    def claim(self, *, now: int, lease_s: int, limit: int) -> list[Claim]:
+        token = secrets.token_hex(16)
+        due = (
+            select(_C.c.id)
+            .where(
+                _C.c.state == "active",
+                or_(_C.c.refresh_token.is_not(None), _C.c.provider.in_(self.local_providers)),
+                func.coalesce(_C.c.next_attempt_at, 0) <= now,
+                func.coalesce(_C.c.lease_until, 0) < now,
+            )
+            .order_by(func.coalesce(_C.c.next_attempt_at, 0), _C.c.id)
+            .limit(limit)
+        )
+        if self.creds.store.engine.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        with self.creds.store.session() as s:
+            s.execute(
+                update(_C)
+                .where(_C.c.id.in_(due.scalar_subquery()), func.coalesce(_C.c.lease_until, 0) < now)
+                .values(lease_owner=self.holder, lease_token=token, lease_until=now + lease_s)
+                .execution_options(synchronize_session=False)
+            )
+        with self.creds.store.engine.connect() as conn:
+            rows = conn.execute(select(_C).where(_C.c.lease_token == token)).fetchall()
+        return _claims(self.creds, rows)
+
+    def _fenced(self, claim: Claim, values: dict[str, Any]) -> bool:
+        with self.creds.store.session() as s:
+            res = s.execute(
+                update(_C)
+                .where(
+                    _C.c.id == claim.id,
+                    _C.c.lease_token == claim.lease_token,
+                    _C.c.version == claim.version,
+                )
+                .values(
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_until=None,
+                    version=claim.version + 1,
+                    updated_at=int(time.time()),
+                    **values,
+                )
+            )
+            return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+
+    def succeed(
+        self,
+        claim: Claim,
+        *,
+        access_token: str,
+        refresh_token: str | None,
+        expires_at: int | None,
+        token_type: str,
+        now: int,
+        next_attempt_at: int | None,
+    ) -> bool:
+        """Commit a refresh: the new refresh token (or the old one, when the provider did not
+        rotate) and the new access token, in one durable transaction."""
+        name = claim.name
+        keep = refresh_token or claim.refresh_token
+        return self._fenced(
+            claim,
+            {
+                "refresh_token": self.creds._seal(keep, "refresh_token", claim.user, name),
+                "access_token": self.creds._seal(access_token, "access_token", claim.user, name),
+                "access_expires_at": expires_at,
+                "access_issued_at": now,
+                "refreshed_at": now,
+                "token_type": token_type[:64],
+                "state": "active",
+                "last_error": None,
+                "failures": 0,
+                "next_attempt_at": next_attempt_at,
+            },
+        )
+
+    def fail(self, claim: Claim, *, error: str, dead: bool, next_attempt_at: int | None) -> bool:
+        """Record a failed refresh: back off, or mark the credential as needing re-authorisation."""
+        values: dict[str, Any] = {
+            "last_error": error[:500],
+            "failures": claim.failures + 1,
+            "next_attempt_at": next_attempt_at,
+        }
+        if dead:
+            values["state"] = "needs_reauth"
+        return self._fenced(claim, values)
+
+    def release(self, claim: Claim, *, next_attempt_at: int | None) -> bool:
+        """Nothing to do yet: give the credential back with the time to look again."""
+        return self._fenced(claim, {"next_attempt_at": next_attempt_at})

@@ -24,7 +24,9 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a committed transaction survives power loss, not only a crash. The credmon commits
+    # a rotated refresh token before it publishes anything; that must be durable.
+    cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()

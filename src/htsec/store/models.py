@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -118,7 +119,10 @@ class Credential(Base):
     """
 
     __tablename__ = "credentials"
-    __table_args__ = (UniqueConstraint("user", "service", "handle", name="uq_credentials_name"),)
+    __table_args__ = (
+        UniqueConstraint("user", "service", "handle", name="uq_credentials_name"),
+        Index("ix_credentials_due", "state", "access_expires_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user: Mapped[str] = mapped_column(String(255), ForeignKey("users.name"))
@@ -139,6 +143,14 @@ class Credential(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    # credmon (migration 0003): a refresh holds the row by lease; failures back off.
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[int | None] = mapped_column(BigInteger)
+    access_issued_at: Mapped[int | None] = mapped_column(BigInteger)
+    refreshed_at: Mapped[int | None] = mapped_column(BigInteger)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PendingAuthorization(Base):

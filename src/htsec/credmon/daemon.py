@@ -1,0 +1,242 @@
+"""``htsec credmon``: a drop-in for HTCondor's ``condor_credmon_oauth`` (FORMATS.md section 3).
+
+Each pass: delete ``CREDMON_COMPLETE``; import credentials HTCondor's credd or web server wrote
+(``.top`` + ``.meta``; a local-issuer ``.top`` placeholder asks for a local token); refresh what
+is due (:mod:`htsec.credmon.refresh`); write every fresh access token as a single-line ``.use``
+(0400, atomic rename) and mirror a rotated refresh token into ``.top``; touch
+``CREDMON_COMPLETE``. It writes ``<cred dir>/pid``, treats SIGHUP as "rescan now", finishes the
+current pass on SIGTERM, and tells a parent ``condor_master`` it is ready.
+
+A ``.top`` is imported when the store does not know the credential, or when the file is newer
+than the store's row and holds another refresh token (the user authorised again). An older
+``.top`` is never imported: after a crash between the store's commit and the mirror write it
+holds the refresh token the provider has already rotated away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from htsec.config import Settings
+from htsec.credmon.issuer import LocalIssuer, load_issuer
+from htsec.credmon.providers import ProviderSet, load_providers
+from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
+from htsec.creds.crypto import Sealer, generate_key_file
+from htsec.creds.layout import CredDir, FoundCredential, ImportProblem, UseFile, import_dir
+from htsec.creds.store import Claim, CredStore
+from htsec.errors import HtsecError, NotFound
+from htsec.store import open_store
+
+__all__ = ["Credmon", "PassResult"]
+
+log = logging.getLogger("htsec.credmon")
+
+
+@dataclass
+class PassResult:
+    report: RefreshReport
+    imported: list[str]
+    problems: list[str]
+    unhealthy: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        """Every credential is fresh or recorded as failed with a reason."""
+        return all(self.unhealthy.values()) if self.unhealthy else True
+
+
+class Credmon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cred_dir: Path | None,
+        policy: Policy | None = None,
+        providers: ProviderSet | None = None,
+        verify: Any = True,
+    ) -> None:
+        self.settings = settings
+        self.cred_dir = CredDir(cred_dir) if cred_dir else None
+        generate_key_file(settings.store_key_file)
+        self.creds = CredStore(open_store(settings.database_url), Sealer(settings.store_key_file))
+        self.providers = providers or load_providers()
+        self._issuers: dict[str, LocalIssuer | None] = {}
+        holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.engine = RefreshEngine(
+            self.creds,
+            self.providers,
+            holder=holder,
+            policy=policy,
+            issuers=self._issuer,
+            publish=self._publish if self.cred_dir else None,
+            verify=verify,
+        )
+
+    def _issuer(self, name: str) -> LocalIssuer | None:
+        if name not in self._issuers:
+            try:
+                self._issuers[name] = load_issuer(name)
+            except HtsecError as exc:
+                log.error("local issuer for %s unusable: %s", name, exc)
+                self._issuers[name] = None
+        return self._issuers[name]
+
+    # -- on-disk directory -----------------------------------------------------------------
+    def _publish(self, claim: Claim, use: dict[str, Any]) -> None:
+        assert self.cred_dir is not None
+        issuer = self._issuers.get(claim.provider)
+        if issuer is not None and not issuer.config.use_json:
+            self.cred_dir.write_use(claim.user, claim.name, UseFile.bare_token(use["access_token"]))
+        else:
+            self.cred_dir.write_use(claim.user, claim.name, UseFile.from_response(use))
+        if self.providers.is_local(claim.provider):
+            return
+        top = self.cred_dir.read_top(claim.user, claim.name)
+        current = self.creds.refresh_token(claim.user, claim.service, claim.handle or None)
+        if top is not None and current and top.refresh_token != current:
+            self.cred_dir.rotate_refresh_token(claim.user, claim.name, current)
+
+    def _import(self) -> tuple[list[str], list[str]]:
+        assert self.cred_dir is not None
+        imported: list[str] = []
+        problems: list[str] = []
+        for item in import_dir(self.cred_dir.root):
+            if isinstance(item, ImportProblem):
+                problems.append(f"{item.path}: {item.message}")
+                continue
+            problems.extend(f"{p.path}: {p.message}" for p in item.problems)
+            try:
+                if self._import_one(item):
+                    imported.append(f"{item.user}/{item.name.stem}")
+            except HtsecError as exc:
+                problems.append(f"{item.user}/{item.name.stem}: {exc}")
+        return imported, problems
+
+    def _import_one(self, item: FoundCredential) -> bool:
+        assert self.cred_dir is not None
+        name, user = item.name, item.user
+        handle = name.handle or None
+        if self.providers.is_local(name.service):
+            return item.top is not None and self.creds.ensure_local(
+                user, name.service, handle, actor="credmon"
+            )
+        top = item.top
+        if top is None or not top.refresh_token:
+            return False
+        try:
+            info = self.creds.info(user, name.service, handle)
+        except NotFound:
+            info = None
+        if info is not None:
+            top_path = self.cred_dir.path(user, name, "top")
+            if os.stat(top_path).st_mtime <= info.updated_at:
+                return False  # older than the store: possibly a rotated-away token
+            if self.creds.refresh_token(user, name.service, handle) == top.refresh_token:
+                return False
+        meta = item.meta
+        self.creds.put(
+            user,
+            name.service,
+            handle,
+            refresh_token=top.refresh_token,
+            scopes=list(top.scopes),
+            audience=top.audience,
+            client_id=meta.client_id if meta else None,
+            client_secret=meta.client_secret if meta else None,
+            token_url=meta.token_url if meta else None,
+            actor="credmon",
+            peer="cred-dir",
+        )
+        return True
+
+    def _publish_missing(self) -> None:
+        """Every credential with a live access token has its ``.use`` on disk."""
+        assert self.cred_dir is not None
+        now = time.time()
+        for info in self.creds.credentials():
+            if info.state != "active" or not info.has_access_token:
+                continue
+            if info.access_expires_at is not None and info.access_expires_at <= now:
+                continue
+            path = self.cred_dir.path(info.user, info.name, "use")
+            if path.exists():
+                continue
+            tok = self.creds.access_token(info.user, info.service, info.handle)
+            self.cred_dir.write_use(info.user, info.name, UseFile.from_response(tok.use_json()))
+
+    def _health(self) -> dict[str, str]:
+        """Credentials that are not fresh, with the reason recorded for each ('' if none)."""
+        now = time.time()
+        out = {}
+        for info in self.creds.credentials():
+            fresh = (
+                info.state == "active"
+                and info.has_access_token
+                and (info.access_expires_at is None or info.access_expires_at > now)
+            )
+            if not fresh:
+                out[f"{info.user}/{info.name.stem}"] = info.last_error or ""
+        return out
+
+    # -- passes ----------------------------------------------------------------------------
+    async def one_pass(self) -> PassResult:
+        imported: list[str] = []
+        problems: list[str] = []
+        if self.cred_dir is not None:
+            await asyncio.to_thread(self.cred_dir.clear_complete)
+            imported, problems = await asyncio.to_thread(self._import)
+        report = await self.engine.run_pass()
+        if self.cred_dir is not None:
+            await asyncio.to_thread(self._publish_missing)
+            await asyncio.to_thread(self.cred_dir.touch_complete)
+        for p in problems:
+            log.warning("skipped %s", p)
+        return PassResult(report, imported, problems, await asyncio.to_thread(self._health))
+
+    async def run(self, *, once: bool = False, interval: float = 10.0) -> PassResult | None:
+        if self.cred_dir is not None:
+            self.cred_dir.check_root()
+            self.cred_dir.write_pid()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, self.engine.wake.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            if once:
+                return await self.one_pass()
+            _tell_master_ready()
+            while not stop.is_set():
+                await self.one_pass()
+                self.engine.wake.clear()
+                waits = [
+                    asyncio.ensure_future(self.engine.wake.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                ]
+                await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
+            return None
+        finally:
+            self.creds.flush_audit()
+            self.creds.store.close()
+
+
+def _tell_master_ready() -> None:
+    """Under a ``condor_master`` (it sets ``CONDOR_INHERIT``), report the Ready state."""
+    if not os.environ.get("CONDOR_INHERIT"):
+        return
+    try:
+        import htcondor2
+
+        htcondor2.set_ready_state("Ready")
+    except Exception as exc:  # the master may be gone; running on is right
+        log.warning("could not tell condor_master we are ready: %s", exc)

@@ -1,0 +1,260 @@
+"""The local SciTokens / WLCG token issuer (HTCondor's ``LOCAL_CREDMON_*`` mode).
+
+FORMATS.md section 5 and seed 004. Knobs, each ``LOCAL_CREDMON_<PROVIDER>_<X>`` falling back to
+``LOCAL_CREDMON_<X>``: ``PRIVATE_KEY`` (PEM), ``KEY_ID`` (``local``), ``PRIVATE_KEY_ALGORITHM``
+(``ES256`` default, or ``RS256``), ``ISSUER`` (an ``https://`` URL: scitokens-cpp accepts no other),
+``AUTHZ_TEMPLATE`` (``read:/user/{username} write:/user/{username}``), ``TOKEN_LIFETIME`` (1200),
+``TOKEN_AUDIENCE``, ``TOKEN_VERSION`` (``scitoken:2.0``; ``wlcg`` or ``wlcg:1.0`` for the WLCG
+profile), ``TOKEN_USE_JSON`` (True).
+
+Tokens are JWS compact serializations (RFC 7515) signed with ES256 (RFC 7518 section 3.4: the
+signature is R || S, 32 bytes each) or RS256. Claims: ``sub`` (the local user), ``scope``
+(space separated), ``aud``, ``iss``, ``iat``, ``nbf``, ``exp``, ``jti``, and ``ver: scitoken:2.0``
+or ``wlcg.ver: "1.0"``. The public keys are published as a JWKS (RFC 7517), with the previous
+keys of ``HTSEC_ISSUER_PREVIOUS_KEYS`` (``kid:/path.pem ...``) during a rotation.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from htsec import _fs
+from htsec.config import param
+from htsec.errors import ConfigError, UsageError
+from htsec.tokens.idtoken import b64url_encode
+
+__all__ = ["IssuerConfig", "LocalIssuer", "generate_key", "load_issuer", "public_jwk"]
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+def _knob(provider: str, name: str) -> str | None:
+    value = param(f"LOCAL_CREDMON_{provider.upper()}_{name}")
+    return value if value is not None else param(f"LOCAL_CREDMON_{name}")
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    provider: str
+    private_key: Path
+    key_id: str
+    algorithm: str
+    issuer: str
+    authz_template: str
+    lifetime: int
+    audience: list[str]
+    version: str
+    use_json: bool
+
+
+def load_config(provider: str = "scitokens") -> IssuerConfig:
+    key = _knob(provider, "PRIVATE_KEY") or "/etc/condor/scitokens-private.pem"
+    alg = (_knob(provider, "PRIVATE_KEY_ALGORITHM") or "ES256").strip().upper()
+    if alg not in ("ES256", "RS256"):
+        raise ConfigError(f"LOCAL_CREDMON_PRIVATE_KEY_ALGORITHM = {alg}: use ES256 or RS256")
+    issuer = (
+        _knob(provider, "ISSUER") or f"https://{param('FULL_HOSTNAME') or 'localhost'}"
+    ).strip()
+    if not issuer.startswith("https://"):
+        raise ConfigError(
+            f"LOCAL_CREDMON_ISSUER = {issuer}: relying parties (scitokens-cpp) accept "
+            "only https:// issuers"
+        )
+    version = (_knob(provider, "TOKEN_VERSION") or "scitoken:2.0").strip().lower()
+    if version in ("wlcg", "wlcg:1.0"):
+        version = "wlcg:1.0"
+    elif version != "scitoken:2.0":
+        raise ConfigError(f"LOCAL_CREDMON_TOKEN_VERSION = {version}: use scitoken:2.0 or wlcg:1.0")
+    audience = (_knob(provider, "TOKEN_AUDIENCE") or "").replace(",", " ").split()
+    if version == "scitoken:2.0" and not audience:
+        raise ConfigError("LOCAL_CREDMON_TOKEN_AUDIENCE is required for scitoken:2.0 tokens")
+    if version == "wlcg:1.0" and not audience:
+        audience = ["https://wlcg.cern.ch/jwt/v1/any"]
+    try:
+        lifetime = int(_knob(provider, "TOKEN_LIFETIME") or 1200)
+    except ValueError:
+        raise ConfigError(
+            "LOCAL_CREDMON_TOKEN_LIFETIME must be a whole number of seconds"
+        ) from None
+    if lifetime <= 0:
+        raise ConfigError("LOCAL_CREDMON_TOKEN_LIFETIME must be positive")
+    use_json = (_knob(provider, "TOKEN_USE_JSON") or "true").strip().lower() not in (
+        "false",
+        "0",
+        "no",
+    )
+    return IssuerConfig(
+        provider=provider,
+        private_key=Path(key),
+        key_id=(_knob(provider, "KEY_ID") or "local").strip(),
+        algorithm=alg,
+        issuer=issuer.rstrip("/"),
+        authz_template=_knob(provider, "AUTHZ_TEMPLATE")
+        or "read:/user/{username} write:/user/{username}",
+        lifetime=lifetime,
+        audience=audience,
+        version=version,
+        use_json=use_json,
+    )
+
+
+def _load_private(path: Path) -> PrivateKey:
+    try:
+        data = _fs.read_private(path, limit=64 * 1024)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"issuer private key {path} does not exist; create it with 'htsec issuer keygen'"
+        ) from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ConfigError(f"{path} holds neither an EC nor an RSA key")
+    return key
+
+
+def public_jwk(key: PublicKey, kid: str) -> dict[str, str]:
+    """RFC 7517 / RFC 7518 section 6 public JWK."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name != "secp256r1":
+            raise ConfigError("ES256 needs a P-256 key")
+        nums = key.public_numbers()
+        return {
+            "kty": "EC",
+            "crv": "P-256",
+            "alg": "ES256",
+            "use": "sig",
+            "kid": kid,
+            "x": b64url_encode(nums.x.to_bytes(32, "big")),
+            "y": b64url_encode(nums.y.to_bytes(32, "big")),
+        }
+    nums_r = key.public_numbers()
+    n = nums_r.n.to_bytes((nums_r.n.bit_length() + 7) // 8, "big")
+    e = nums_r.e.to_bytes((nums_r.e.bit_length() + 7) // 8, "big")
+    return {
+        "kty": "RSA",
+        "alg": "RS256",
+        "use": "sig",
+        "kid": kid,
+        "n": b64url_encode(n),
+        "e": b64url_encode(e),
+    }
+
+
+def generate_key(path: Path, algorithm: str = "ES256", *, kid: str = "local") -> dict[str, str]:
+    """Write a new private key (PEM, 0600, atomically; refuses to overwrite); returns its JWK."""
+    if path.exists():
+        raise UsageError(f"{path} exists; refusing to overwrite an issuer key")
+    algorithm = algorithm.upper()
+    key: PrivateKey
+    if algorithm == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    elif algorithm == "RS256":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    else:
+        raise UsageError(f"algorithm {algorithm}: use ES256 or RS256")
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    if not path.parent.exists():
+        _fs.ensure_private_dir(path.parent)
+    _fs.write_atomic(path, pem, 0o600)
+    return public_jwk(key.public_key(), kid)
+
+
+class LocalIssuer:
+    """Signs short-lived SciTokens/WLCG tokens for local users."""
+
+    def __init__(self, config: IssuerConfig) -> None:
+        self.config = config
+        self.key = _load_private(config.private_key)
+        if config.algorithm == "ES256" and not isinstance(self.key, ec.EllipticCurvePrivateKey):
+            raise ConfigError(f"{config.private_key} is an RSA key but the algorithm is ES256")
+        if config.algorithm == "RS256" and not isinstance(self.key, rsa.RSAPrivateKey):
+            raise ConfigError(f"{config.private_key} is an EC key but the algorithm is RS256")
+        self._header = b64url_encode(
+            json.dumps(
+                {"alg": config.algorithm, "kid": config.key_id, "typ": "JWT"}, separators=(",", ":")
+            ).encode()
+        )
+        self.previous: list[dict[str, str]] = []
+        for item in (param("HTSEC_ISSUER_PREVIOUS_KEYS") or "").split():
+            kid, _, p = item.partition(":")
+            if not kid or not p:
+                raise ConfigError(f"HTSEC_ISSUER_PREVIOUS_KEYS item {item!r}: use kid:/path.pem")
+            self.previous.append(public_jwk(self._load_public(Path(p)), kid))
+
+    @staticmethod
+    def _load_public(path: Path) -> PublicKey:
+        data = path.read_bytes()
+        try:
+            pub = serialization.load_pem_public_key(data)
+        except ValueError:
+            pub = _load_private(path).public_key()
+        if not isinstance(pub, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise ConfigError(f"{path} holds neither an EC nor an RSA key")
+        return pub
+
+    def scopes_for(self, username: str) -> str:
+        return " ".join(
+            part.replace("{username}", username) for part in self.config.authz_template.split()
+        )
+
+    def mint(self, username: str, *, now: int | None = None) -> tuple[str, int]:
+        """A token for ``username``; returns it and its lifetime in seconds."""
+        t = int(time.time()) if now is None else now
+        c = self.config
+        claims: dict[str, Any] = {
+            "sub": username,
+            "iss": c.issuer,
+            "iat": t,
+            "nbf": t,
+            "exp": t + c.lifetime,
+            "jti": secrets.token_hex(16),
+            "scope": self.scopes_for(username),
+            "aud": c.audience[0] if len(c.audience) == 1 else c.audience,
+        }
+        if c.version == "wlcg:1.0":
+            claims["wlcg.ver"] = "1.0"
+        else:
+            claims["ver"] = "scitoken:2.0"
+        signing_input = (
+            self._header + "." + b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+        )
+        return signing_input + "." + b64url_encode(self._sign(signing_input.encode())), c.lifetime
+
+    def _sign(self, data: bytes) -> bytes:
+        if isinstance(self.key, ec.EllipticCurvePrivateKey):
+            r, s = decode_dss_signature(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        current = public_jwk(self.key.public_key(), self.config.key_id)
+        return {"keys": [current, *(k for k in self.previous if k["kid"] != current["kid"])]}
+
+    def discovery(self) -> dict[str, Any]:
+        """OpenID Connect Discovery 1.0 section 3 (the parts a relying party reads)."""
+        return {
+            "issuer": self.config.issuer,
+            "jwks_uri": self.config.issuer + "/jwks",
+            "id_token_signing_alg_values_supported": [self.config.algorithm],
+            "token_endpoint_auth_methods_supported": [],
+            "response_types_supported": [],
+            "subject_types_supported": ["public"],
+        }
+
+
+def load_issuer(provider: str = "scitokens") -> LocalIssuer:
+    return LocalIssuer(load_config(provider))

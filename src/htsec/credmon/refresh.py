@@ -1,0 +1,474 @@
+"""The refresh engine: keeps every stored credential's access token fresh.
+
+Shaped like certbot's renewal pass (STYLE.md 4.9): claim what is due, decide with a pure
+:func:`should_refresh`, one try per credential feeding a :class:`RefreshReport`. Unlike
+HTCondor's ``condor_credmon_oauth`` (FORMATS.md section 3, "the anchor"), it
+
+* refreshes on the access token's real expiry, not on the ``.use`` file's age;
+* keeps the old refresh token when the provider does not return a new one (RFC 6749
+  section 6: the server *may* issue a new refresh token);
+* isolates failures: one credential's error never stops the others;
+* marks a credential whose refresh token is refused with ``invalid_grant`` (RFC 6749
+  section 5.2) as needing re-authorisation instead of retrying it forever;
+* commits the new refresh token durably, together with the access token, before anything is
+  published (``.use`` files are written after the commit);
+* runs refreshes concurrently (a bounded pool), rate-limited per provider, with jittered
+  exponential back-off, and holds each credential by a lease in the store so that several
+  credmons (one store, any number of hosts) never refresh the same credential at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from htsec.credmon.issuer import LocalIssuer
+from htsec.credmon.providers import Provider, ProviderSet
+from htsec.creds.store import Claim, CredStore, Leases
+
+__all__ = [
+    "CredmonMetrics",
+    "Policy",
+    "RefreshEngine",
+    "RefreshReport",
+    "refresh_due",
+    "should_refresh",
+]
+
+log = logging.getLogger("htsec.credmon")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """When and how to refresh (``HTSEC_CREDMON_*`` knobs)."""
+
+    fraction: float = 0.5  # refresh once less than this share of the lifetime is left
+    min_remaining: int = 60  # ... or less than this many seconds
+    default_lifetime: int = 3600  # a token response without expires_in (and not a JWT)
+    lease: int = 120  # seconds a claim holds a credential (longer than any refresh)
+    timeout: float = 10.0  # per HTTP request
+    concurrency: int = 16  # refreshes in flight
+    batch: int = 64  # credentials claimed at once
+    backoff_base: float = 10.0
+    backoff_max: float = 3600.0
+
+
+def refresh_due(expires_at: int | None, issued_at: int | None, policy: Policy) -> int:
+    """The time at which a token expiring at ``expires_at`` should be refreshed."""
+    if expires_at is None:
+        return 0
+    lifetime = expires_at - issued_at if issued_at is not None else policy.default_lifetime
+    margin = max(policy.min_remaining, int(policy.fraction * max(lifetime, 0)))
+    return expires_at - margin
+
+
+def should_refresh(
+    expires_at: int | None, issued_at: int | None, now: float, policy: Policy
+) -> bool:
+    """Pure decision: is this access token due (or missing)?"""
+    return now >= refresh_due(expires_at, issued_at, policy)
+
+
+def backoff(failures: int, policy: Policy, rng: random.Random) -> float:
+    """Jittered exponential back-off: base x 2^failures, at most backoff_max, times 0.5-1.5."""
+    base = min(policy.backoff_max, policy.backoff_base * 2.0 ** min(failures, 20))
+    return float(base * rng.uniform(0.5, 1.5))
+
+
+@dataclass
+class RefreshReport:
+    refreshed: list[str] = field(default_factory=list)
+    issued: list[str] = field(default_factory=list)
+    not_due: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    dead: dict[str, str] = field(default_factory=dict)
+    lost_lease: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.refreshed)} refreshed, {len(self.issued)} issued locally, "
+            f"{len(self.not_due)} not due, {len(self.failed)} failed, "
+            f"{len(self.dead)} need re-authorisation"
+        )
+
+
+class CredmonMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.refreshes = Counter(
+            "htsec_credmon_refreshes", "Successful refreshes", ["provider"], registry=self.registry
+        )
+        self.failures = Counter(
+            "htsec_credmon_failures",
+            "Failed refreshes by reason",
+            ["provider", "reason"],
+            registry=self.registry,
+        )
+        self.time_to_expiry = Histogram(
+            "htsec_credmon_time_to_expiry_seconds",
+            "Remaining lifetime of access tokens when they were refreshed",
+            registry=self.registry,
+            buckets=(0, 10, 30, 60, 120, 300, 600, 1200, 3600, 7200, float("inf")),
+        )
+        self.in_flight = Gauge(
+            "htsec_credmon_queue_depth",
+            "Claimed credentials being refreshed",
+            registry=self.registry,
+        )
+
+
+class _RateLimiter:
+    """A token bucket per provider (``rate`` requests per second, bursts of one second)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = asyncio.Lock()
+
+    async def wait(self, name: str, rate: float) -> None:
+        if rate <= 0:
+            return
+        while True:
+            async with self._lock:
+                now = time.monotonic()
+                tokens, last = self._buckets.get(name, (rate, now))
+                tokens = min(rate, tokens + (now - last) * rate)
+                if tokens >= 1:
+                    self._buckets[name] = (tokens - 1, now)
+                    return
+                self._buckets[name] = (tokens, now)
+                delay = (1 - tokens) / rate
+            await asyncio.sleep(delay)
+
+
+class _Failure(Exception):
+    def __init__(
+        self, reason: str, message: str, *, dead: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.dead = dead
+        self.retry_after = retry_after
+
+
+def _jwt_exp(token: str) -> int | None:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return exp if isinstance(exp, int) and not isinstance(exp, bool) else None
+
+
+Publish = Callable[[Claim, dict[str, Any]], None]
+
+
+class RefreshEngine:
+    """Refresh passes over one store; ``holder`` names this process in leases."""
+
+    def __init__(
+        self,
+        creds: CredStore,
+        providers: ProviderSet,
+        *,
+        holder: str,
+        policy: Policy | None = None,
+        issuers: Callable[[str], LocalIssuer | None] | None = None,
+        publish: Publish | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        metrics: CredmonMetrics | None = None,
+        rng: random.Random | None = None,
+        verify: Any = True,
+    ) -> None:
+        self.creds = creds
+        self.providers = providers
+        self.leases = Leases(creds, holder, providers.local_names)
+        self.policy = policy or Policy()
+        self.issuers = issuers or (lambda name: None)
+        self.publish = publish
+        self.transport = transport
+        self.clock = clock
+        self.metrics = metrics or CredmonMetrics()
+        self.rng = rng or random.Random()  # noqa: S311 - jitter for back-off, not a secret
+        self.verify = verify
+        self.wake = asyncio.Event()
+        self._limiter = _RateLimiter()
+
+    # -- one pass --------------------------------------------------------------------------
+    async def run_pass(self, *, max_claims: int | None = None) -> RefreshReport:
+        """Claim and handle everything due now; returns what happened to each credential."""
+        report = RefreshReport()
+        claimed = 0
+        sem = asyncio.Semaphore(self.policy.concurrency)
+        async with httpx.AsyncClient(
+            timeout=self.policy.timeout,
+            transport=self.transport,
+            verify=self.verify,
+            limits=httpx.Limits(max_connections=self.policy.concurrency),
+        ) as client:
+            while max_claims is None or claimed < max_claims:
+                now = int(self.clock())
+                limit = (
+                    self.policy.batch
+                    if max_claims is None
+                    else min(self.policy.batch, max_claims - claimed)
+                )
+                claims = await asyncio.to_thread(
+                    self.leases.claim, now=now, lease_s=self.policy.lease, limit=limit
+                )
+                if not claims:
+                    break
+                claimed += len(claims)
+
+                async def guarded(c: Claim) -> None:
+                    async with sem:
+                        self.metrics.in_flight.inc()
+                        try:
+                            await self._one(client, c, report)
+                        finally:
+                            self.metrics.in_flight.dec()
+
+                await asyncio.gather(*(guarded(c) for c in claims))
+        if claimed:
+            log.info("refresh pass: %s", report.summary())
+        return report
+
+    async def _one(self, client: httpx.AsyncClient, claim: Claim, report: RefreshReport) -> None:
+        label = f"{claim.user}/{claim.name.stem}"
+        now = int(self.clock())
+        provider = self.providers.get(claim.provider) or self.providers.get(claim.service)
+        try:
+            if provider is not None and provider.local:
+                await self._issue_local(claim, provider, now, report, label)
+                return
+            if not should_refresh(
+                claim.access_expires_at, claim.access_issued_at, now, self.policy
+            ):
+                due = refresh_due(claim.access_expires_at, claim.access_issued_at, self.policy)
+                await asyncio.to_thread(self.leases.release, claim, next_attempt_at=due)
+                report.not_due.append(label)
+                return
+            response = await self._call(client, claim, provider)
+            await self._commit(claim, response, now, report, label, provider)
+        except _Failure as f:
+            name = provider.name if provider else claim.provider
+            self.metrics.failures.labels(name, f.reason).inc()
+            delay = (
+                f.retry_after
+                if f.retry_after is not None
+                else backoff(claim.failures, self.policy, self.rng)
+            )
+            ok = await asyncio.to_thread(
+                self.leases.fail,
+                claim,
+                error=f"{f.reason}: {f}",
+                dead=f.dead,
+                next_attempt_at=None if f.dead else int(self.clock() + delay),
+            )
+            if f.dead:
+                report.dead[label] = str(f)
+                log.warning("%s needs re-authorisation: %s", label, f)
+            else:
+                report.failed[label] = f"{f.reason}: {f}"
+                log.warning(
+                    "%s refresh failed (%s), retry in %.0f s: %s", label, f.reason, delay, f
+                )
+            if not ok:
+                report.lost_lease.append(label)
+        except Exception as exc:  # one credential's bug never stops the pass
+            log.exception("%s: unexpected error during refresh", label)
+            report.failed[label] = f"internal: {exc.__class__.__name__}"
+            await asyncio.to_thread(
+                self.leases.fail,
+                claim,
+                error=f"internal error: {exc.__class__.__name__}",
+                dead=False,
+                next_attempt_at=int(self.clock() + backoff(claim.failures, self.policy, self.rng)),
+            )
+
+    async def _issue_local(
+        self, claim: Claim, provider: Provider, now: int, report: RefreshReport, label: str
+    ) -> None:
+        issuer = self.issuers(provider.name)
+        if issuer is None:
+            raise _Failure("no_issuer", f"no local issuer is configured for {provider.name}")
+        if not should_refresh(claim.access_expires_at, claim.access_issued_at, now, self.policy):
+            due = refresh_due(claim.access_expires_at, claim.access_issued_at, self.policy)
+            await asyncio.to_thread(self.leases.release, claim, next_attempt_at=due)
+            report.not_due.append(label)
+            return
+        token, lifetime = issuer.mint(claim.user, now=now)
+        body = {"access_token": token, "expires_in": lifetime}
+        await self._commit(claim, body, now, report, label, provider, local=True)
+
+    async def _call(
+        self, client: httpx.AsyncClient, claim: Claim, provider: Provider | None
+    ) -> dict[str, Any]:
+        token_url = claim.token_url or (provider.token_url if provider else None)
+        client_id = claim.client_id or (provider.client_id if provider else None)
+        secret = claim.client_secret or (provider.client_secret if provider else None)
+        if not token_url or not client_id:
+            up = claim.provider.upper()
+            raise _Failure(
+                "not_configured",
+                f"no token URL or client id for provider {claim.provider} "
+                f"(set {up}_TOKEN_URL and {up}_CLIENT_ID)",
+            )
+        if not claim.refresh_token:
+            raise _Failure("no_refresh_token", "the credential has no refresh token", dead=True)
+        await self._limiter.wait(claim.provider, provider.rate if provider else 50.0)
+        form = {"grant_type": "refresh_token", "refresh_token": claim.refresh_token}
+        auth: httpx.BasicAuth | None = None
+        if provider is not None and provider.auth_method == "client_secret_post":
+            form["client_id"] = client_id
+            if secret:
+                form["client_secret"] = secret
+        elif secret:
+            auth = httpx.BasicAuth(client_id, secret)
+        else:
+            form["client_id"] = client_id
+        try:
+            resp = await client.post(
+                token_url,
+                data=form,
+                auth=auth or httpx.USE_CLIENT_DEFAULT,
+                headers={"Accept": "application/json"},
+            )
+        except httpx.TimeoutException:
+            raise _Failure(
+                "timeout", f"no answer from {token_url} within {self.policy.timeout:.0f} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise _Failure(
+                "unreachable", f"cannot reach {token_url}: {exc.__class__.__name__}"
+            ) from None
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if resp.status_code == 200 and isinstance(body, dict):
+            if not isinstance(body.get("access_token"), str) or not body["access_token"]:
+                raise _Failure("bad_response", "the token response has no access_token")
+            return body
+        error = body.get("error") if isinstance(body, dict) else None
+        if resp.status_code == 200:
+            raise _Failure("bad_response", "the token response is not a JSON object")
+        if error == "invalid_grant":
+            raise _Failure(
+                "invalid_grant",
+                "the provider refused the refresh token (invalid_grant): "
+                "the user must authorise again",
+                dead=True,
+            )
+        if error in ("invalid_client", "unauthorized_client"):
+            raise _Failure(
+                error,
+                f"the provider refused this client ({error}): check "
+                f"{claim.provider.upper()}_CLIENT_ID and _CLIENT_SECRET_FILE",
+            )
+        retry = None
+        if resp.status_code in (429, 503):
+            try:
+                retry = float(resp.headers.get("retry-after", ""))
+            except ValueError:
+                retry = None
+        raise _Failure(
+            f"http_{resp.status_code}",
+            f"{token_url} answered {resp.status_code}"
+            + (f" ({error})" if isinstance(error, str) else ""),
+            retry_after=retry,
+        )
+
+    async def _commit(
+        self,
+        claim: Claim,
+        body: dict[str, Any],
+        now: int,
+        report: RefreshReport,
+        label: str,
+        provider: Provider | None,
+        *,
+        local: bool = False,
+    ) -> None:
+        access = body["access_token"]
+        expires_in = body.get("expires_in")
+        if (
+            isinstance(expires_in, int | float)
+            and not isinstance(expires_in, bool)
+            and expires_in >= 0
+        ):
+            expires_at = now + int(expires_in)
+        else:
+            expires_at = _jwt_exp(access) or now + self.policy.default_lifetime
+        new_rt = body.get("refresh_token") if isinstance(body.get("refresh_token"), str) else None
+        token_type = str(body.get("token_type") or "bearer")
+        due = refresh_due(expires_at, now, self.policy)
+        # The durable commit comes first: a rotated refresh token is safe before anything else.
+        ok = await asyncio.to_thread(
+            self.leases.succeed,
+            claim,
+            access_token=access,
+            refresh_token=new_rt,
+            expires_at=expires_at,
+            token_type=token_type,
+            now=now,
+            next_attempt_at=due,
+        )
+        if not ok:
+            report.lost_lease.append(label)
+            log.error(
+                "%s: refreshed, but the credential changed meanwhile; result discarded", label
+            )
+            return
+        name = provider.name if provider else claim.provider
+        self.metrics.refreshes.labels(name).inc()
+        if claim.access_expires_at is not None:
+            self.metrics.time_to_expiry.observe(max(0, claim.access_expires_at - now))
+        (report.issued if local else report.refreshed).append(label)
+        log.info(
+            "%s %s; access token expires in %d s",
+            label,
+            "issued" if local else "refreshed",
+            expires_at - now,
+        )
+        if self.publish is not None:
+            use = {k: v for k, v in body.items() if k != "refresh_token"}
+            use.setdefault("expires_in", expires_at - now)
+            try:
+                await asyncio.to_thread(self.publish, claim, use)
+            except Exception:
+                log.exception("%s: publishing the new access token failed", label)
+
+    # -- daemon loop -----------------------------------------------------------------------
+    async def run_forever(
+        self,
+        stop: asyncio.Event,
+        *,
+        interval: float = 10.0,
+        before_pass: Callable[[], Awaitable[None]] | None = None,
+        after_pass: Callable[[RefreshReport], Awaitable[None]] | None = None,
+    ) -> None:
+        while not stop.is_set():
+            if before_pass is not None:
+                await before_pass()
+            report = await self.run_pass()
+            if after_pass is not None:
+                await after_pass(report)
+            self.wake.clear()
+            waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
