@@ -148,7 +148,12 @@ def free_port() -> int:
 def server(home: Path) -> Iterator[dict[str, str]]:
     """A real 'htsec serve' on a free loopback port, torn down after the test."""
     port = free_port()
-    env = {**os.environ, "_CONDOR_HTSEC_SERVER_URL": f"https://127.0.0.1:{port}"}
+    # The API alone: tests of the credmon start it themselves.
+    env = {
+        **os.environ,
+        "_CONDOR_HTSEC_SERVER_URL": f"https://127.0.0.1:{port}",
+        "_CONDOR_HTSEC_SERVE_CREDMON": "false",
+    }
     log = open(home.parent / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([HTSEC, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
     ca = home / "tls" / "ca.pem"

@@ -44,6 +44,7 @@ KNOBS: dict[str, str] = {
     "HTSEC_HOME": "htsec's state directory (database, TLS files)",
     "HTSEC_DATABASE_URL": "SQLAlchemy URL of the store (default SQLite in HTSEC_HOME)",
     "HTSEC_SERVER_URL": "where 'htsec serve' listens and the CLI connects",
+    "HTSEC_SERVE_CREDMON": "whether 'htsec serve' also runs the credmon (true)",
     "HTSEC_STORE_KEY_FILE": "0600 file of the data keys sealing secrets in the store",
     "SEC_CREDENTIAL_DIRECTORY_OAUTH": "HTCondor's OAuth credential directory (credmon output)",
     "HTSEC_CA_FILE": "CA certificate the CLI trusts for HTSEC_SERVER_URL",

@@ -7,7 +7,7 @@ import socket
 import sys
 from urllib.parse import urlsplit
 
-from htsec.config import Settings
+from htsec.config import Settings, param
 from htsec.errors import ConfigError
 from htsec.tokens.authority import Authority
 from htsec.tokens.keys import POOL
@@ -48,7 +48,8 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int | None = None)
     wildcard = host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
     tls = ensure_tls(settings.tls_dir, () if wildcard else (host,))
     authority.store  # noqa: B018 - open and migrate the store before announcing readiness
-    app = create_app(settings, authority)
+    credmon_knob = (param("HTSEC_SERVE_CREDMON") or "true").strip().lower()
+    app = create_app(settings, authority, with_credmon=credmon_knob not in ("false", "no", "0"))
     url = f"https://{host if ':' not in host else f'[{host}]'}:{port}"
     lines = [
         f"htsec serve: listening on {url} (trust domain {settings.trust_domain})",

@@ -5,6 +5,7 @@ Errors are RFC 9457 problem documents (``application/problem+json``); bodies are
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -54,12 +55,36 @@ class _VerifierCache:
         self._verifier = None
 
 
-def create_app(settings: Settings, authority: Authority | None = None) -> FastAPI:
+def _start_credmon(
+    app: FastAPI, settings: Settings, stop: asyncio.Event
+) -> asyncio.Task[None] | None:
+    """The all-in-one server refreshes credentials too; a new credential wakes it at once."""
+    import logging
+
+    from htsec.credmon.daemon import Credmon
+
+    try:
+        credmon = Credmon(settings, cred_dir=settings.cred_dir, creds=app.state.credstore)
+    except HtsecError as exc:
+        logging.getLogger("htsec.serve").warning("credmon not started: %s", exc)
+        return None
+    app.state.credmon_wake = credmon.engine.wake.set
+    return asyncio.create_task(credmon.loop(stop))
+
+
+def create_app(
+    settings: Settings, authority: Authority | None = None, *, with_credmon: bool = False
+) -> FastAPI:
     authority = authority or Authority(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = _start_credmon(app, settings, stop) if with_credmon else None
         yield
+        stop.set()
+        if task is not None:
+            await task
         app.state.credstore.flush_audit()  # batched fetch records must not be lost on shutdown
 
     app = FastAPI(
@@ -71,6 +96,7 @@ def create_app(settings: Settings, authority: Authority | None = None) -> FastAP
     app.state.settings = settings
     app.state.authority = authority
     app.state.verifiers = _VerifierCache(authority)
+    app.state.credmon_wake = lambda: None
 
     app.add_middleware(BoundBody)
 

@@ -62,11 +62,15 @@ class Credmon:
         policy: Policy | None = None,
         providers: ProviderSet | None = None,
         verify: Any = True,
+        creds: CredStore | None = None,
     ) -> None:
         self.settings = settings
         self.cred_dir = CredDir(cred_dir) if cred_dir else None
-        generate_key_file(settings.store_key_file)
-        self.creds = CredStore(open_store(settings.database_url), Sealer(settings.store_key_file))
+        self._own_store = creds is None
+        if creds is None:
+            generate_key_file(settings.store_key_file)
+            creds = CredStore(open_store(settings.database_url), Sealer(settings.store_key_file))
+        self.creds = creds
         self.providers = providers or load_providers()
         self._issuers: dict[str, LocalIssuer | None] = {}
         holder = f"{socket.gethostname()}:{os.getpid()}"
@@ -214,19 +218,30 @@ class Credmon:
             if once:
                 return await self.one_pass()
             _tell_master_ready()
-            while not stop.is_set():
-                await self.one_pass()
-                self.engine.wake.clear()
-                waits = [
-                    asyncio.ensure_future(self.engine.wake.wait()),
-                    asyncio.ensure_future(stop.wait()),
-                ]
-                await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-                for w in waits:
-                    w.cancel()
+            await self.loop(stop, interval=interval)
             return None
         finally:
-            self.creds.flush_audit()
+            self.close()
+
+    async def loop(self, stop: asyncio.Event, *, interval: float = 10.0) -> None:
+        """Passes until ``stop`` is set; a set ``engine.wake`` starts the next one at once."""
+        while not stop.is_set():
+            try:
+                await self.one_pass()
+            except HtsecError as exc:  # e.g. the store is unreachable: try again later
+                log.error("credmon pass failed: %s", exc)
+            self.engine.wake.clear()
+            waits = [
+                asyncio.ensure_future(self.engine.wake.wait()),
+                asyncio.ensure_future(stop.wait()),
+            ]
+            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+
+    def close(self) -> None:
+        self.creds.flush_audit()
+        if self._own_store:
             self.creds.store.close()
 
 

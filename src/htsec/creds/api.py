@@ -177,6 +177,7 @@ def store_credential(
         peer=_peer(request),
         expect_version=expect,
     )
+    request.app.state.credmon_wake()  # a new credential is served at once, not at the next tick
     return info.as_dict()
 
 
