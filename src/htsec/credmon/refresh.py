@@ -67,9 +67,11 @@ def refresh_due(expires_at: int | None, issued_at: int | None, policy: Policy) -
     """The time at which a token expiring at ``expires_at`` should be refreshed."""
     if expires_at is None:
         return 0
-    lifetime = expires_at - issued_at if issued_at is not None else policy.default_lifetime
-    margin = max(policy.min_remaining, int(policy.fraction * max(lifetime, 0)))
-    return expires_at - margin
+    lifetime = max(0, expires_at - issued_at if issued_at is not None else policy.default_lifetime)
+    # Refresh once less than `fraction` of the lifetime is left, and at least `min_remaining`
+    # seconds early -- but never earlier than half-way, or short tokens would never rest.
+    margin = max(policy.fraction * lifetime, min(policy.min_remaining, 0.5 * lifetime))
+    return expires_at - int(margin)
 
 
 def should_refresh(
@@ -212,15 +214,19 @@ class RefreshEngine:
         """Claim and handle everything due now; returns what happened to each credential."""
         report = RefreshReport()
         claimed = 0
+        start = int(self.clock())  # a pass handles what was due when it started
         sem = asyncio.Semaphore(self.policy.concurrency)
         async with httpx.AsyncClient(
             timeout=self.policy.timeout,
             transport=self.transport,
             verify=self.verify,
-            limits=httpx.Limits(max_connections=self.policy.concurrency),
+            # Idle connections are dropped before servers usually close them (node: 5 s), so a
+            # refresh never goes out on a connection the server is closing: a refresh POST is
+            # never retried (the provider may have rotated the token already).
+            limits=httpx.Limits(max_connections=self.policy.concurrency, keepalive_expiry=2.0),
         ) as client:
             while max_claims is None or claimed < max_claims:
-                now = int(self.clock())
+                now = start
                 limit = (
                     self.policy.batch
                     if max_claims is None
@@ -276,7 +282,7 @@ class RefreshEngine:
                 claim,
                 error=f"{f.reason}: {f}",
                 dead=f.dead,
-                next_attempt_at=None if f.dead else int(self.clock() + delay),
+                next_attempt_at=None if f.dead else int(self.clock() + max(1.0, delay)),
             )
             if f.dead:
                 report.dead[label] = str(f)
@@ -296,7 +302,9 @@ class RefreshEngine:
                 claim,
                 error=f"internal error: {exc.__class__.__name__}",
                 dead=False,
-                next_attempt_at=int(self.clock() + backoff(claim.failures, self.policy, self.rng)),
+                next_attempt_at=int(
+                    self.clock() + max(1.0, backoff(claim.failures, self.policy, self.rng))
+                ),
             )
 
     async def _issue_local(

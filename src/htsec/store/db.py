@@ -22,6 +22,10 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling does not see SAVEPOINTs and can leave a write
+    # transaction open after "commit"; SQLAlchemy's documented fix is autocommit mode in the
+    # driver plus an explicit BEGIN from SQLAlchemy (see _sqlite_begin).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     # FULL: a committed transaction survives power loss, not only a crash. The credmon commits
@@ -54,6 +58,12 @@ def _current_revision(engine: Engine) -> str | None:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError:
         return None
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # IMMEDIATE: take the write lock up front, so a transaction that reads and then writes
+    # waits for another writer (busy_timeout) instead of failing with SQLITE_BUSY_SNAPSHOT.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine) -> None:
@@ -109,6 +119,7 @@ def open_store(url: str, *, migrate_schema: bool = True) -> Store:
         raise StoreError(f"cannot use database {parsed!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     try:
         if migrate_schema:
             migrate(engine)
