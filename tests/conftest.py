@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -144,15 +145,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(home: Path) -> Iterator[dict[str, str]]:
-    """A real 'htsec serve' on a free loopback port, torn down after the test."""
-    port = free_port()
-    # The API alone: tests of the credmon start it themselves.
+@contextlib.contextmanager
+def serving(
+    home: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[dict[str, str]]:
+    """A real 'htsec serve' on a free loopback port; yields the environment clients need."""
+    port = port or free_port()
+    # The API alone unless asked: tests of the credmon start it themselves.
     env = {
         **os.environ,
         "_CONDOR_HTSEC_SERVER_URL": f"https://127.0.0.1:{port}",
         "_CONDOR_HTSEC_SERVE_CREDMON": "false",
+        **(extra_env or {}),
     }
     log = open(home.parent / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([HTSEC, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -169,6 +173,7 @@ def server(home: Path) -> Iterator[dict[str, str]]:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
+            log.close()
             raise RuntimeError((home.parent / "serve.log").read_text())
         time.sleep(0.1)
     try:
@@ -183,3 +188,10 @@ def server(home: Path) -> Iterator[dict[str, str]]:
             raise
         finally:
             log.close()
+
+
+@pytest.fixture
+def server(home: Path) -> Iterator[dict[str, str]]:
+    """A real 'htsec serve' on a free loopback port, torn down after the test."""
+    with serving(home) as env:
+        yield env

@@ -8,6 +8,8 @@ import re
 import socket
 from collections.abc import Sequence
 
+from sqlalchemy.orm import Session
+
 from htsec.config import Settings
 from htsec.errors import UsageError
 from htsec.store import Store, open_store
@@ -72,8 +74,10 @@ class Authority:
         minted_by: str | None = None,
         via: str = "cli",
         now: int | None = None,
+        session: Session | None = None,
     ) -> str:
-        """Mint a token for ``identity`` and record it in the registry."""
+        """Mint a token for ``identity`` and record it in the registry (within ``session``
+        when the caller already holds a transaction: SQLite allows one writer at a time)."""
         validate_identity(identity)
         signing_key = self.keyring.get(key)
         token = mint(
@@ -84,7 +88,9 @@ class Authority:
             authz=normalize_authz(authz),
             now=now,
         )
-        self.registry.record(token, minted_by=minted_by or caller_name(), minted_via=via)
+        self.registry.record(
+            token, minted_by=minted_by or caller_name(), minted_via=via, session=session
+        )
         return token
 
     def verifier(self, *, use_store: bool = True) -> Verifier:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
 
 from htsec.errors import UsageError
 from htsec.store import Store
@@ -38,8 +39,10 @@ class Registry:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def record(self, token: str, *, minted_by: str, minted_via: str) -> IssuedRecord:
-        """Record a token htsec just minted (by its claims)."""
+    def record(
+        self, token: str, *, minted_by: str, minted_via: str, session: Session | None = None
+    ) -> IssuedRecord:
+        """Record a token htsec just minted (by its claims), in ``session`` if given."""
         _, claims = parse_unverified(token)
         rec = IssuedRecord(
             jti=claims["jti"],
@@ -51,6 +54,9 @@ class Registry:
             minted_by=minted_by,
             minted_via=minted_via,
         )
+        if session is not None:
+            session.add(IssuedToken(**rec.__dict__))
+            return rec
         with self.store.session() as s:
             s.add(IssuedToken(**rec.__dict__))
         return rec

@@ -222,6 +222,7 @@ class Requests:
                 minted_by=row.decided_by or "token request",
                 via=f"request {row.id}",
                 now=t,
+                session=s,
             )
             from htsec.tokens.idtoken import parse_unverified
 
