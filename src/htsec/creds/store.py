@@ -281,6 +281,10 @@ class CredStore:
             "state": "active",
             "last_error": None,
             "updated_at": now,
+            # A stored credential is new to the credmon: look at it at once, no back-off.
+            "access_issued_at": now if access_token is not None else None,
+            "next_attempt_at": None,
+            "failures": 0,
         }
         key = and_(
             _C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or "")

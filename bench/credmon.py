@@ -1,0 +1,200 @@
+"""Benchmark: one full refresh pass of the credmon against a real OAuth server.
+
+Against a local npm ``oidc-provider`` (refresh-token rotation on; pinned to one core, this
+process to the other), in the same run:
+
+(a) htsec's refresh pass over N credentials (SQLite store, leases, sealing, audit);
+(b) the way ``condor_credmon_oauth`` does it: one credential after another with a blocking
+    HTTP client, writing ``.use`` and ``.top`` files (S credentials);
+(c) the provider's ceiling: a plain async load generator posting refresh grants (M tokens).
+
+Refresh tokens are obtained beforehand through the real authorization-code + PKCE flow.
+Rates are compared per credential; the last line is one JSON object with ``pass_s`` (wall time
+of (a)), ``vs_sequential`` (rate a / rate b) and ``vs_ceiling`` (rate a / rate c).
+
+    .venv/bin/python bench/credmon.py [--count 400] [--sequential 500] [--ceiling 400]
+    .venv/bin/python bench/credmon.py --count 10000        # the full size (slow set-up)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from tests.oidc import (  # noqa: E402
+    CLIENT_ID,
+    CLIENT_SECRET,
+    REDIRECT_URI,
+    default_config,
+    obtain_refresh_token,
+    start_provider,
+)
+
+from htsec.credmon.providers import Provider, ProviderSet  # noqa: E402
+from htsec.credmon.refresh import Policy, RefreshEngine  # noqa: E402
+from htsec.creds.crypto import Sealer, generate_key_file  # noqa: E402
+from htsec.creds.store import CredStore  # noqa: E402
+from htsec.store import open_store  # noqa: E402
+
+
+def tokens_for(provider: object, n: int, prefix: str) -> list[str]:
+    """n refresh tokens via the browser flow, 8 logins at a time."""
+
+    def one(i: int) -> str:
+        return str(
+            obtain_refresh_token(
+                provider,
+                CLIENT_ID,
+                CLIENT_SECRET,
+                REDIRECT_URI,  # type: ignore[arg-type]
+                f"{prefix}{i}",
+                "openid",
+            )["refresh_token"]
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def sequential(token_url: str, tokens: list[str], outdir: Path) -> float:
+    """condor_credmon_oauth's shape: serial, blocking client, .use then .top per credential."""
+    t0 = time.perf_counter()
+    with httpx.Client(timeout=10) as client:
+        for i, rt in enumerate(tokens):
+            r = client.post(
+                token_url,
+                data={"grant_type": "refresh_token", "refresh_token": rt},
+                auth=(CLIENT_ID, CLIENT_SECRET),
+            )
+            r.raise_for_status()
+            body = r.json()
+            new_rt = body.pop("refresh_token", rt)
+            for name, data in ((f"u{i}.use", body), (f"u{i}.top", {"refresh_token": new_rt})):
+                tmp = outdir / (name + ".tmp")
+                tmp.write_text(json.dumps(data))
+                os.replace(tmp, outdir / name)
+    return len(tokens) / (time.perf_counter() - t0)
+
+
+async def ceiling(token_url: str, tokens: list[str], concurrency: int) -> float:
+    """Refresh grants as fast as the provider answers, nothing else."""
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=concurrency)) as c:
+
+        async def one(rt: str) -> None:
+            async with sem:
+                r = await c.post(
+                    token_url,
+                    data={"grant_type": "refresh_token", "refresh_token": rt},
+                    auth=(CLIENT_ID, CLIENT_SECRET),
+                )
+                r.raise_for_status()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(rt) for rt in tokens))
+        return len(tokens) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--count", type=int, default=400, help="credentials in htsec's pass (a)")
+    ap.add_argument("--sequential", type=int, default=500, help="credentials for (b), >= 500")
+    ap.add_argument("--ceiling", type=int, default=400, help="refresh grants for (c)")
+    ap.add_argument(
+        "--concurrency", type=int, default=16, help="htsec's and (c)'s requests in flight"
+    )
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="htsec-bench-credmon-"))
+    cfg = default_config(ttl={"AccessToken": 3600, "RefreshToken": 86400, "Grant": 86400})
+    provider = start_provider(cfg, tmp)
+    try:
+        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(provider.process.pid, {1})
+            os.sched_setaffinity(0, {0})
+        t0 = time.perf_counter()
+        ours = tokens_for(provider, args.count, "a")
+        seq = tokens_for(provider, args.sequential, "b")
+        top = tokens_for(provider, args.ceiling, "c")
+        setup_s = time.perf_counter() - t0
+
+        store = open_store(f"sqlite:///{tmp / 'htsec.db'}")
+        generate_key_file(tmp / "store.key")
+        creds = CredStore(store, Sealer(tmp / "store.key"))
+        for i, rt in enumerate(ours):
+            creds.put(f"a{i}", "oidc", refresh_token=rt)
+        providers = ProviderSet(
+            {
+                "oidc": Provider(
+                    name="oidc",
+                    client_id=CLIENT_ID,
+                    client_secret=CLIENT_SECRET,
+                    token_url=provider.token_url,
+                    rate=0,
+                )
+            },
+            set(),
+        )
+        engine = RefreshEngine(
+            creds, providers, holder="bench", policy=Policy(concurrency=args.concurrency, batch=256)
+        )
+        t0 = time.perf_counter()
+        report = asyncio.run(engine.run_pass())
+        pass_s = time.perf_counter() - t0
+        if len(report.refreshed) != args.count:
+            raise SystemExit(
+                f"htsec refreshed {len(report.refreshed)} of {args.count}: {report.summary()}"
+            )
+        rate_a = args.count / pass_s
+        outdir = tmp / "anchor"
+        outdir.mkdir()
+        rate_b = sequential(provider.token_url, seq, outdir)
+        rate_c = asyncio.run(ceiling(provider.token_url, top, args.concurrency))
+        store.close()
+    finally:
+        provider.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(
+        f"set-up: {args.count + args.sequential + args.ceiling} browser logins in {setup_s:.1f} s; "
+        "provider on core 1, this process on core 0"
+    )
+    print(f"{'':44} {'creds':>6} {'per s':>8}")
+    print(f"{'(a) htsec refresh pass':44} {args.count:6d} {rate_a:8.0f}   ({pass_s:.2f} s)")
+    print(
+        f"{'(b) sequential, blocking (condor_credmon_oauth)':44} {args.sequential:6d} {rate_b:8.0f}"
+    )
+    print(f"{'(c) provider ceiling (plain async posts)':44} {args.ceiling:6d} {rate_c:8.0f}")
+    print(
+        json.dumps(
+            {
+                "pass_s": round(pass_s, 3),
+                "count": args.count,
+                "rate_per_s": round(rate_a),
+                "vs_sequential": round(rate_a / rate_b, 2),
+                "vs_ceiling": round(rate_a / rate_c, 2),
+                "sequential_per_s": round(rate_b),
+                "ceiling_per_s": round(rate_c),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
