@@ -1065,28 +1065,18 @@ def credmon(cred_dir: Path | None, once: bool, interval: float, log_file: Path |
     Refreshes on each token's real expiry, concurrently, with per-provider rate limits and
     back-off; several credmons on one PostgreSQL store never refresh the same credential.
     """
-    import asyncio
+    from htsec.credmon.supervisor import supervise
 
-    from htsec._log import RedactSecrets
-    from htsec.credmon.daemon import Credmon
-
-    root = logging.getLogger()
-    if log_file is not None:
-        handler: logging.Handler = logging.FileHandler(log_file)
-        root.handlers = [handler]
-    for h in root.handlers:
-        h.addFilter(RedactSecrets())
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    s = settings()
+    s = settings()  # configuration errors are reported here, before any process starts
     directory = cred_dir or s.cred_dir
-    result = asyncio.run(Credmon(s, cred_dir=directory).run(once=once, interval=interval))
-    if once and result is not None:
-        click.echo(result.report.summary() + f"; {len(result.imported)} imported")
-        for name, why in sorted(result.unhealthy.items()):
-            err.print(f"{name}: {why or 'not fresh and no reason recorded'}", markup=False)
-        raise SystemExit(0 if result.ok else 1)
+    code = supervise(
+        cred_dir=directory,
+        once=once,
+        interval=interval,
+        log_file=log_file,
+        debug=bool(_state["debug"]),
+    )
+    raise SystemExit(code)
 
 
 @cli.group(context_settings=CONTEXT)

@@ -67,7 +67,7 @@ def test_sigkill_during_refreshes_loses_nothing(
         while oidc.stats()["requests"].get("/token", 0) - start < TARGET_REFRESHES:
             assert time.monotonic() < deadline, "too slow: credmon stopped refreshing?"
             proc = subprocess.Popen(
-                [HTSEC, "credmon", "--interval", "0.3"], stdout=log, stderr=log, env={**os.environ}
+                [HTSEC, "credmon", "--interval", "0.5"], stdout=log, stderr=log, env={**os.environ}
             )
             time.sleep(rng.uniform(0.3, 1.5))
             proc.send_signal(signal.SIGKILL)

@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from htsec.creds.store import Claim, CredStore
 from htsec.errors import HtsecError, NotFound
 from htsec.store import open_store
 
-__all__ = ["Credmon", "PassResult"]
+__all__ = ["Credmon", "PassResult", "tell_master_ready"]
 
 log = logging.getLogger("htsec.credmon")
 
@@ -191,13 +192,13 @@ class Credmon:
         return out
 
     # -- passes ----------------------------------------------------------------------------
-    async def one_pass(self) -> PassResult:
+    async def one_pass(self, keep_going: Callable[[], bool] | None = None) -> PassResult:
         imported: list[str] = []
         problems: list[str] = []
         if self.cred_dir is not None:
             await asyncio.to_thread(self.cred_dir.clear_complete)
             imported, problems = await asyncio.to_thread(self._import)
-        report = await self.engine.run_pass()
+        report = await self.engine.run_pass(keep_going=keep_going)
         if self.cred_dir is not None:
             await asyncio.to_thread(self._publish_missing)
             await asyncio.to_thread(self.cred_dir.touch_complete)
@@ -205,39 +206,64 @@ class Credmon:
             log.warning("skipped %s", p)
         return PassResult(report, imported, problems, await asyncio.to_thread(self._health))
 
-    async def run(self, *, once: bool = False, interval: float = 10.0) -> PassResult | None:
+    async def run(
+        self, *, once: bool = False, interval: float = 10.0, parent: int | None = None
+    ) -> PassResult | None:
+        """Run as the worker of :mod:`htsec.credmon.supervisor`: ``parent`` is the supervisor's
+        pid; when it disappears (even by SIGKILL) the worker finishes and commits the refreshes
+        it holds, then exits, so no rotated refresh token is lost with the supervisor."""
         if self.cred_dir is not None:
             self.cred_dir.check_root()
-            self.cred_dir.write_pid()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGHUP, self.engine.wake.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
+
+        def keep_going() -> bool:
+            if parent is not None and os.getppid() != parent:
+                stop.set()
+            return not stop.is_set()
+
         try:
             if once:
                 return await self.one_pass()
-            _tell_master_ready()
-            await self.loop(stop, interval=interval)
+            if parent is None:
+                tell_master_ready()
+            await self.loop(
+                stop,
+                interval=min(interval, 1.0) if parent else interval,
+                keep_going=keep_going,
+                period=interval,
+            )
             return None
         finally:
             self.close()
 
-    async def loop(self, stop: asyncio.Event, *, interval: float = 10.0) -> None:
-        """Passes until ``stop`` is set; a set ``engine.wake`` starts the next one at once."""
-        while not stop.is_set():
+    async def loop(
+        self,
+        stop: asyncio.Event,
+        *,
+        interval: float = 10.0,
+        keep_going: Callable[[], bool] | None = None,
+        period: float | None = None,
+    ) -> None:
+        """Passes until ``stop`` is set; a set ``engine.wake`` starts the next one at once.
+
+        ``interval`` is how often ``keep_going`` is checked while idle, ``period`` (default
+        ``interval``) how often a pass runs when nothing wakes it."""
+        period = interval if period is None else period
+        last = 0.0
+        while not stop.is_set() and (keep_going is None or keep_going()):
+            if time.monotonic() - last < period and not self.engine.wake.is_set():
+                await _wait_any(self.engine.wake, stop, interval)
+                continue
+            last = time.monotonic()
+            self.engine.wake.clear()
             try:
-                await self.one_pass()
+                await self.one_pass(keep_going)
             except HtsecError as exc:  # e.g. the store is unreachable: try again later
                 log.error("credmon pass failed: %s", exc)
-            self.engine.wake.clear()
-            waits = [
-                asyncio.ensure_future(self.engine.wake.wait()),
-                asyncio.ensure_future(stop.wait()),
-            ]
-            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
 
     def close(self) -> None:
         self.creds.flush_audit()
@@ -245,7 +271,14 @@ class Credmon:
             self.creds.store.close()
 
 
-def _tell_master_ready() -> None:
+async def _wait_any(a: asyncio.Event, b: asyncio.Event, timeout: float) -> None:
+    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+
+
+def tell_master_ready() -> None:
     """Under a ``condor_master`` (it sets ``CONDOR_INHERIT``), report the Ready state."""
     if not os.environ.get("CONDOR_INHERIT"):
         return

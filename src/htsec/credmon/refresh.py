@@ -55,7 +55,7 @@ class Policy:
     fraction: float = 0.5  # refresh once less than this share of the lifetime is left
     min_remaining: int = 60  # ... or less than this many seconds
     default_lifetime: int = 3600  # a token response without expires_in (and not a JWT)
-    lease: int = 120  # seconds a claim holds a credential (longer than any refresh)
+    lease: int = 60  # seconds a claim holds a credential (longer than any refresh)
     timeout: float = 10.0  # per HTTP request
     concurrency: int = 16  # refreshes in flight
     batch: int = 64  # credentials claimed at once
@@ -210,11 +210,19 @@ class RefreshEngine:
         self._limiter = _RateLimiter()
 
     # -- one pass --------------------------------------------------------------------------
-    async def run_pass(self, *, max_claims: int | None = None) -> RefreshReport:
-        """Claim and handle everything due now; returns what happened to each credential."""
+    async def run_pass(
+        self, *, max_claims: int | None = None, keep_going: Callable[[], bool] | None = None
+    ) -> RefreshReport:
+        """Claim and handle everything due now; returns what happened to each credential.
+
+        ``keep_going`` is asked before each batch is claimed: a stopping credmon finishes
+        (and commits) what it holds, and claims nothing more."""
         report = RefreshReport()
         claimed = 0
         start = int(self.clock())  # a pass handles what was due when it started
+        reaped = await asyncio.to_thread(self.leases.reap_dead_holders)
+        if reaped:
+            log.warning("took over %d credential(s) leased by crashed credmons", reaped)
         sem = asyncio.Semaphore(self.policy.concurrency)
         async with httpx.AsyncClient(
             timeout=self.policy.timeout,
@@ -225,7 +233,9 @@ class RefreshEngine:
             # never retried (the provider may have rotated the token already).
             limits=httpx.Limits(max_connections=self.policy.concurrency, keepalive_expiry=2.0),
         ) as client:
-            while max_claims is None or claimed < max_claims:
+            while (max_claims is None or claimed < max_claims) and (
+                keep_going is None or keep_going()
+            ):
                 now = start
                 limit = (
                     self.policy.batch

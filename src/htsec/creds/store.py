@@ -10,6 +10,7 @@ htsec (the credmon reads it through :meth:`CredStore.refresh_token`).
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -628,6 +629,39 @@ class Leases:
         self.creds = creds
         self.holder = holder
         self.local_providers = sorted(local_providers)
+
+    def reap_dead_holders(self) -> int:
+        """Free the leases of crashed credmons on this host at once (the holder is
+        ``host:pid``; a pid that no longer exists cannot finish its refresh). Holders on other
+        hosts are trusted until their lease ends. Returns how many leases were freed."""
+        host, _, _ = self.holder.partition(":")
+        with self.creds.store.engine.connect() as conn:
+            owners = [
+                r[0]
+                for r in conn.execute(
+                    select(_C.c.lease_owner).where(_C.c.lease_owner.like(f"{host}:%")).distinct()
+                )
+            ]
+        dead = []
+        for owner in owners:
+            pid = owner.rpartition(":")[2]
+            if owner == self.holder or not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                dead.append(owner)
+            except PermissionError:
+                continue  # alive, another user's
+        if not dead:
+            return 0
+        with self.creds.store.session() as s:
+            res = s.execute(
+                update(_C)
+                .where(_C.c.lease_owner.in_(dead))
+                .values(lease_owner=None, lease_token=None, lease_until=None)
+            )
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
     def claim(self, *, now: int, lease_s: int, limit: int) -> list[Claim]:
         token = secrets.token_hex(16)

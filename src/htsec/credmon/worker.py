@@ -1,0 +1,54 @@
+"""The credmon worker process (see :mod:`htsec.credmon.supervisor`); not run by hand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from htsec._log import RedactSecrets
+from htsec.config import load
+from htsec.credmon.daemon import Credmon
+from htsec.errors import HtsecError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="htsec-credmon-worker")
+    ap.add_argument("--cred-dir", type=Path)
+    ap.add_argument("--once", action="store_true")
+    ap.add_argument("--interval", type=float, default=10.0)
+    ap.add_argument("--parent", type=int)
+    ap.add_argument("--log-file", type=Path)
+    ap.add_argument("--debug", action="store_true")
+    args = ap.parse_args(argv)
+    handler: logging.Handler = (
+        logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
+    )
+    handler.addFilter(RedactSecrets())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.DEBUG if args.debug else logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        credmon = Credmon(load(), cred_dir=args.cred_dir)
+        result = asyncio.run(
+            credmon.run(once=args.once, interval=args.interval, parent=args.parent)
+        )
+    except HtsecError as exc:
+        print(f"htsec credmon: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args.once and result is not None:
+        print(result.report.summary() + f"; {len(result.imported)} imported", flush=True)
+        for name, why in sorted(result.unhealthy.items()):
+            print(f"{name}: {why or 'not fresh and no reason recorded'}", file=sys.stderr)
+        return 0 if result.ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
