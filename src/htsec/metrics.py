@@ -17,6 +17,7 @@ __all__ = ["Metrics", "install"]
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.extra: list[CollectorRegistry] = []  # e.g. the in-process credmon's
         self.requests = Counter(
             "htsec_http_requests",
             "HTTP requests by route, method and status",
@@ -83,6 +84,7 @@ def install(app: FastAPI, states: Callable[[], dict[str, dict[str, int]]] | None
             for service, by_state in states().items():
                 for state, n in by_state.items():
                     metrics.credentials.labels(service, state).set(n)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body = b"".join(generate_latest(r) for r in (metrics.registry, *metrics.extra))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return metrics

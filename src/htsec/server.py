@@ -69,6 +69,7 @@ def _start_credmon(
         logging.getLogger("htsec.serve").warning("credmon not started: %s", exc)
         return None
     app.state.credmon_wake = credmon.engine.wake.set
+    app.state.metrics.extra.append(credmon.engine.metrics.registry)
     return asyncio.create_task(credmon.loop(stop))
 
 

@@ -52,11 +52,13 @@ def test_sigkill_during_refreshes_loses_nothing(
     settings = load()
     generate_key_file(settings.store_key_file)
     creds = CredStore(open_store(settings.database_url), Sealer(settings.store_key_file))
+    seen: list[str] = []  # every token string this test handles: none may reach a log
     for i in range(USERS):
         tokens = obtain_refresh_token(
             oidc, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, f"u{i}", "openid"
         )
         creds.put(f"u{i}", "oidc", refresh_token=tokens["refresh_token"])
+        seen += [tokens["refresh_token"], tokens["access_token"]]
 
     rng = random.Random(1234)
     start = oidc.stats()["requests"].get("/token", 0)
@@ -93,4 +95,11 @@ def test_sigkill_during_refreshes_loses_nothing(
     assert dead == {}, f"{len(dead)} credentials burnt after {kills} kills: {dead}"
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{USERS} refreshed" in r.stdout
+    for i in range(USERS):
+        seen.append(creds.refresh_token(f"u{i}", "oidc") or "")
+        seen.append(creds.access_token(f"u{i}", "oidc").access_token)
+    logs = (tmp_path / "credmon.log").read_text() + r.stdout + r.stderr
+    assert "refreshed;" in logs  # the log is there and readable...
+    leaked = [t for t in seen if t and t in logs]
+    assert leaked == [], f"{len(leaked)} token strings found in the credmon's logs"
     creds.store.close()

@@ -222,3 +222,28 @@ def test_access_token_works_at_a_relying_endpoint(creds: CredStore, oidc: OidcPr
         timeout=5,
     )
     assert r.status_code == 200 and r.json()["sub"] == "jack"
+
+
+def test_response_without_expires_in(creds: CredStore, oidc: OidcProvider) -> None:
+    """No expires_in: the JWT's exp, else the policy's default lifetime; never a crash."""
+    add(creds, oidc, "kate")
+    inject_fault(oidc, 200, 1, body={"access_token": "opaque-token", "token_type": "Bearer"})
+    report = asyncio.run(engine(creds, oidc).run_pass())
+    assert report.refreshed == ["kate/oidc"], report
+    info = creds.info("kate", "oidc")
+    assert info.access_expires_at is not None
+    assert abs(info.access_expires_at - (time.time() + FAST.default_lifetime)) < 5
+    clear_faults(oidc)
+
+
+def test_oidc_discovery(oidc: OidcProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+    from htsec.config import load
+    from htsec.credmon.providers import load_providers
+
+    monkeypatch.setenv("_CONDOR_OIDC_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("_CONDOR_OIDC_ISSUER", oidc.issuer)
+    load()
+    p = load_providers().get("oidc")
+    assert p is not None and p.token_url == oidc.token_url
+    assert p.authorization_url == oidc.authorization_url
+    assert "secure" in repr(p)

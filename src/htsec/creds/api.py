@@ -9,7 +9,10 @@ returns a refresh token, ever. Errors are RFC 9457 problem documents.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -42,6 +45,17 @@ class CredIn(BaseModel):
     scopes: list[str] = Field(default_factory=list, max_length=64)
     audience: str = Field(default="", max_length=1024)
     provider: str | None = Field(default=None, max_length=128, pattern=_NAME)
+
+
+def _poke_credmon(cred_dir: FilePath | None) -> None:
+    """SIGHUP the credmon whose pid is in ``<cred dir>/pid``, as HTCondor's credd does."""
+    if cred_dir is None:
+        return
+    try:
+        pid = int((cred_dir / "pid").read_text()[:255].strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError):
+        pass  # no credmon running there: it will find the credential on its next pass
 
 
 def _creds(request: Request) -> CredStore:
@@ -178,6 +192,7 @@ def store_credential(
         expect_version=expect,
     )
     request.app.state.credmon_wake()  # a new credential is served at once, not at the next tick
+    _poke_credmon(request.app.state.settings.cred_dir)
     return info.as_dict()
 
 
