@@ -138,3 +138,35 @@ def test_cli_keygen_and_token(issuer_env: Path) -> None:
     assert tok.code == 0 and tok.out.count(".") == 2
     again = run("issuer", "keygen")
     assert again.code == 2 and "refusing to overwrite" in again.err
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+def test_scitokens_python_library_verifies(
+    issuer_env: Path, alg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SciTokens reference library accepts htsec's tokens (the public key given directly:
+    its key fetch would go to the issuer's https URL, covered by test_relying_party.py)."""
+    import scitokens
+    from cryptography.hazmat.primitives import serialization
+
+    monkeypatch.setenv("_CONDOR_LOCAL_CREDMON_PRIVATE_KEY_ALGORITHM", alg)
+    load()
+    generate_key(issuer_env, alg, kid="key-es256")
+    issuer = load_issuer()
+    pem = issuer.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    token, _ = issuer.mint("alice")
+    st = scitokens.SciToken.deserialize(
+        token, audience="https://storage.example.org", public_key=pem
+    )
+    enforcer = scitokens.Enforcer(
+        "https://issuer.example.org", audience="https://storage.example.org"
+    )
+    assert enforcer.test(st, "read", "/user/alice/data")
+    assert enforcer.test(st, "write", "/user/alice/out")
+    assert not enforcer.test(st, "read", "/user/bob")
+    with pytest.raises(Exception):
+        scitokens.SciToken.deserialize(
+            token[:-4] + "AAAA", audience="https://storage.example.org", public_key=pem
+        )
