@@ -124,6 +124,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="htsec-bench-credmon-"))
     cfg = default_config(ttl={"AccessToken": 3600, "RefreshToken": 86400, "Grant": 86400})
     provider = start_provider(cfg, tmp)
+    if os.environ.get("HTSEC_BENCH_DEBUG"):
+        print(provider.log, file=sys.stderr)
     try:
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(provider.process.pid, {1})

@@ -155,8 +155,57 @@ const ttl = {
   ...rig.ttl,
 };
 
+// -- storage: an unbounded in-memory adapter ----------------------------------------------
+// oidc-provider's development adapter is an LRU of 1000 entries: past a few hundred logins it
+// silently forgets grants and refresh tokens (invalid_grant). Benchmarks hold thousands.
+const stores = new Map();
+class MapAdapter {
+  constructor(name) {
+    this.name = name;
+    if (!stores.has(name)) stores.set(name, new Map());
+    this.items = stores.get(name);
+  }
+  live(id) {
+    const item = this.items.get(id);
+    if (!item) return undefined;
+    if (item.expiresAt && item.expiresAt <= Date.now()) { this.items.delete(id); return undefined; }
+    return item;
+  }
+  async upsert(id, payload, expiresIn) {
+    this.items.set(id, { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : 0 });
+  }
+  async find(id) { return this.live(id)?.payload; }
+  async findByUid(uid) {
+    for (const id of this.items.keys()) {
+      const p = this.live(id)?.payload;
+      if (p && p.uid === uid) return p;
+    }
+    return undefined;
+  }
+  async findByUserCode(userCode) {
+    for (const id of this.items.keys()) {
+      const p = this.live(id)?.payload;
+      if (p && p.userCode === userCode) return p;
+    }
+    return undefined;
+  }
+  async consume(id) {
+    const item = this.live(id);
+    if (item) item.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+  async destroy(id) { this.items.delete(id); }
+  async revokeByGrantId(grantId) {
+    for (const items of stores.values()) {
+      for (const [id, item] of items) {
+        if (item.payload && item.payload.grantId === grantId) items.delete(id);
+      }
+    }
+  }
+}
+
 const rigFeatures = rig.features ?? {};
 const configuration = {
+  adapter: MapAdapter,
   clients: (rig.clients ?? []).map(clientMetadata),
   jwks: rig.jwks ?? generateJwks(),
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
