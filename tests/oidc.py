@@ -74,6 +74,7 @@ __all__ = [
     "default_config",
     "inject_fault",
     "introspect",
+    "mint_refresh_tokens",
     "obtain_refresh_token",
     "provider_fixture",
     "refresh",
@@ -488,6 +489,14 @@ def inject_fault(
 
 def clear_faults(provider: Provider) -> None:
     provider.admin("DELETE", "fault")
+
+
+def mint_refresh_tokens(provider: Provider, count: int, prefix: str = "user",
+                        scope: str = "openid") -> list[str]:
+    """Refresh tokens made server-side in bulk (accounts ``<prefix>0..``), each with its own
+    grant, as the token endpoint issues them after a login; for benchmarks."""
+    body = {"client_id": CLIENT_ID, "count": count, "prefix": prefix, "scope": scope}
+    return list(provider.admin("POST", "mint-refresh", body)["refresh_tokens"])
 
 
 def revoke_grants(provider: Provider, account: str) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import random
@@ -162,6 +163,55 @@ class _Failure(Exception):
         self.retry_after = retry_after
 
 
+class _GroupCommit:
+    """Group commit: refreshes that finish together are written in one transaction (one
+    fsync), at most :attr:`MAX_BATCH` or :attr:`MAX_DELAY` seconds apart. Each caller gets its
+    own result only after the transaction is durable, so nothing is published earlier."""
+
+    MAX_BATCH = 64
+    MAX_DELAY = 0.005
+
+    def __init__(self, leases: Leases) -> None:
+        self.leases = leases
+        self._pending: list[tuple[Claim, dict[str, Any], asyncio.Future[bool]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._writes: set[asyncio.Future[None]] = set()
+
+    async def commit(self, claim: Claim, values: dict[str, Any]) -> bool:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._pending.append((claim, values, fut))
+        if len(self._pending) >= self.MAX_BATCH:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.MAX_DELAY, self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.ensure_future(self._write(batch))
+            self._writes.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._writes.discard)
+
+    async def _write(self, batch: list[tuple[Claim, dict[str, Any], asyncio.Future[bool]]]) -> None:
+        try:
+            results = await asyncio.to_thread(
+                self.leases.commit_many, [(c, v) for c, v, _ in batch]
+            )
+        except BaseException as exc:  # the transaction failed: every caller hears of it
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, _, fut), ok in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(ok)
+
+
 def _jwt_exp(token: str) -> int | None:
     parts = token.split(".")
     if len(parts) != 3:
@@ -208,6 +258,7 @@ class RefreshEngine:
         self.verify = verify
         self.wake = asyncio.Event()
         self._limiter = _RateLimiter()
+        self._group = _GroupCommit(self.leases)
 
     # -- one pass --------------------------------------------------------------------------
     async def run_pass(
@@ -224,15 +275,27 @@ class RefreshEngine:
         if reaped:
             log.warning("took over %d credential(s) leased by crashed credmons", reaped)
         sem = asyncio.Semaphore(self.policy.concurrency)
-        async with httpx.AsyncClient(
-            timeout=self.policy.timeout,
-            transport=self.transport,
-            verify=self.verify,
-            # Idle connections are dropped before servers usually close them (node: 5 s), so a
-            # refresh never goes out on a connection the server is closing: a refresh POST is
-            # never retried (the provider may have rotated the token already).
-            limits=httpx.Limits(max_connections=self.policy.concurrency, keepalive_expiry=2.0),
-        ) as client:
+        # httpcore scans its whole pool for every request, so one pool of many connections
+        # costs more CPU than several small ones (bench/credmon.py): shards of <= 8.
+        shards = max(1, -(-self.policy.concurrency // 8))
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        timeout=self.policy.timeout,
+                        transport=self.transport,
+                        verify=self.verify,
+                        # Idle connections are dropped before servers usually close them (node:
+                        # 5 s), so a refresh never goes out on a connection the server is closing:
+                        # a refresh POST is never retried (the provider may have rotated the token).
+                        limits=httpx.Limits(
+                            max_connections=-(-self.policy.concurrency // shards),
+                            keepalive_expiry=2.0,
+                        ),
+                    )
+                )
+                for _ in range(shards)
+            ]
             while (max_claims is None or claimed < max_claims) and (
                 keep_going is None or keep_going()
             ):
@@ -253,7 +316,7 @@ class RefreshEngine:
                     async with sem:
                         self.metrics.in_flight.inc()
                         try:
-                            await self._one(client, c, report)
+                            await self._one(clients[c.id % shards], c, report)
                         finally:
                             self.metrics.in_flight.dec()
 
@@ -435,8 +498,7 @@ class RefreshEngine:
         token_type = str(body.get("token_type") or "bearer")
         due = refresh_due(expires_at, now, self.policy)
         # The durable commit comes first: a rotated refresh token is safe before anything else.
-        ok = await asyncio.to_thread(
-            self.leases.succeed,
+        values = self.leases.success_values(
             claim,
             access_token=access,
             refresh_token=new_rt,
@@ -445,6 +507,7 @@ class RefreshEngine:
             now=now,
             next_attempt_at=due,
         )
+        ok = await self._group.commit(claim, values)
         if not ok:
             report.lost_lease.append(label)
             log.error(

@@ -690,24 +690,36 @@ class Leases:
         return _claims(self.creds, rows)
 
     def _fenced(self, claim: Claim, values: dict[str, Any]) -> bool:
+        return self.commit_many([(claim, values)])[0]
+
+    def commit_many(self, items: list[tuple[Claim, dict[str, Any]]]) -> list[bool]:
+        """Write several outcomes in one durable transaction (group commit: one fsync for
+        many refreshes); each applies only while its lease and version still match."""
+        done: list[bool] = []
         with self.creds.store.session() as s:
-            res = s.execute(
-                update(_C)
-                .where(
-                    _C.c.id == claim.id,
-                    _C.c.lease_token == claim.lease_token,
-                    _C.c.version == claim.version,
-                )
-                .values(
-                    lease_owner=None,
-                    lease_token=None,
-                    lease_until=None,
-                    version=claim.version + 1,
-                    updated_at=int(time.time()),
-                    **values,
-                )
+            for claim, values in items:
+                done.append(self._apply(s, claim, values))
+        return done
+
+    @staticmethod
+    def _apply(s: Any, claim: Claim, values: dict[str, Any]) -> bool:
+        res = s.execute(
+            update(_C)
+            .where(
+                _C.c.id == claim.id,
+                _C.c.lease_token == claim.lease_token,
+                _C.c.version == claim.version,
             )
-            return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+            .values(
+                lease_owner=None,
+                lease_token=None,
+                lease_until=None,
+                version=claim.version + 1,
+                updated_at=int(time.time()),
+                **values,
+            )
+        )
+        return bool(res.rowcount == 1)
 
     def succeed(
         self,
@@ -722,10 +734,34 @@ class Leases:
     ) -> bool:
         """Commit a refresh: the new refresh token (or the old one, when the provider did not
         rotate) and the new access token, in one durable transaction."""
-        name = claim.name
-        keep = refresh_token or claim.refresh_token
         return self._fenced(
             claim,
+            self.success_values(
+                claim,
+                access_token=access_token,
+                refresh_token=refresh_token,
+                expires_at=expires_at,
+                token_type=token_type,
+                now=now,
+                next_attempt_at=next_attempt_at,
+            ),
+        )
+
+    def success_values(
+        self,
+        claim: Claim,
+        *,
+        access_token: str,
+        refresh_token: str | None,
+        expires_at: int | None,
+        token_type: str,
+        now: int,
+        next_attempt_at: int | None,
+    ) -> dict[str, Any]:
+        """The columns a successful refresh writes (tokens sealed to the row)."""
+        name = claim.name
+        keep = refresh_token or claim.refresh_token
+        return dict(
             {
                 "refresh_token": self.creds._seal(keep, "refresh_token", claim.user, name),
                 "access_token": self.creds._seal(access_token, "access_token", claim.user, name),
@@ -737,7 +773,7 @@ class Leases:
                 "last_error": None,
                 "failures": 0,
                 "next_attempt_at": next_attempt_at,
-            },
+            }
         )
 
     def fail(self, claim: Claim, *, error: str, dead: bool, next_attempt_at: int | None) -> bool:

@@ -12,6 +12,7 @@
 //   DELETE /__rig/fault                                                        clear them
 //   POST   /__rig/revoke  {"account"} or {"grant_id"}           revoke grants and their tokens
 //   GET    /__rig/stats   request counts per path, pending faults, grants per account
+//   POST   /__rig/mint-refresh {"client_id", "count", "prefix", "scope"}  refresh tokens in bulk
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -313,6 +314,27 @@ async function admin(ctx) {
     await Promise.all(ids.map((id) => revokeGrant(provider, id)));
     ids.forEach((id) => log(`rig revoked grant ${id}`));
     return reply(ctx, 200, { revoked: ids });
+  }
+  if (route === 'POST /__rig/mint-refresh') {
+    // Grants and refresh tokens made server-side, as the token endpoint would after a login:
+    // for benchmarks that need thousands of them (a browser login costs five requests).
+    const spec = await readJson(ctx.req);
+    const client = await provider.Client.find(spec.client_id);
+    if (!client) return reply(ctx, 400, { error: 'unknown client_id' });
+    const out = [];
+    for (let i = 0; i < (spec.count ?? 1); i += 1) {
+      const accountId = `${spec.prefix ?? 'user'}${i}`;
+      const grant = new provider.Grant({ accountId, clientId: client.clientId });
+      grant.addOIDCScope(spec.scope ?? 'openid');
+      const grantId = await grant.save();
+      remember(accountId, grantId);
+      const rt = new provider.RefreshToken({
+        accountId, client, grantId, scope: spec.scope ?? 'openid', gty: 'authorization_code',
+        authTime: Math.floor(Date.now() / 1000),
+      });
+      out.push(await rt.save());
+    }
+    return reply(ctx, 200, { refresh_tokens: out });
   }
   if (route === 'GET /__rig/stats') {
     return reply(ctx, 200, {
