@@ -1059,7 +1059,18 @@ def serve(host: str, port: int | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Log here instead of standard error.",
 )
-def credmon(cred_dir: Path | None, once: bool, interval: float, log_file: Path | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus metrics on 127.0.0.1:PORT.",
+)
+def credmon(
+    cred_dir: Path | None,
+    once: bool,
+    interval: float,
+    log_file: Path | None,
+    metrics_port: int | None,
+) -> None:
     """Keep access tokens fresh and issue local tokens: a drop-in for condor_credmon_oauth.
 
     Refreshes on each token's real expiry, concurrently, with per-provider rate limits and
@@ -1075,6 +1086,7 @@ def credmon(cred_dir: Path | None, once: bool, interval: float, log_file: Path |
         interval=interval,
         log_file=log_file,
         debug=bool(_state["debug"]),
+        metrics_port=metrics_port,
     )
     raise SystemExit(code)
 

@@ -9,10 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from htsec.credmon.issuer import generate_key
-from tests.conftest import HTSEC
+from tests.conftest import HTSEC, free_port
 
 
 def wait_for(cond, timeout: float) -> bool:  # type: ignore[no-untyped-def]
@@ -35,8 +36,18 @@ def test_sighup_rescans_and_sigterm_stops(
     root = tmp_path / "creds"
     root.mkdir()
     os.chmod(root, 0o2770)
+    port = free_port()
     proc = subprocess.Popen(
-        [HTSEC, "credmon", "--cred-dir", str(root), "--interval", "300"],
+        [
+            HTSEC,
+            "credmon",
+            "--cred-dir",
+            str(root),
+            "--interval",
+            "300",
+            "--metrics-port",
+            str(port),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -52,6 +63,8 @@ def test_sighup_rescans_and_sigterm_stops(
         os.kill(pid, signal.SIGHUP)  # what the credd does after storing
         assert wait_for(lambda: (root / "bob" / "scitokens.use").exists(), 10)
         assert time.monotonic() - t0 < 5
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'htsec_credmon_refreshes_total{provider="scitokens"} 1.0' in metrics
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     finally:

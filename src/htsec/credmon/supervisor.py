@@ -31,7 +31,13 @@ log = logging.getLogger("htsec.credmon")
 
 
 def supervise(
-    *, cred_dir: Path | None, once: bool, interval: float, log_file: Path | None, debug: bool
+    *,
+    cred_dir: Path | None,
+    once: bool,
+    interval: float,
+    log_file: Path | None,
+    debug: bool,
+    metrics_port: int | None = None,
 ) -> int:
     """Run the worker (restarting it if it dies) until told to stop; returns an exit code."""
     cmd = [
@@ -54,6 +60,8 @@ def supervise(
         cmd += ["--log-file", str(log_file)]
     if debug:
         cmd.append("--debug")
+    if metrics_port is not None:
+        cmd += ["--metrics-port", str(metrics_port)]
     stopping = False
     child: subprocess.Popen[bytes] | None = None
 

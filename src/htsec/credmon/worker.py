@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parent", type=int)
     ap.add_argument("--log-file", type=Path)
     ap.add_argument("--debug", action="store_true")
+    ap.add_argument("--metrics-port", type=int)
     args = ap.parse_args(argv)
     handler: logging.Handler = (
         logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
@@ -36,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         credmon = Credmon(load(), cred_dir=args.cred_dir)
+        if args.metrics_port is not None and not args.once:
+            from prometheus_client import start_http_server
+
+            start_http_server(
+                args.metrics_port, addr="127.0.0.1", registry=credmon.engine.metrics.registry
+            )
         result = asyncio.run(
             credmon.run(once=args.once, interval=args.interval, parent=args.parent)
         )

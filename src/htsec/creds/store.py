@@ -108,6 +108,13 @@ class AccessToken:
         return out
 
 
+def _ensure_user(s: Any, user: str, now: int) -> None:
+    """Create the user row if missing (a concurrent creator wins quietly)."""
+    if s.get(User, user) is None:
+        with suppress(IntegrityError), s.begin_nested():
+            s.add(User(name=user, created_at=now))
+
+
 def _bounded(value: str | None, what: str) -> str | None:
     if value is None:
         return None
@@ -300,9 +307,7 @@ class CredStore:
                         status=409,
                     )
                 if current is None:
-                    if s.get(User, user) is None:
-                        with suppress(IntegrityError), s.begin_nested():
-                            s.add(User(name=user, created_at=now))
+                    _ensure_user(s, user, now)
                     try:
                         with s.begin_nested():
                             s.execute(
@@ -353,9 +358,7 @@ class CredStore:
         user, name = self._name(user, service, handle)
         now = int(time.time())
         with self.store.session() as s:
-            if s.get(User, user) is None:
-                with suppress(IntegrityError), s.begin_nested():
-                    s.add(User(name=user, created_at=now))
+            _ensure_user(s, user, now)
             try:
                 with s.begin_nested():
                     s.execute(
