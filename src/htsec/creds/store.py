@@ -697,32 +697,58 @@ class Leases:
 
     def commit_many(self, items: list[tuple[Claim, dict[str, Any]]]) -> list[bool]:
         """Write several outcomes in one durable transaction (group commit: one fsync for
-        many refreshes); each applies only while its lease and version still match."""
-        done: list[bool] = []
-        with self.creds.store.session() as s:
-            for claim, values in items:
-                done.append(self._apply(s, claim, values))
-        return done
+        many refreshes); each applies only while its lease and version still match.
 
-    @staticmethod
-    def _apply(s: Any, claim: Claim, values: dict[str, Any]) -> bool:
-        res = s.execute(
-            update(_C)
-            .where(
-                _C.c.id == claim.id,
-                _C.c.lease_token == claim.lease_token,
-                _C.c.version == claim.version,
-            )
-            .values(
-                lease_owner=None,
-                lease_token=None,
-                lease_until=None,
-                version=claim.version + 1,
-                updated_at=int(time.time()),
-                **values,
-            )
-        )
-        return bool(res.rowcount == 1)
+        Outcomes that set the same columns go out as one executemany; when its row count shows
+        that some did not apply (a lost lease, a newer version), the rows are read back to say
+        which."""
+        done: dict[int, bool] = {}
+        groups: dict[tuple[str, ...], list[tuple[int, Claim, dict[str, Any]]]] = {}
+        for i, (claim, values) in enumerate(items):
+            groups.setdefault(tuple(sorted(values)), []).append((i, claim, values))
+        now = int(time.time())
+        with self.creds.store.session() as s:
+            for columns, group in groups.items():
+                stmt = (
+                    update(_C)
+                    .where(
+                        _C.c.id == bindparam("f_id"),
+                        _C.c.lease_token == bindparam("f_lease"),
+                        _C.c.version == bindparam("f_version"),
+                    )
+                    .values(
+                        lease_owner=None,
+                        lease_token=None,
+                        lease_until=None,
+                        version=bindparam("f_new_version"),
+                        updated_at=now,
+                        **{c: bindparam(f"v_{c}") for c in columns},
+                    )
+                )
+                params = [
+                    {
+                        "f_id": c.id,
+                        "f_lease": c.lease_token,
+                        "f_version": c.version,
+                        "f_new_version": c.version + 1,
+                        **{f"v_{k}": v for k, v in values.items()},
+                    }
+                    for _, c, values in group
+                ]
+                conn = s.connection()
+                res = conn.execute(stmt, params)
+                if res.rowcount == len(group):
+                    done.update((i, True) for i, _, _ in group)
+                    continue
+                rows = conn.execute(
+                    select(_C.c.id, _C.c.version, _C.c.lease_token).where(
+                        _C.c.id.in_([c.id for _, c, _ in group])
+                    )
+                ).all()
+                state = {r.id: (r.version, r.lease_token) for r in rows}
+                for i, c, _ in group:
+                    done[i] = state.get(c.id) == (c.version + 1, None)
+        return [done[i] for i in range(len(items))]
 
     def succeed(
         self,
