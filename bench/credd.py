@@ -138,6 +138,9 @@ def main() -> None:
         HTSEC_HOME=str(home / "h"),
         _CONDOR_TRUST_DOMAIN="bench.example.org",
         _CONDOR_HTSEC_SERVER_URL=f"https://127.0.0.1:{port}",
+        # The fetch path alone: the seeded credentials have no provider, and an in-process
+        # credmon recording their failures would share the server's core.
+        _CONDOR_HTSEC_SERVE_CREDMON="false",
     )
     procs: list[subprocess.Popen[bytes]] = []
     try:
