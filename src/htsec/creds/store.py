@@ -115,6 +115,35 @@ def _ensure_user(s: Any, user: str, now: int) -> None:
             s.add(User(name=user, created_at=now))
 
 
+def _where(user: str, name: TokenName) -> Any:
+    """The WHERE clause naming one credential."""
+    return and_(_C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or ""))
+
+
+def _audit_entry(
+    *,
+    actor: str,
+    action: str,
+    user: str | None,
+    name: TokenName | None,
+    peer: str | None,
+    outcome: str,
+    detail: str | None = None,
+) -> AuditEntry:
+    """One audit row (never a secret)."""
+    return AuditEntry(
+        at=time.time(),
+        actor=actor,
+        action=action,
+        user=user,
+        service=name.service if name else None,
+        handle=(name.handle or "") if name else None,
+        peer=peer,
+        outcome=outcome,
+        detail=detail,
+    )
+
+
 def _bounded(value: str | None, what: str) -> str | None:
     if value is None:
         return None
@@ -233,13 +262,11 @@ class CredStore:
     ) -> None:
         with self.store.session() as s:
             s.add(
-                AuditEntry(
-                    at=time.time(),
+                _audit_entry(
                     actor=actor,
                     action=action,
                     user=user,
-                    service=name.service if name else None,
-                    handle=(name.handle or "") if name else None,
+                    name=name,
                     peer=peer,
                     outcome=outcome,
                     detail=detail,
@@ -294,9 +321,7 @@ class CredStore:
             "next_attempt_at": None,
             "failures": 0,
         }
-        key = and_(
-            _C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or "")
-        )
+        key = _where(user, name)
         for _ in range(_RETRIES):
             with self.store.session() as s:
                 current = s.execute(select(_C.c.version).where(key)).scalar()
@@ -331,13 +356,11 @@ class CredStore:
                     if res.rowcount != 1:  # type: ignore[attr-defined]
                         continue  # lost the race; re-read the version and apply again
                 s.add(
-                    AuditEntry(
-                        at=time.time(),
+                    _audit_entry(
                         actor=actor,
                         action="store",
                         user=user,
-                        service=name.service,
-                        handle=name.handle or "",
+                        name=name,
                         peer=peer,
                         outcome="ok",
                         detail=f"version {(current or 0) + 1}",
@@ -380,13 +403,11 @@ class CredStore:
             except IntegrityError:
                 return False
             s.add(
-                AuditEntry(
-                    at=time.time(),
+                _audit_entry(
                     actor=actor,
                     action="store",
                     user=user,
-                    service=name.service,
-                    handle=name.handle or "",
+                    name=name,
                     peer="local",
                     outcome="ok",
                     detail="local issuer",
@@ -404,19 +425,15 @@ class CredStore:
         peer: str | None = None,
     ) -> bool:
         user, name = self._name(user, service, handle)
-        key = and_(
-            _C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or "")
-        )
+        key = _where(user, name)
         with self.store.session() as s:
             n = s.execute(delete(_C).where(key)).rowcount  # type: ignore[attr-defined]
             s.add(
-                AuditEntry(
-                    at=time.time(),
+                _audit_entry(
                     actor=actor,
                     action="delete",
                     user=user,
-                    service=name.service,
-                    handle=name.handle or "",
+                    name=name,
                     peer=peer,
                     outcome="ok" if n else "absent",
                 )
@@ -427,9 +444,7 @@ class CredStore:
         self, user: str, service: str, handle: str | None, state: str, error: str | None = None
     ) -> None:
         user, name = self._name(user, service, handle)
-        key = and_(
-            _C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or "")
-        )
+        key = _where(user, name)
         with self.store.session() as s:
             s.execute(
                 update(_C)
