@@ -313,19 +313,26 @@ class RefreshEngine:
                 claimed += len(claims)
 
                 async def guarded(c: Claim) -> None:
-                    async with sem:
-                        self.metrics.in_flight.inc()
-                        try:
-                            await self._one(clients[c.id % shards], c, report)
-                        finally:
-                            self.metrics.in_flight.dec()
+                    self.metrics.in_flight.inc()
+                    try:
+                        await self._one(clients[c.id % shards], c, report, sem)
+                    finally:
+                        self.metrics.in_flight.dec()
 
                 await asyncio.gather(*(guarded(c) for c in claims))
         if claimed:
             log.info("refresh pass: %s", report.summary())
         return report
 
-    async def _one(self, client: httpx.AsyncClient, claim: Claim, report: RefreshReport) -> None:
+    async def _one(
+        self,
+        client: httpx.AsyncClient,
+        claim: Claim,
+        report: RefreshReport,
+        sem: asyncio.Semaphore,
+    ) -> None:
+        """One credential. ``sem`` bounds the requests in flight to the provider; waiting for
+        the group commit does not hold a slot, so the provider is kept busy meanwhile."""
         label = f"{claim.user}/{claim.name.stem}"
         now = int(self.clock())
         provider = self.providers.get(claim.provider) or self.providers.get(claim.service)
@@ -340,7 +347,8 @@ class RefreshEngine:
                 await asyncio.to_thread(self.leases.release, claim, next_attempt_at=due)
                 report.not_due.append(label)
                 return
-            response = await self._call(client, claim, provider)
+            async with sem:
+                response = await self._call(client, claim, provider)
             await self._commit(claim, response, now, report, label, provider)
         except _Failure as f:
             name = provider.name if provider else claim.provider
