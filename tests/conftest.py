@@ -147,7 +147,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serving(
-    home: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+    home: Path,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    command: str = "serve",
 ) -> Iterator[dict[str, str]]:
     """A real 'htsec serve' on a free loopback port; yields the environment clients need."""
     port = port or free_port()
@@ -159,7 +162,7 @@ def serving(
         **(extra_env or {}),
     }
     log = open(home.parent / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([HTSEC, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([HTSEC, command], env=env, stdout=log, stderr=subprocess.STDOUT)
     ca = home / "tls" / "ca.pem"
     deadline = time.monotonic() + 30
     while True:

@@ -491,8 +491,9 @@ def clear_faults(provider: Provider) -> None:
     provider.admin("DELETE", "fault")
 
 
-def mint_refresh_tokens(provider: Provider, count: int, prefix: str = "user",
-                        scope: str = "openid") -> list[str]:
+def mint_refresh_tokens(
+    provider: Provider, count: int, prefix: str = "user", scope: str = "openid"
+) -> list[str]:
     """Refresh tokens made server-side in bulk (accounts ``<prefix>0..``), each with its own
     grant, as the token endpoint issues them after a login; for benchmarks."""
     body = {"client_id": CLIENT_ID, "count": count, "prefix": prefix, "scope": scope}

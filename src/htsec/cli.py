@@ -1135,11 +1135,12 @@ def issuer_token(username: str, provider: str) -> None:
 def credd(host: str, port: int | None) -> None:
     """Run the credd API alone (token requests and credentials), for real deployments.
 
-    Same service as 'htsec serve' today; later parts (portal, credmon) stay out of it.
+    The API of 'htsec serve' without the in-process credmon: run 'htsec credmon' beside it
+    (it is poked with SIGHUP through SEC_CREDENTIAL_DIRECTORY_OAUTH/pid after each store).
     """
     from htsec.serve import run
 
-    run(settings(), host=host, port=port)
+    run(settings(), host=host, port=port, credmon=False)
 
 
 # --------------------------------------------------------------------------------------------

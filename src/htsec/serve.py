@@ -26,7 +26,14 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def run(settings: Settings, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+def run(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    credmon: bool | None = None,
+) -> None:
+    """Serve the API; ``credmon`` None follows ``HTSEC_SERVE_CREDMON`` (default on)."""
     import uvicorn
 
     from htsec._log import uvicorn_log_config
@@ -48,8 +55,13 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int | None = None)
     wildcard = host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
     tls = ensure_tls(settings.tls_dir, () if wildcard else (host,))
     authority.store  # noqa: B018 - open and migrate the store before announcing readiness
-    credmon_knob = (param("HTSEC_SERVE_CREDMON") or "true").strip().lower()
-    app = create_app(settings, authority, with_credmon=credmon_knob not in ("false", "no", "0"))
+    if credmon is None:
+        credmon = (param("HTSEC_SERVE_CREDMON") or "true").strip().lower() not in (
+            "false",
+            "no",
+            "0",
+        )
+    app = create_app(settings, authority, with_credmon=credmon)
     url = f"https://{host if ':' not in host else f'[{host}]'}:{port}"
     lines = [
         f"htsec serve: listening on {url} (trust domain {settings.trust_domain})",

@@ -260,3 +260,18 @@ def test_cli_cred_commands(server: dict[str, str], home: Path, tmp_path: Path) -
     assert both.code == 2 and "exactly one" in both.err
     log = (home.parent / "serve.log").read_text()
     assert RT not in log
+
+
+def test_credd_serves_without_credmon(home: Path) -> None:
+    from tests.conftest import serving
+
+    with serving(home, {"_CONDOR_HTSEC_SERVE_CREDMON": "true"}, command="credd") as env:
+        url = env["_CONDOR_HTSEC_SERVER_URL"]
+        ca = str(home / "tls" / "ca.pem")
+        assert httpx.get(f"{url}/v1/health", verify=ca).json()["status"] == "ok"
+        assert "htsec_credmon_refreshes" not in httpx.get(f"{url}/metrics", verify=ca).text
+    # ... while 'htsec serve' runs it (and exports its metrics) by default.
+    with serving(home, {"_CONDOR_HTSEC_SERVE_CREDMON": "true"}) as env:
+        url = env["_CONDOR_HTSEC_SERVER_URL"]
+        ca = str(home / "tls" / "ca.pem")
+        assert "htsec_credmon_refreshes" in httpx.get(f"{url}/metrics", verify=ca).text
