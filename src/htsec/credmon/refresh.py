@@ -26,7 +26,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -337,15 +337,18 @@ class RefreshEngine:
         now = int(self.clock())
         provider = self.providers.get(claim.provider) or self.providers.get(claim.service)
         try:
-            if provider is not None and provider.local:
-                await self._issue_local(claim, provider, now, report, label)
-                return
+            issuer = self._issuer_for(provider) if provider is not None and provider.local else None
             if not should_refresh(
                 claim.access_expires_at, claim.access_issued_at, now, self.policy
             ):
                 due = refresh_due(claim.access_expires_at, claim.access_issued_at, self.policy)
                 await asyncio.to_thread(self.leases.release, claim, next_attempt_at=due)
                 report.not_due.append(label)
+                return
+            if issuer is not None:
+                token, lifetime = issuer.mint(claim.user, now=now)
+                body = {"access_token": token, "expires_in": lifetime}
+                await self._commit(claim, body, now, report, label, provider, local=True)
                 return
             async with sem:
                 response = await self._call(client, claim, provider)
@@ -388,20 +391,11 @@ class RefreshEngine:
                 ),
             )
 
-    async def _issue_local(
-        self, claim: Claim, provider: Provider, now: int, report: RefreshReport, label: str
-    ) -> None:
+    def _issuer_for(self, provider: Provider) -> LocalIssuer:
         issuer = self.issuers(provider.name)
         if issuer is None:
             raise _Failure("no_issuer", f"no local issuer is configured for {provider.name}")
-        if not should_refresh(claim.access_expires_at, claim.access_issued_at, now, self.policy):
-            due = refresh_due(claim.access_expires_at, claim.access_issued_at, self.policy)
-            await asyncio.to_thread(self.leases.release, claim, next_attempt_at=due)
-            report.not_due.append(label)
-            return
-        token, lifetime = issuer.mint(claim.user, now=now)
-        body = {"access_token": token, "expires_in": lifetime}
-        await self._commit(claim, body, now, report, label, provider, local=True)
+        return issuer
 
     async def _call(
         self, client: httpx.AsyncClient, claim: Claim, provider: Provider | None
@@ -540,24 +534,3 @@ class RefreshEngine:
                 await asyncio.to_thread(self.publish, claim, use)
             except Exception:
                 log.exception("%s: publishing the new access token failed", label)
-
-    # -- daemon loop -----------------------------------------------------------------------
-    async def run_forever(
-        self,
-        stop: asyncio.Event,
-        *,
-        interval: float = 10.0,
-        before_pass: Callable[[], Awaitable[None]] | None = None,
-        after_pass: Callable[[RefreshReport], Awaitable[None]] | None = None,
-    ) -> None:
-        while not stop.is_set():
-            if before_pass is not None:
-                await before_pass()
-            report = await self.run_pass()
-            if after_pass is not None:
-                await after_pass(report)
-            self.wake.clear()
-            waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()

@@ -765,32 +765,6 @@ class Leases:
                     done[i] = state.get(c.id) == (c.version + 1, None)
         return [done[i] for i in range(len(items))]
 
-    def succeed(
-        self,
-        claim: Claim,
-        *,
-        access_token: str,
-        refresh_token: str | None,
-        expires_at: int | None,
-        token_type: str,
-        now: int,
-        next_attempt_at: int | None,
-    ) -> bool:
-        """Commit a refresh: the new refresh token (or the old one, when the provider did not
-        rotate) and the new access token, in one durable transaction."""
-        return self._fenced(
-            claim,
-            self.success_values(
-                claim,
-                access_token=access_token,
-                refresh_token=refresh_token,
-                expires_at=expires_at,
-                token_type=token_type,
-                now=now,
-                next_attempt_at=next_attempt_at,
-            ),
-        )
-
     def success_values(
         self,
         claim: Claim,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from htsec.errors import UsageError
@@ -130,16 +130,6 @@ class Registry:
     def rules(self) -> Sequence[Revocation]:
         with self.store.session() as s:
             return list(s.scalars(select(Revocation).order_by(Revocation.id)))
-
-    def forget_expired(self, before: int) -> int:
-        """Drop registry rows of tokens that expired before ``before`` (housekeeping)."""
-        with self.store.session() as s:
-            res = s.execute(delete(IssuedToken).where(IssuedToken.exp < before))
-            return int(getattr(res, "rowcount", 0) or 0)
-
-    def count(self) -> int:
-        with self.store.session() as s:
-            return int(s.scalar(select(func.count()).select_from(IssuedToken)) or 0)
 
 
 def _kid(token: str) -> str:
