@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import random
@@ -35,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from htsec.credmon.issuer import LocalIssuer
 from htsec.credmon.providers import Provider, ProviderSet
+from htsec.credmon.transport import LeanTransport
 from htsec.creds.store import Claim, CredStore, Leases
 
 __all__ = [
@@ -275,27 +275,12 @@ class RefreshEngine:
         if reaped:
             log.warning("took over %d credential(s) leased by crashed credmons", reaped)
         sem = asyncio.Semaphore(self.policy.concurrency)
-        # httpcore scans its whole pool for every request, so one pool of many connections
-        # costs more CPU than several small ones (bench/credmon.py): shards of <= 8.
-        shards = max(1, -(-self.policy.concurrency // 8))
-        async with contextlib.AsyncExitStack() as stack:
-            clients = [
-                await stack.enter_async_context(
-                    httpx.AsyncClient(
-                        timeout=self.policy.timeout,
-                        transport=self.transport,
-                        verify=self.verify,
-                        # Idle connections are dropped before servers usually close them (node:
-                        # 5 s), so a refresh never goes out on a connection the server is closing:
-                        # a refresh POST is never retried (the provider may have rotated the token).
-                        limits=httpx.Limits(
-                            max_connections=-(-self.policy.concurrency // shards),
-                            keepalive_expiry=2.0,
-                        ),
-                    )
-                )
-                for _ in range(shards)
-            ]
+        async with httpx.AsyncClient(
+            timeout=self.policy.timeout,
+            transport=self.transport
+            or LeanTransport(verify=self.verify, max_connections=self.policy.concurrency),
+            verify=self.verify,
+        ) as client:
             while (max_claims is None or claimed < max_claims) and (
                 keep_going is None or keep_going()
             ):
@@ -315,7 +300,7 @@ class RefreshEngine:
                 async def guarded(c: Claim) -> None:
                     self.metrics.in_flight.inc()
                     try:
-                        await self._one(clients[c.id % shards], c, report, sem)
+                        await self._one(client, c, report, sem)
                     finally:
                         self.metrics.in_flight.dec()
 
