@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import functools
 import json
 import logging
 import random
@@ -32,6 +34,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from htsec import __version__
 from htsec.credmon.issuer import LocalIssuer
 from htsec.credmon.providers import Provider, ProviderSet
 from htsec.credmon.transport import LeanTransport
@@ -212,6 +215,15 @@ class _GroupCommit:
                 fut.set_result(ok)
 
 
+_USER_AGENT = f"htsec-credmon/{__version__}"
+
+
+@functools.lru_cache(maxsize=64)
+def _basic_auth(client_id: str, secret: str) -> str:
+    """RFC 7617 Basic credentials, as httpx.BasicAuth and HTCondor's credmon send them."""
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode("ascii")
+
+
 def _jwt_exp(token: str) -> int | None:
     parts = token.split(".")
     if len(parts) != 3:
@@ -259,6 +271,7 @@ class RefreshEngine:
         self.wake = asyncio.Event()
         self._limiter = _RateLimiter()
         self._group = _GroupCommit(self.leases)
+        self._timeouts = {"timeout": httpx.Timeout(self.policy.timeout).as_dict()}
 
     # -- one pass --------------------------------------------------------------------------
     async def run_pass(
@@ -275,43 +288,52 @@ class RefreshEngine:
         if reaped:
             log.warning("took over %d credential(s) leased by crashed credmons", reaped)
         sem = asyncio.Semaphore(self.policy.concurrency)
-        async with httpx.AsyncClient(
-            timeout=self.policy.timeout,
-            transport=self.transport
-            or LeanTransport(verify=self.verify, max_connections=self.policy.concurrency),
-            verify=self.verify,
-        ) as client:
+        transport = self.transport or LeanTransport(
+            verify=self.verify, max_connections=self.policy.concurrency
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            if self.transport is None:
+                stack.push_async_callback(transport.aclose)
+
+            async def guarded(c: Claim) -> None:
+                self.metrics.in_flight.inc()
+                try:
+                    await self._one(transport, c, report, sem)
+                finally:
+                    self.metrics.in_flight.dec()
+
+            # Claims are refilled while earlier ones are in flight (no barrier between batches,
+            # so the provider always has `concurrency` requests), keeping at most `batch`
+            # credentials claimed and unfinished: a claim is a lease that must not run out.
+            pending: set[asyncio.Task[None]] = set()
+            low_water = max(1, self.policy.batch // 2)
             while (max_claims is None or claimed < max_claims) and (
                 keep_going is None or keep_going()
             ):
-                now = start
-                limit = (
-                    self.policy.batch
-                    if max_claims is None
-                    else min(self.policy.batch, max_claims - claimed)
-                )
+                limit = self.policy.batch - len(pending)
+                if max_claims is not None:
+                    limit = min(limit, max_claims - claimed)
                 claims = await asyncio.to_thread(
-                    self.leases.claim, now=now, lease_s=self.policy.lease, limit=limit
+                    self.leases.claim, now=start, lease_s=self.policy.lease, limit=limit
                 )
                 if not claims:
                     break
                 claimed += len(claims)
-
-                async def guarded(c: Claim) -> None:
-                    self.metrics.in_flight.inc()
-                    try:
-                        await self._one(client, c, report, sem)
-                    finally:
-                        self.metrics.in_flight.dec()
-
-                await asyncio.gather(*(guarded(c) for c in claims))
+                pending.update(asyncio.ensure_future(guarded(c)) for c in claims)
+                while len(pending) > low_water:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # _one handles every error; anything else is a bug
+            if pending:
+                for task in (await asyncio.wait(pending))[0]:
+                    task.result()
         if claimed:
             log.info("refresh pass: %s", report.summary())
         return report
 
     async def _one(
         self,
-        client: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         claim: Claim,
         report: RefreshReport,
         sem: asyncio.Semaphore,
@@ -336,7 +358,7 @@ class RefreshEngine:
                 await self._commit(claim, body, now, report, label, provider, local=True)
                 return
             async with sem:
-                response = await self._call(client, claim, provider)
+                response = await self._call(transport, claim, provider)
             await self._commit(claim, response, now, report, label, provider)
         except _Failure as f:
             name = provider.name if provider else claim.provider
@@ -383,8 +405,12 @@ class RefreshEngine:
         return issuer
 
     async def _call(
-        self, client: httpx.AsyncClient, claim: Claim, provider: Provider | None
+        self, transport: httpx.AsyncBaseTransport, claim: Claim, provider: Provider | None
     ) -> dict[str, Any]:
+        """One refresh-token grant (RFC 6749 section 6). The request goes straight to the
+        transport: a token call needs none of httpx.AsyncClient's per-request machinery
+        (cookies, redirects -- never followed for a token endpoint --, auth flows, hooks), which
+        cost more CPU than the lean transport itself (bench/credmon.py)."""
         token_url = claim.token_url or (provider.token_url if provider else None)
         client_id = claim.client_id or (provider.client_id if provider else None)
         secret = claim.client_secret or (provider.client_secret if provider else None)
@@ -399,29 +425,31 @@ class RefreshEngine:
             raise _Failure("no_refresh_token", "the credential has no refresh token", dead=True)
         await self._limiter.wait(claim.provider, provider.rate if provider else 50.0)
         form = {"grant_type": "refresh_token", "refresh_token": claim.refresh_token}
-        auth: httpx.BasicAuth | None = None
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
         if provider is not None and provider.auth_method == "client_secret_post":
             form["client_id"] = client_id
             if secret:
                 form["client_secret"] = secret
         elif secret:
-            auth = httpx.BasicAuth(client_id, secret)
+            headers["Authorization"] = _basic_auth(client_id, secret)
         else:
             form["client_id"] = client_id
         try:
-            resp = await client.post(
-                token_url,
-                data=form,
-                auth=auth or httpx.USE_CLIENT_DEFAULT,
-                headers={"Accept": "application/json"},
+            request = httpx.Request(
+                "POST", token_url, data=form, headers=headers, extensions=self._timeouts
             )
+            resp = await transport.handle_async_request(request)
+            try:
+                await resp.aread()
+            finally:
+                await resp.aclose()
         except httpx.TimeoutException:
             raise _Failure(
                 "timeout", f"no answer from {token_url} within {self.policy.timeout:.0f} s"
             ) from None
         except httpx.HTTPError as exc:
             raise _Failure(
-                "unreachable", f"cannot reach {token_url}: {exc.__class__.__name__}"
+                "unreachable", f"cannot reach {token_url}: {exc.__class__.__name__}: {exc}"
             ) from None
         try:
             body = resp.json()

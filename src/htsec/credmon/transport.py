@@ -31,6 +31,7 @@ import collections
 import os
 import ssl
 import time
+from typing import cast
 
 import httptools
 import httpx
@@ -60,8 +61,8 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports (if a caller runs one) do not derive from asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -281,4 +282,3 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def __repr__(self) -> str:
         return f"LeanTransport(max_connections={self.max_connections})"
-
