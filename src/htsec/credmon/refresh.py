@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import json
 import logging
 import random
@@ -218,7 +217,6 @@ class _GroupCommit:
 _USER_AGENT = f"htsec-credmon/{__version__}"
 
 
-@functools.lru_cache(maxsize=64)
 def _basic_auth(client_id: str, secret: str) -> str:
     """RFC 7617 Basic credentials, as httpx.BasicAuth and HTCondor's credmon send them."""
     return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode("ascii")
