@@ -373,3 +373,27 @@ def test_any_bytes_give_a_response_or_an_httpx_error(answer: bytes, keep: bool) 
             await transport.aclose()
 
     run(main())
+
+
+# -- proxies -----------------------------------------------------------------------------------
+def test_environment_proxy_is_used_unless_bypassed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sites reach their OAuth providers through HTTP(S)_PROXY: the scripted server plays the
+    forward proxy and must receive the absolute-form request (RFC 9112 section 3.2.2)."""
+
+    async def main() -> None:
+        async with scripted(replying(response())) as (proxy_url, seen):
+            proxy = proxy_url.removesuffix("/token")
+            monkeypatch.setenv("HTTP_PROXY", proxy)
+            monkeypatch.setenv("NO_PROXY", "bypassed.example.org")
+            transport = LeanTransport()
+            r = await post(transport, "http://provider.example.org/oauth/token")
+            assert r.json()["access_token"] == "at"
+            assert seen.requests[0].startswith(
+                b"POST http://provider.example.org/oauth/token HTTP/1.1\r\n"
+            )
+            with pytest.raises(httpx.ConnectError):  # NO_PROXY: straight there (no such host)
+                await post(transport, "http://bypassed.example.org/token", timeout=2)
+            await transport.aclose()
+            assert len(seen.requests) == 1
+
+    run(main())

@@ -7,8 +7,11 @@ keeps httpx's API (requests, responses, auth, errors) and replaces the connectio
 one :class:`asyncio.Protocol` per connection, the C parser ``httptools`` (llhttp, the parser
 of Node.js; already installed with uvicorn) for responses, a keep-alive pool per origin.
 
-Deliberately small (RFC 9112, client side, no pipelining, no upgrades, no proxies -- httpx
-still routes proxied origins through its own transports):
+Deliberately small (RFC 9112, client side, no pipelining, no upgrades):
+
+* Proxies: when the environment names one for an origin (``HTTPS_PROXY``, ``HTTP_PROXY``,
+  ``ALL_PROXY``, minus ``NO_PROXY``; read once per origin, as httpx does), that origin's
+  requests go through httpx's own transport with that proxy instead.
 
 * A request is never retried: a refresh-token grant may have been executed by the provider
   even if the connection broke afterwards (RFC 6749 section 10.4, rotation). Idle connections
@@ -31,6 +34,7 @@ import collections
 import os
 import ssl
 import time
+import urllib.request
 from typing import cast
 
 import httptools
@@ -165,6 +169,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         keepalive_expiry: float = 2.0,
         max_header_bytes: int = 64 * 1024,
         max_body_bytes: int = 1024 * 1024,
+        trust_env: bool = True,
     ) -> None:
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
@@ -173,6 +178,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._verify = verify
         self._ssl: ssl.SSLContext | None = None
         self._pools: dict[tuple[bytes, bytes, int], _Pool] = {}
+        self._proxied: dict[tuple[bytes, bytes, int], httpx.AsyncBaseTransport | None] = {}
+        self._trust_env = trust_env
         self._closed = False
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -200,6 +207,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         port = url.port or (443 if scheme == b"https" else 80)
         key = (scheme, url.raw_host, port)
+        if key not in self._proxied:
+            self._proxied[key] = self._proxy_transport(url) if self._trust_env else None
+        proxied = self._proxied[key]
+        if proxied is not None:
+            return await self._via_proxy(proxied, request)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool(self.max_connections)
@@ -242,6 +254,39 @@ class LeanTransport(httpx.AsyncBaseTransport):
             request=request,
         )
 
+    async def _via_proxy(
+        self, proxied: httpx.AsyncBaseTransport, request: httpx.Request
+    ) -> httpx.Response:
+        """The same contract as a direct exchange: a bounded body, read in full."""
+        response = await proxied.handle_async_request(request)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.stream:  # type: ignore[union-attr]
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise httpx.RemoteProtocolError("response body too large")
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=b"".join(chunks),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    def _proxy_transport(self, url: httpx.URL) -> httpx.AsyncBaseTransport | None:
+        proxies = urllib.request.getproxies_environment()
+        proxy = proxies.get(url.scheme) or proxies.get("all")
+        if not proxy or urllib.request.proxy_bypass(url.host):
+            return None
+        verify: ssl.SSLContext | bool = (
+            self._verify if isinstance(self._verify, bool) else self._ssl_context()
+        )
+        return httpx.AsyncHTTPTransport(proxy=proxy, verify=verify)
+
     async def _checkout(
         self, pool: _Pool, key: tuple[bytes, bytes, int], connect_timeout: float | None
     ) -> _Connection:
@@ -275,6 +320,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self._closed = True
+        for proxied in self._proxied.values():
+            if proxied is not None:
+                await proxied.aclose()
+        self._proxied.clear()
         for pool in self._pools.values():
             while pool.idle:
                 pool.idle.pop().close()
