@@ -1,12 +1,14 @@
 """Benchmark: one full refresh pass of the credmon against a real OAuth server.
 
-Against a local npm ``oidc-provider`` (refresh-token rotation on; pinned to one core, this
-process to the other), in the same run:
+Against a local npm ``oidc-provider`` (refresh-token rotation on; every thread of it pinned to
+one core, this process to the other), in the same run:
 
 (a) htsec's refresh pass over N credentials (SQLite store, leases, sealing, audit);
 (b) the way ``condor_credmon_oauth`` does it: one credential after another with a blocking
     HTTP client, writing ``.use`` and ``.top`` files (S credentials);
-(c) the provider's ceiling: a plain async load generator posting refresh grants (M tokens).
+(c) the provider's ceiling: a plain asyncio load generator posting pre-built refresh grants on
+    keep-alive connections (M tokens, run before and after (a); the higher rate counts).
+    For reference, the same posts through httpx's default transport are printed too.
 
 Refresh tokens are obtained beforehand: 20 per set through the real authorization-code + PKCE
 flow, the rest minted in bulk by the rig (same grants and tokens, without the browser).
