@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from htsec.credmon.refresh import Policy, backoff, refresh_due, should_refresh
+from htsec.credmon.refresh import Policy, backoff, refresh_due, should_refresh, token_expiry
 
 P = Policy(fraction=0.5, min_remaining=60)
 
@@ -40,3 +42,41 @@ def test_backoff_bounded_and_jittered(failures: int) -> None:
     rng = random.Random(failures)
     d = backoff(failures, P, rng)
     assert 0.5 * min(P.backoff_max, P.backoff_base * 2**failures) <= d <= 1.5 * P.backoff_max
+
+
+def jwt(**claims: object) -> str:
+    def part(d: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'ES256', 'typ': 'at+jwt'})}.{part(claims)}.c2ln"
+
+
+def test_expiry_is_counted_on_this_hosts_clock() -> None:
+    """Clock skew: a provider two hours behind issues a 20-minute JWT whose exp is already past
+    here. expires_in, or exp - iat, is a lifetime and immune to that; exp alone is not."""
+    now = 1_000_000
+    behind = now - 7200
+    skewed = jwt(iat=behind, exp=behind + 1200)
+    assert token_expiry({"access_token": skewed, "expires_in": 1200}, now, P) == now + 1200
+    assert token_expiry({"access_token": skewed}, now, P) == now + 1200
+    assert token_expiry({"access_token": jwt(exp=now + 300)}, now, P) == now + 300
+    assert token_expiry({"access_token": "opaque"}, now, P) == now + P.default_lifetime
+    # Nonsense falls back rather than crashing: negative expires_in, bool, exp before iat.
+    assert token_expiry({"access_token": "x", "expires_in": -5}, now, P) == now + 3600
+    assert token_expiry({"access_token": "x", "expires_in": True}, now, P) == now + 3600
+    assert token_expiry({"access_token": "x", "expires_in": float("inf")}, now, P) == now + 3600
+    assert token_expiry({"access_token": "x", "expires_in": 10**30}, now, P) == now + 3600
+    assert token_expiry({"access_token": jwt(iat=now, exp=now - 1)}, now, P) == now - 1
+
+
+@given(st.text(max_size=300), st.one_of(st.none(), st.integers(), st.floats(), st.text()))
+def test_expiry_of_any_response_is_an_int(token: str, expires_in: object) -> None:
+    body = {"access_token": token, "expires_in": expires_in}
+    expiry = token_expiry(body, 1_000_000, P)
+    assert isinstance(expiry, int) and 0 <= expiry <= 1_000_000 + 366 * 86400
+
+
+@given(st.dictionaries(st.sampled_from(["iat", "exp", "x"]), st.integers() | st.text() | st.none()))
+def test_expiry_of_any_jwt_claims(claims: dict[str, object]) -> None:
+    expiry = token_expiry({"access_token": jwt(**claims)}, 1_000_000, P)
+    assert isinstance(expiry, int) and 0 <= expiry <= 1_000_000 + 366 * 86400

@@ -5,6 +5,8 @@ with reuse detection on), on SQLite and PostgreSQL. Each anchor fault of condor_
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from pathlib import Path
 
@@ -233,6 +235,31 @@ def test_response_without_expires_in(creds: CredStore, oidc: OidcProvider) -> No
     info = creds.info("kate", "oidc")
     assert info.access_expires_at is not None
     assert abs(info.access_expires_at - (time.time() + FAST.default_lifetime)) < 5
+    clear_faults(oidc)
+
+
+def test_provider_clock_skew_and_zero_lifetimes(creds: CredStore, oidc: OidcProvider) -> None:
+    """The provider's clock is two hours behind: its JWT's exp is already past here. The
+    token's lifetime (exp - iat) counts from now, and the next pass leaves it alone. A token
+    response with expires_in 0 does not make every pass refresh again (min_rest)."""
+    add(creds, oidc, "lena")
+    add(creds, oidc, "mike")
+    now = int(time.time())
+
+    def part(d: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    skewed = f"{part({'alg': 'ES256'})}.{part({'iat': now - 7200, 'exp': now - 6000})}.c2ln"
+    inject_fault(oidc, 200, 1, body={"access_token": skewed, "token_type": "Bearer"})
+    inject_fault(oidc, 200, 1, body={"access_token": "short", "expires_in": 0})
+    first = asyncio.run(engine(creds, oidc).run_pass())
+    assert sorted(first.refreshed) == ["lena/oidc", "mike/oidc"], first
+    expiries = sorted(
+        (creds.info(u, "oidc").access_expires_at or 0) - now for u in ("lena", "mike")
+    )
+    assert expiries[0] <= 1 and 1195 <= expiries[1] <= 1205, expiries
+    again = asyncio.run(engine(creds, oidc).run_pass())
+    assert again.refreshed == [] and again.failed == {}, again
     clear_faults(oidc)
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "RefreshReport",
     "refresh_due",
     "should_refresh",
+    "token_expiry",
 ]
 
 log = logging.getLogger("htsec.credmon")
@@ -58,6 +59,7 @@ class Policy:
     fraction: float = 0.5  # refresh once less than this share of the lifetime is left
     min_remaining: int = 60  # ... or less than this many seconds
     default_lifetime: int = 3600  # a token response without expires_in (and not a JWT)
+    min_rest: int = 10  # never refresh one credential again sooner than this
     lease: int = 60  # seconds a claim holds a credential (longer than any refresh)
     timeout: float = 10.0  # per HTTP request
     concurrency: int = 16  # refreshes in flight
@@ -222,16 +224,47 @@ def _basic_auth(client_id: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode("ascii")
 
 
-def _jwt_exp(token: str) -> int | None:
+def _jwt_times(token: str) -> tuple[int | None, int | None]:
+    """``iat`` and ``exp`` of a JWT access token (unverified: only used for timing)."""
     parts = token.split(".")
-    if len(parts) != 3:
-        return None
+    if len(parts) != 3 or len(parts[1]) > 16384:
+        return None, None
     try:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, UnicodeDecodeError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    return exp if isinstance(exp, int) and not isinstance(exp, bool) else None
+        return None, None
+    if not isinstance(claims, dict):
+        return None, None
+    iat, exp = claims.get("iat"), claims.get("exp")
+    return (
+        iat if isinstance(iat, int) and not isinstance(iat, bool) else None,
+        exp if isinstance(exp, int) and not isinstance(exp, bool) else None,
+    )
+
+
+_MAX_LIFETIME = 366 * 86400  # longer-lived "access tokens" are not believed
+
+
+def token_expiry(body: dict[str, Any], now: int, policy: Policy) -> int:
+    """When the access token in a token response expires, on this host's clock.
+
+    ``expires_in`` (RFC 6749 section 5.1) is relative, so the provider's clock does not matter.
+    Without it, a JWT's lifetime ``exp - iat`` is counted from now -- the provider's clock may
+    be off by hours, its ``exp`` alone could already be past here; ``exp`` alone is used only
+    without ``iat``. Else the policy's default lifetime."""
+    expires_in = body.get("expires_in")
+    if (
+        isinstance(expires_in, int | float)
+        and not isinstance(expires_in, bool)
+        and 0 <= expires_in <= _MAX_LIFETIME  # also false for NaN; JSON's 1e999 is inf
+    ):
+        return now + int(expires_in)
+    iat, exp = _jwt_times(body["access_token"])
+    if iat is not None and exp is not None and 0 < exp - iat <= _MAX_LIFETIME:
+        return now + (exp - iat)
+    if exp is not None:
+        return max(0, min(exp, now + _MAX_LIFETIME))  # it goes into a 64-bit column
+    return now + policy.default_lifetime
 
 
 Publish = Callable[[Claim, dict[str, Any]], None]
@@ -498,18 +531,18 @@ class RefreshEngine:
         local: bool = False,
     ) -> None:
         access = body["access_token"]
-        expires_in = body.get("expires_in")
-        if (
-            isinstance(expires_in, int | float)
-            and not isinstance(expires_in, bool)
-            and expires_in >= 0
-        ):
-            expires_at = now + int(expires_in)
-        else:
-            expires_at = _jwt_exp(access) or now + self.policy.default_lifetime
+        expires_at = token_expiry(body, now, self.policy)
+        if expires_at <= now:
+            log.warning(
+                "%s: the provider handed out an access token that is already expired here "
+                "(clock skew?); trying again in %d s",
+                label,
+                self.policy.min_rest,
+            )
         new_rt = body.get("refresh_token") if isinstance(body.get("refresh_token"), str) else None
         token_type = str(body.get("token_type") or "bearer")
-        due = refresh_due(expires_at, now, self.policy)
+        # A zero or skewed lifetime must not refresh the credential at every pass.
+        due = max(refresh_due(expires_at, now, self.policy), now + self.policy.min_rest)
         # The durable commit comes first: a rotated refresh token is safe before anything else.
         values = self.leases.success_values(
             claim,
