@@ -397,3 +397,16 @@ def test_environment_proxy_is_used_unless_bypassed(monkeypatch: pytest.MonkeyPat
             assert len(seen.requests) == 1
 
     run(main())
+
+
+def test_header_injection_is_refused_before_sending() -> None:
+    async def main() -> None:
+        async with scripted(replying(response())) as (url, seen):
+            # httpx.Request keeps a value as given (h11 refuses it later; this transport must
+            # too): a secret read from a file could end in a line break.
+            request = httpx.Request("POST", url, headers={"X-Token": "a\r\nX-Evil: 1"})
+            with pytest.raises(httpx.LocalProtocolError, match="line break"):
+                await LeanTransport().handle_async_request(request)
+        assert seen.requests == []
+
+    run(main())

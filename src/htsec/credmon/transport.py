@@ -82,13 +82,11 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None:  # nothing was asked: a confused or hostile server
             self.close()
             return
-        # Anything after the end of the response makes the connection unusable (no pipelining).
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             reason = self._error or f"malformed HTTP response: {exc}"
             self._fail(httpx.RemoteProtocolError(reason))
-            self.close()
 
     # -- httptools callbacks ----------------------------------------------------------------
     def _reject(self, reason: str) -> None:
@@ -96,6 +94,7 @@ class _Connection(asyncio.Protocol):
         raise httptools.HttpParserError(reason)  # httptools reports it as a callback error
 
     def on_message_begin(self) -> None:
+        # Anything after the end of the response makes the connection unusable (no pipelining).
         if self._waiter is None:
             self._reject("data after the end of the response")
 
@@ -139,7 +138,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._parser = httptools.HttpResponseParser(self)
         self._headers, self._header_bytes, self._body, self._body_bytes = [], 0, [], 0
-        self._headers_done = False
+        self._headers_done, self._error = False, None
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return await self._waiter
@@ -219,6 +218,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         body = await request.aread()
         head = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
         for name, value in request.headers.raw:
+            if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
+                raise httpx.LocalProtocolError(f"line break in the {name!r} header")
             head += (name, b": ", value, b"\r\n")
         head.append(b"\r\n")
         data = b"".join(head) + body
