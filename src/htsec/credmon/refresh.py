@@ -59,7 +59,7 @@ class Policy:
     fraction: float = 0.5  # refresh once less than this share of the lifetime is left
     min_remaining: int = 60  # ... or less than this many seconds
     default_lifetime: int = 3600  # a token response without expires_in (and not a JWT)
-    min_rest: int = 10  # never refresh one credential again sooner than this
+    min_rest: int = 10  # wait after a token that is already due when it arrives
     lease: int = 60  # seconds a claim holds a credential (longer than any refresh)
     timeout: float = 10.0  # per HTTP request
     concurrency: int = 16  # refreshes in flight
@@ -541,8 +541,9 @@ class RefreshEngine:
             )
         new_rt = body.get("refresh_token") if isinstance(body.get("refresh_token"), str) else None
         token_type = str(body.get("token_type") or "bearer")
-        # A zero or skewed lifetime must not refresh the credential at every pass.
-        due = max(refresh_due(expires_at, now, self.policy), now + self.policy.min_rest)
+        due = refresh_due(expires_at, now, self.policy)
+        if due <= now:  # a zero, negative or skewed lifetime: not again at every pass
+            due = now + self.policy.min_rest
         # The durable commit comes first: a rotated refresh token is safe before anything else.
         values = self.leases.success_values(
             claim,
