@@ -1064,12 +1064,19 @@ def serve(host: str, port: int | None) -> None:
     type=click.IntRange(1, 65535),
     help="Serve Prometheus metrics on 127.0.0.1:PORT.",
 )
+@click.option(
+    "--debug",
+    "debug_here",
+    is_flag=True,
+    help="Log debugging detail (as condor_credmon_oauth's --debug; same as htsec --debug).",
+)
 def credmon(
     cred_dir: Path | None,
     once: bool,
     interval: float,
     log_file: Path | None,
     metrics_port: int | None,
+    debug_here: bool,
 ) -> None:
     """Keep access tokens fresh and issue local tokens: a drop-in for condor_credmon_oauth.
 
@@ -1085,7 +1092,7 @@ def credmon(
         once=once,
         interval=interval,
         log_file=log_file,
-        debug=bool(_state["debug"]),
+        debug=debug_here or bool(_state["debug"]),
         metrics_port=metrics_port,
     )
     raise SystemExit(code)

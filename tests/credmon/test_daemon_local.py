@@ -59,3 +59,16 @@ def test_refuses_world_accessible_root(cred_root: Path) -> None:
     r = run("credmon", "--cred-dir", str(cred_root), "--once")
     assert r.code == 2, r.err
     assert "chmod" in r.err and "Traceback" not in r.err
+
+
+def test_debug_flag_like_the_anchor(cred_root: Path, home: Path) -> None:
+    """condor_credmon_oauth takes --debug after its name; so does htsec credmon. The token it
+    issues never appears in the debug log."""
+    quiet = run("credmon", "--cred-dir", str(cred_root), "--once")
+    assert quiet.code == 0 and " DEBUG " not in quiet.err, quiet.err
+    os.chmod(cred_root / "alice" / "scitokens.use", 0o600)
+    (cred_root / "alice" / "scitokens.use").unlink()
+    loud = run("credmon", "--cred-dir", str(cred_root), "--once", "--debug")
+    assert loud.code == 0 and " DEBUG " in loud.err, loud.err
+    token = json.loads((cred_root / "alice" / "scitokens.use").read_text())["access_token"]
+    assert token not in loud.err and token.split(".")[2] not in loud.err
