@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,11 +230,22 @@ def test_close_mid_response_fails_once_without_retry() -> None:
         (b"SSH-2.0-OpenSSH_9.2\r\n", "malformed"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello", "malformed"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "malformed"),
-        (b"HTTP/1.1 100 Continue\r\n\r\n", "informational"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", "switched protocols"),
+        (response(b"\x1f\x8b" + b"\0" * 30, extra=b"Content-Encoding: gzip\r\n"), "compressed"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 300_000, "headers too large"),
         (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", "headers too large"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n" + b"a" * 1_100_000, "too large"),
     ],
-    ids=["not-http", "two-lengths", "negative-length", "1xx", "huge-headers", "huge-body"],
+    ids=[
+        "not-http",
+        "two-lengths",
+        "negative-length",
+        "101",
+        "gzip",
+        "endless-header-line",
+        "huge-headers",
+        "huge-body",
+    ],
 )
 def test_hostile_responses_fail_cleanly(answer: bytes, message: str) -> None:
     async def main() -> None:
@@ -408,5 +421,94 @@ def test_header_injection_is_refused_before_sending() -> None:
             with pytest.raises(httpx.LocalProtocolError, match="line break"):
                 await LeanTransport().handle_async_request(request)
         assert seen.requests == []
+
+    run(main())
+
+
+def test_interim_responses_are_skipped() -> None:
+    """RFC 9110 section 15.2: a client must accept 1xx before the final answer -- losing the
+    final answer of a rotating refresh grant would burn the credential."""
+
+    async def main() -> None:
+        interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        async with scripted(replying(interim, response())) as (url, _):
+            transport = LeanTransport()
+            r = await post(transport, url)
+            assert r.json()["access_token"] == "at" and "link" not in r.headers
+            assert (await post(transport, url)).status_code == 200
+            await transport.aclose()
+
+    run(main())
+
+
+def test_identity_transfer_coding_ends_at_close_and_a_reset_is_an_error() -> None:
+    async def main() -> None:
+        te = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n{"c": 3}'
+        async with scripted(replying(te, keep=False)) as (url, _):
+            assert (await post(LeanTransport(), url)).json() == {"c": 3}
+
+        async def reset(n: int, writer: asyncio.StreamWriter) -> bool:
+            writer.write(b'HTTP/1.1 200 OK\r\n\r\n{"access_tok')
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # RST, not FIN: the body is cut, not complete
+            return False
+
+        async with scripted(reset) as (url, _):
+            with pytest.raises(httpx.RemoteProtocolError):
+                await post(LeanTransport(), url)
+
+    run(main())
+
+
+def test_request_framing_is_the_transports() -> None:
+    """Identity encoding asked for; a streamed body goes out with a Content-Length (httpx set
+    Transfer-Encoding: chunked for it); methods are RFC 9110 tokens; HEAD is refused."""
+
+    async def main() -> None:
+        async def parts() -> AsyncIterator[bytes]:
+            yield b"grant_type=refresh_token"
+            yield b"&refresh_token=rt"
+
+        async with scripted(replying(response())) as (url, seen):
+            transport = LeanTransport()
+            request = httpx.Request(
+                "POST", url, content=parts(), headers={"Accept-Encoding": "gzip"}
+            )
+            assert (await transport.handle_async_request(request)).status_code == 200
+            head, _, body = seen.requests[0].partition(b"\r\n\r\n")
+            lines = [line.lower() for line in head.split(b"\r\n")]
+            assert (
+                b"content-length: 41" in lines
+                and body == b"grant_type=refresh_token&refresh_token=rt"
+            )
+            assert not any(line.startswith(b"transfer-encoding") for line in lines)
+            assert b"accept-encoding: identity" in lines and b"accept-encoding: gzip" not in lines
+            for method in ("GET / HTTP/1.1\r\nX-Injected: 1\r\nX:", "HEAD", ""):
+                with pytest.raises(httpx.LocalProtocolError, match="not supported"):
+                    await transport.handle_async_request(httpx.Request(method, url))
+            await transport.aclose()
+        assert len(seen.requests) == 1
+
+    run(main())
+
+
+def test_connections_are_not_pooled_after_aclose() -> None:
+    async def main() -> None:
+        async def slow(n: int, writer: asyncio.StreamWriter) -> bool:
+            await asyncio.sleep(0.1)
+            writer.write(response())
+            return True
+
+        async with scripted(slow) as (url, seen):
+            transport = LeanTransport()
+            pending = asyncio.ensure_future(post(transport, url))
+            await asyncio.sleep(0.02)
+            await transport.aclose()
+            assert (await pending).status_code == 200
+            await asyncio.sleep(0.05)
+            assert seen.open_now == 0  # the finished connection was closed, not kept
 
     run(main())

@@ -17,9 +17,14 @@ Deliberately small (RFC 9112, client side, no pipelining, no upgrades):
   even if the connection broke afterwards (RFC 6749 section 10.4, rotation). Idle connections
   are dropped after ``keepalive_expiry`` seconds, before servers usually close them (node: 5 s),
   so a request rarely goes out on a connection the server is closing.
-* Responses are bounded: ``max_header_bytes`` for the head, ``max_body_bytes`` for the body
-  (token responses are a few kilobytes); beyond that the connection is closed and the request
-  fails with :class:`httpx.RemoteProtocolError`.
+* Responses are bounded: ``max_header_bytes`` for the head (counted as bytes arrive, before
+  the parser buffers a header), ``max_body_bytes`` for the body (token responses are a few
+  kilobytes); beyond that the connection is closed and the request fails with
+  :class:`httpx.RemoteProtocolError`. Requests ask for ``Accept-Encoding: identity`` and a
+  compressed response is refused: decoding one would undo the body bound (a decompression
+  bomb of a few hundred bytes expands to gigabytes).
+* Interim 1xx responses (RFC 9110 section 15.2) are skipped; ``101`` and ``HEAD`` requests are
+  not supported. The request body is sent with a Content-Length, never chunked.
 * TLS: ``verify`` as in httpx (``True``: the system's CA store, a path: that CA bundle, an
   :class:`ssl.SSLContext`, ``False``: no verification, for tests only); the server name is
   checked (``server_hostname``).
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import re
 import ssl
 import time
 import urllib.request
@@ -41,6 +47,9 @@ import httptools
 import httpx
 
 __all__ = ["LeanTransport"]
+
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}")  # RFC 9110 section 5.6.2 token
+_FRAMING = (b"content-length", b"transfer-encoding")
 
 
 class _Connection(asyncio.Protocol):
@@ -61,6 +70,8 @@ class _Connection(asyncio.Protocol):
         self._body_bytes = 0
         self._headers_done = False
         self._until_close = False
+        self._interim = False
+        self._head_bytes = 0
         self._error: str | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -72,7 +83,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._waiter is None or self._waiter.done():
             return
-        if self._headers_done and self._until_close:
+        if self._headers_done and self._until_close and exc is None:
             # RFC 9112 section 6.3 item 8: no length and not chunked -- the body ends at close.
             self._finish(keep_alive=False)
         else:
@@ -87,6 +98,12 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             reason = self._error or f"malformed HTTP response: {exc}"
             self._fail(httpx.RemoteProtocolError(reason))
+            return
+        if not self._headers_done and self._waiter is not None:
+            # httptools buffers a header until its line ends: bound what it may hold.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._fail(httpx.RemoteProtocolError("response headers too large"))
 
     # -- httptools callbacks ----------------------------------------------------------------
     def _reject(self, reason: str) -> None:
@@ -105,12 +122,27 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._headers_done = True
         status = self._parser.get_status_code()
-        if status < 200:
-            self._reject(f"unexpected informational response {status}")
-        names = {n.lower() for n, _ in self._headers}
-        self._until_close = b"content-length" not in names and b"transfer-encoding" not in names
+        if status == 101:
+            self._reject("the server switched protocols (101), which was not asked for")
+        if status < 200:  # interim (100 Continue, 103 Early Hints): the real answer follows
+            self._interim = True
+            return
+        self._headers_done = True
+        length = False
+        codings = b""
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                length = True
+            elif lname == b"transfer-encoding":
+                codings = value
+            elif lname == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                self._reject(f"compressed response refused (Content-Encoding: {value[:40]!r})")
+        # RFC 9112 section 6.3: without a length, and unless chunked is the final transfer
+        # coding, the body ends when the server closes the connection.
+        last_coding = codings.rsplit(b",", 1)[-1].strip().lower()
+        self._until_close = not length and last_coding != b"chunked"
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -119,6 +151,10 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            self._headers, self._header_bytes, self._head_bytes = [], 0, 0
+            return
         self._finish(keep_alive=self._parser.should_keep_alive())
 
     # -- one exchange -----------------------------------------------------------------------
@@ -138,7 +174,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._parser = httptools.HttpResponseParser(self)
         self._headers, self._header_bytes, self._body, self._body_bytes = [], 0, [], 0
-        self._headers_done, self._error = False, None
+        self._headers_done, self._error, self._interim, self._head_bytes = False, None, False, 0
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return await self._waiter
@@ -200,6 +236,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
             raise RuntimeError("the transport is closed")
+        if not _METHOD.fullmatch(request.method) or request.method in ("HEAD", "CONNECT"):
+            raise httpx.LocalProtocolError(f"method {request.method[:20]!r} is not supported")
+        request.headers["Accept-Encoding"] = "identity"
         url = request.url
         scheme = url.raw_scheme
         if scheme not in (b"http", b"https"):
@@ -220,7 +259,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         for name, value in request.headers.raw:
             if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
                 raise httpx.LocalProtocolError(f"line break in the {name!r} header")
-            head += (name, b": ", value, b"\r\n")
+            if name.lower() not in _FRAMING:
+                head += (name, b": ", value, b"\r\n")
+        if body or request.method not in ("GET", "DELETE", "OPTIONS"):
+            head.append(b"Content-Length: %d\r\n" % len(body))
         head.append(b"\r\n")
         data = b"".join(head) + body
 
@@ -240,7 +282,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             except BaseException:
                 conn.close()
                 raise
-            if keep_alive and not conn.closed:
+            if keep_alive and not conn.closed and not self._closed:
                 conn.idle_since = time.monotonic()
                 pool.idle.append(conn)
             else:
@@ -270,6 +312,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 chunks.append(chunk)
         finally:
             await response.aclose()
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise httpx.RemoteProtocolError(f"compressed response refused ({encoding[:40]!r})")
         return httpx.Response(
             response.status_code,
             headers=response.headers,
