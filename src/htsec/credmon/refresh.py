@@ -22,10 +22,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import logging
+import math
 import random
+import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,13 +104,14 @@ class RefreshReport:
     failed: dict[str, str] = field(default_factory=dict)
     dead: dict[str, str] = field(default_factory=dict)
     lost_lease: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"{len(self.refreshed)} refreshed, {len(self.issued)} issued locally, "
             f"{len(self.not_due)} not due, {len(self.failed)} failed, "
             f"{len(self.dead)} need re-authorisation"
-        )
+        ) + (f", {len(self.deferred)} deferred to the next pass" if self.deferred else "")
 
 
 class CredmonMetrics:
@@ -155,6 +160,10 @@ class _RateLimiter:
                 self._buckets[name] = (tokens, now)
                 delay = (1 - tokens) / rate
             await asyncio.sleep(delay)
+
+
+class _Deferred(Exception):
+    """Not tried now (its lease is nearly over); handed back untouched for the next pass."""
 
 
 class _Failure(Exception):
@@ -217,6 +226,44 @@ class _GroupCommit:
 
 
 _USER_AGENT = f"htsec-credmon/{__version__}"
+_ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")  # RFC 6749 section 5.2
+
+
+def _error_code(value: object) -> str | None:
+    """A provider's ``error`` as RFC 6749 allows it, else a placeholder: it goes into logs and
+    the credential's status, so no line breaks or kilobytes of a hostile server's text."""
+    if value is None:
+        return None
+    if isinstance(value, str) and _ERROR_CODE.fullmatch(value):
+        return value
+    return "(malformed error code)"
+
+
+def _retry_after(value: str, ceiling: float) -> float | None:
+    """Retry-After in seconds (RFC 9110 section 10.2.3), finite and at most ``ceiling``; an
+    HTTP-date or nonsense gives None (the ordinary back-off applies)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, ceiling)
+
+
+def _secure_url(url: str) -> bool:
+    """https, or plain http to a loopback address (a provider on this host, or a test)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def _basic_auth(client_id: str, secret: str) -> str:
@@ -303,6 +350,8 @@ class RefreshEngine:
         self._limiter = _RateLimiter()
         self._group = _GroupCommit(self.leases)
         self._timeouts = {"timeout": httpx.Timeout(self.policy.timeout).as_dict()}
+        # A request is sent only while its lease outlasts it with room to commit the result.
+        self._lease_margin = min(2 * self.policy.timeout + 5, self.policy.lease / 2)
 
     # -- one pass --------------------------------------------------------------------------
     async def run_pass(
@@ -330,6 +379,14 @@ class RefreshEngine:
                 self.metrics.in_flight.inc()
                 try:
                     await self._one(transport, c, report, sem)
+                except Exception:  # even the bookkeeping failed (say, the database is locked)
+                    log.exception(
+                        "%s/%s: could not record the outcome; its lease runs out and it is "
+                        "tried again",
+                        c.user,
+                        c.name.stem,
+                    )
+                    report.failed[f"{c.user}/{c.name.stem}"] = "internal: bookkeeping failed"
                 finally:
                     self.metrics.in_flight.dec()
 
@@ -338,26 +395,33 @@ class RefreshEngine:
             # credentials claimed and unfinished: a claim is a lease that must not run out.
             pending: set[asyncio.Task[None]] = set()
             low_water = max(1, self.policy.batch // 2)
-            while (max_claims is None or claimed < max_claims) and (
-                keep_going is None or keep_going()
-            ):
-                limit = self.policy.batch - len(pending)
-                if max_claims is not None:
-                    limit = min(limit, max_claims - claimed)
-                claims = await asyncio.to_thread(
-                    self.leases.claim, now=start, lease_s=self.policy.lease, limit=limit
-                )
-                if not claims:
-                    break
-                claimed += len(claims)
-                pending.update(asyncio.ensure_future(guarded(c)) for c in claims)
-                while len(pending) > low_water:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()  # _one handles every error; anything else is a bug
-            if pending:
-                for task in (await asyncio.wait(pending))[0]:
-                    task.result()
+            try:
+                while (max_claims is None or claimed < max_claims) and (
+                    keep_going is None or keep_going()
+                ):
+                    limit = self.policy.batch - len(pending)
+                    if max_claims is not None:
+                        limit = min(limit, max_claims - claimed)
+                    claims = await asyncio.to_thread(
+                        self.leases.claim,
+                        now=int(self.clock()),  # each lease runs from when it is taken
+                        due_by=start,
+                        lease_s=self.policy.lease,
+                        limit=limit,
+                    )
+                    if not claims:
+                        break
+                    claimed += len(claims)
+                    pending.update(asyncio.ensure_future(guarded(c)) for c in claims)
+                    while len(pending) > low_water:
+                        _, pending = await asyncio.wait(
+                            pending, return_when=asyncio.FIRST_COMPLETED
+                        )
+            finally:
+                # Whatever ends the loop (a failed claim, a cancellation), refreshes already
+                # sent are seen through and committed: a rotated refresh token is never dropped.
+                if pending:
+                    await asyncio.wait(pending)
         if claimed:
             log.info("refresh pass: %s", report.summary())
         return report
@@ -391,6 +455,9 @@ class RefreshEngine:
             async with sem:
                 response = await self._call(transport, claim, provider)
             await self._commit(claim, response, now, report, label, provider)
+        except _Deferred:
+            await asyncio.to_thread(self.leases.release, claim, next_attempt_at=None)
+            report.deferred.append(label)
         except _Failure as f:
             name = provider.name if provider else claim.provider
             self.metrics.failures.labels(name, f.reason).inc()
@@ -442,9 +509,15 @@ class RefreshEngine:
         transport: a token call needs none of httpx.AsyncClient's per-request machinery
         (cookies, redirects -- never followed for a token endpoint --, auth flows, hooks), which
         cost more CPU than the lean transport itself (bench/credmon.py)."""
-        token_url = claim.token_url or (provider.token_url if provider else None)
-        client_id = claim.client_id or (provider.client_id if provider else None)
-        secret = claim.client_secret or (provider.client_secret if provider else None)
+        configured = provider.token_url if provider else None
+        token_url = claim.token_url or configured
+        if token_url == configured and provider is not None:
+            client_id = claim.client_id or provider.client_id
+            secret = claim.client_secret or provider.client_secret
+        else:
+            # A token URL from the credential's own .meta: only its own client credentials go
+            # there, never the pool's <PROVIDER>_CLIENT_SECRET_FILE.
+            client_id, secret = claim.client_id, claim.client_secret
         if not token_url or not client_id:
             up = claim.provider.upper()
             raise _Failure(
@@ -454,7 +527,15 @@ class RefreshEngine:
             )
         if not claim.refresh_token:
             raise _Failure("no_refresh_token", "the credential has no refresh token", dead=True)
+        if not _secure_url(token_url):
+            raise _Failure(
+                "insecure_token_url",
+                f"refusing to send a refresh token to {token_url}: only https "
+                "(or http to this host's loopback) is allowed",
+            )
         await self._limiter.wait(claim.provider, provider.rate if provider else 50.0)
+        if claim.lease_until - self.clock() < self._lease_margin:
+            raise _Deferred  # the lease could run out in flight: another credmon may take it
         form = {"grant_type": "refresh_token", "refresh_token": claim.refresh_token}
         headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
         if provider is not None and provider.auth_method == "client_secret_post":
@@ -490,7 +571,7 @@ class RefreshEngine:
             if not isinstance(body.get("access_token"), str) or not body["access_token"]:
                 raise _Failure("bad_response", "the token response has no access_token")
             return body
-        error = body.get("error") if isinstance(body, dict) else None
+        error = _error_code(body.get("error")) if isinstance(body, dict) else None
         if resp.status_code == 200:
             raise _Failure("bad_response", "the token response is not a JSON object")
         if error == "invalid_grant":
@@ -508,14 +589,10 @@ class RefreshEngine:
             )
         retry = None
         if resp.status_code in (429, 503):
-            try:
-                retry = float(resp.headers.get("retry-after", ""))
-            except ValueError:
-                retry = None
+            retry = _retry_after(resp.headers.get("retry-after", ""), self.policy.backoff_max)
         raise _Failure(
             f"http_{resp.status_code}",
-            f"{token_url} answered {resp.status_code}"
-            + (f" ({error})" if isinstance(error, str) else ""),
+            f"{token_url} answered {resp.status_code}" + (f" ({error})" if error else ""),
             retry_after=retry,
         )
 

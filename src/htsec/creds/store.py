@@ -594,6 +594,7 @@ class Claim:
     failures: int
     version: int
     lease_token: str
+    lease_until: int
 
     def __repr__(self) -> str:
         return (
@@ -627,6 +628,7 @@ def _claims(cs: CredStore, rows: Any) -> list[Claim]:
                 failures=r.failures,
                 version=r.version,
                 lease_token=r.lease_token,
+                lease_until=r.lease_until,
             )
         )
     return out
@@ -681,14 +683,20 @@ class Leases:
             )
             return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
-    def claim(self, *, now: int, lease_s: int, limit: int) -> list[Claim]:
+    def claim(
+        self, *, now: int, lease_s: int, limit: int, due_by: int | None = None
+    ) -> list[Claim]:
+        """Lease up to ``limit`` credentials due by ``due_by`` (default ``now``) for ``lease_s``
+        seconds from ``now``. A pass that refills its claims keeps ``due_by`` at its start (it
+        handles what was due then) while each lease runs from the moment it is taken."""
         token = secrets.token_hex(16)
+        due_by = now if due_by is None else due_by
         due = (
             select(_C.c.id)
             .where(
                 _C.c.state == "active",
                 or_(_C.c.refresh_token.is_not(None), _C.c.provider.in_(self.local_providers)),
-                func.coalesce(_C.c.next_attempt_at, 0) <= now,
+                func.coalesce(_C.c.next_attempt_at, 0) <= due_by,
                 func.coalesce(_C.c.lease_until, 0) < now,
             )
             .order_by(func.coalesce(_C.c.next_attempt_at, 0), _C.c.id)
