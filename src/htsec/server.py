@@ -9,11 +9,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from htsec import __version__
@@ -105,6 +107,13 @@ def create_app(
     async def htsec_error(_request: Request, exc: HtsecError) -> JSONResponse:
         return problem(exc.status, exc.__class__.__name__, str(exc), code=exc.code)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Routing errors (404, 405) as problem documents too."""
+        response = problem(exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def bad_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -179,20 +188,33 @@ class BoundBody:
                 await _too_large(scope, receive, send)
                 return
         seen = 0
+        too_large = answered = False
 
         async def bounded_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > MAX_BODY:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
+        async def guarded_send(message: Message) -> None:
+            # FastAPI's body parser turns any error while reading into its own 400: once the
+            # bound was crossed, whatever the app answers is replaced by the 413.
+            nonlocal answered
+            if not too_large:
+                await send(message)
+            elif not answered and message["type"] == "http.response.start":
+                answered = True
+                await _too_large(scope, receive, send)
+
         try:
-            await self.app(scope, bounded_receive, send)
+            await self.app(scope, bounded_receive, guarded_send)
         except _BodyTooLarge:
-            await _too_large(scope, receive, send)
+            if not answered:
+                await _too_large(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):

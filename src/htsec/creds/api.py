@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from htsec.creds.store import MAX_TOKEN_TEXT, CredStore
+from htsec.creds.store import MAX_TOKEN_TEXT, CredentialInfo, CredStore
 from htsec.errors import CredStoreError, HtsecError
 from htsec.server import Caller, authenticate
 from htsec.tokens.idtoken import VerifiedToken
@@ -87,6 +87,30 @@ def _target(caller: VerifiedToken, user: str | None, *, perm: str) -> str:
     )
 
 
+def _outcome(exc: HtsecError) -> str:
+    return "denied" if exc.status == 403 else exc.code
+
+
+def _audit_refusal(
+    request: Request,
+    caller: VerifiedToken,
+    action: str,
+    user: str | None,
+    service: str,
+    handle: str | None,
+    exc: HtsecError,
+) -> None:
+    _creds(request).record_fetch(
+        actor=caller.subject,
+        user=user or local_user(caller),
+        service=service,
+        handle=handle,
+        peer=_peer(request),
+        outcome=_outcome(exc),
+        action=action,
+    )
+
+
 def _peer(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -112,25 +136,32 @@ def fetch_access_token(
     handle: str | None,
     peer: str,
 ) -> dict[str, Any]:
-    """The ``.use`` JSON of a credential for ``caller``, audited; raises HtsecError subclasses.
+    """The ``.use`` JSON of a credential for ``caller``, audited (refusals and errors too);
+    raises HtsecError subclasses.
 
-    The owner may fetch its own tokens; a ``DAEMON`` token (an execution point) anyone's.
+    The owner may fetch its own tokens with a token that has ``READ`` (or no restriction); a
+    ``DAEMON`` token (an execution point) anyone's.
     """
     if (user and len(user) > 200) or (handle and len(handle) > 200):
         raise CredStoreError("user and handle are at most 200 characters")
     me = local_user(caller)
     daemon = caller.authorizations is not None and "DAEMON" in caller.authorizations
-    if user is not None and user != me and not daemon:
-        raise CredStoreError(
-            f"{caller.subject} may not fetch {user}'s tokens (needs DAEMON authorization)",
-            status=403,
-        )
     target = user or me
     outcome = "ok"
     try:
+        if user is not None and user != me and not daemon:
+            raise CredStoreError(
+                f"{caller.subject} may not fetch {user}'s tokens (needs DAEMON authorization)",
+                status=403,
+            )
+        if not daemon and not _has(caller, "READ"):
+            raise CredStoreError(f"{caller.subject}'s token lacks READ authorization", status=403)
         return cs.access_token(target, service, handle).use_json()
     except HtsecError as exc:
-        outcome = exc.code
+        outcome = _outcome(exc)
+        raise
+    except Exception:
+        outcome = "error"
         raise
     finally:
         cs.record_fetch(
@@ -169,6 +200,24 @@ def store_credential(
     if_match: Annotated[str | None, Header(max_length=20)] = None,
 ) -> dict[str, Any]:
     """Store (create or replace) one of the caller's credentials."""
+    try:
+        info = _store(service, body, request, caller, handle, if_match)
+    except HtsecError as exc:
+        _audit_refusal(request, caller, "store", None, service, handle, exc)
+        raise
+    request.app.state.credmon_wake()  # a new credential is served at once, not at the next tick
+    _poke_credmon(request.app.state.settings.cred_dir)
+    return info.as_dict()
+
+
+def _store(
+    service: str,
+    body: CredIn,
+    request: Request,
+    caller: VerifiedToken,
+    handle: str | None,
+    if_match: str | None,
+) -> CredentialInfo:
     user = _target(caller, None, perm="WRITE")
     expect = None
     if if_match is not None:
@@ -176,7 +225,7 @@ def store_credential(
             expect = int(if_match.strip('"W/'))
         except ValueError:
             raise CredStoreError("If-Match must be a credential version number") from None
-    info = _creds(request).put(
+    return _creds(request).put(
         user,
         service,
         handle,
@@ -191,9 +240,6 @@ def store_credential(
         peer=_peer(request),
         expect_version=expect,
     )
-    request.app.state.credmon_wake()  # a new credential is served at once, not at the next tick
-    _poke_credmon(request.app.state.settings.cred_dir)
-    return info.as_dict()
 
 
 @router.get("/creds")
@@ -220,10 +266,14 @@ def get_credential(
 def delete_credential(
     service: Service, request: Request, caller: Caller, handle: Handle = None, user: UserQ = None
 ) -> Response:
-    target = _target(caller, user, perm="WRITE")
-    cs = _creds(request)
-    cs.info(target, service, handle)  # 404 when absent
-    cs.delete(target, service, handle, actor=caller.subject, peer=_peer(request))
+    try:
+        target = _target(caller, user, perm="WRITE")
+        cs = _creds(request)
+        cs.info(target, service, handle)  # 404 when absent
+        cs.delete(target, service, handle, actor=caller.subject, peer=_peer(request))
+    except HtsecError as exc:
+        _audit_refusal(request, caller, "delete", user, service, handle, exc)
+        raise
     return Response(status_code=204)
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from htsec.creds.api import fetch_access_token
-from htsec.errors import HtsecError, TokenRejected
+from htsec.errors import CredStoreError, HtsecError, TokenRejected
 from htsec.server import problem
 
 __all__ = ["AccessTokenFastPath"]
@@ -48,7 +48,8 @@ class AccessTokenFastPath:
         scope["route"] = _Route
         state = self.api.state
         try:
-            body = self._handle(scope, unquote(match.group(1)), state)
+            # scope["path"] is already percent-decoded: decoding again would let b%256Fx be box.
+            body = self._handle(scope, match.group(1), state)
         except HtsecError as exc:
             await problem(exc.status, exc.__class__.__name__, str(exc), code=exc.code)(
                 scope, receive, send
@@ -85,8 +86,9 @@ class AccessTokenFastPath:
         caller = state.verifiers.get().verify(token)
         raw_query = scope.get("query_string", b"")
         if len(raw_query) > _MAX_QUERY:
-            raise HtsecError("query string too long")
-        query = dict(parse_qsl(raw_query.decode("latin-1"), max_num_fields=8))
+            raise CredStoreError(f"the query string is limited to {_MAX_QUERY} bytes", status=414)
+        # As Starlette parses it for the documented route (blank values kept: ?user= is "").
+        query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
         client = scope.get("client")
         return fetch_access_token(
             state.credstore,

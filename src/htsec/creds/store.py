@@ -23,8 +23,8 @@ from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from htsec.creds.crypto import Sealer, aad_for
-from htsec.creds.layout import TokenName, local_user
-from htsec.errors import CredStoreError, NotFound, UsageError
+from htsec.creds.layout import TokenName, local_user, split_scopes
+from htsec.errors import CredentialError, CredStoreError, NotFound, UsageError
 from htsec.store import Store
 from htsec.store.models import AuditEntry, Credential, User
 
@@ -155,11 +155,15 @@ def _bounded(value: str | None, what: str) -> str | None:
 
 
 def _scopes(scopes: str | list[str] | None) -> str:
-    """Scopes as HTCondor's .top keeps them: a comma list without blanks, sorted as a set."""
+    """Scopes as HTCondor's .top keeps them: a comma list without blanks, sorted as a set.
+    A string is split at commas and blanks; each item of a list must be one RFC 6749
+    scope-token (``"a b"`` is refused, not silently made two scopes)."""
     if scopes is None:
         return ""
-    items = scopes.replace(",", " ").split() if isinstance(scopes, str) else scopes
-    return ",".join(sorted({s.strip() for s in items if s.strip()}))
+    try:
+        return ",".join(sorted(set(split_scopes(scopes))))
+    except CredentialError as exc:
+        raise CredStoreError(str(exc)) from None
 
 
 class CredStore:
@@ -218,16 +222,19 @@ class CredStore:
         handle: str | None,
         peer: str | None,
         outcome: str,
+        action: str = "fetch",
     ) -> None:
-        """Audit an access-token fetch. Fetches are the hot path, so their rows are written in
-        batches (every :data:`AUDIT_BATCH` fetches or :data:`AUDIT_DELAY` seconds, and on
-        :meth:`flush_audit`); a crash can lose at most that window of *read* records. Stores
-        and deletes are audited in their own transaction."""
+        """Audit an access-token fetch (or, with ``action``, a refused store or delete).
+
+        Fetches are the hot path, so their rows are written in batches (every
+        :data:`AUDIT_BATCH` fetches or :data:`AUDIT_DELAY` seconds, and on :meth:`flush_audit`);
+        a crash can lose at most that window of these records. Successful stores and deletes
+        are audited in their own transaction."""
         self._pending.append(
             {
                 "at": time.time(),
                 "actor": actor,
-                "action": "fetch",
+                "action": action,
                 "user": user,
                 "service": service,
                 "handle": handle or "",
