@@ -191,8 +191,11 @@ def check_private(path: Path, *, kind: str = "file") -> os.stat_result:
 def read_private(path: Path, *, limit: int = 1 << 20) -> bytes:
     """Read a secret file after :func:`check_private`; refuse files over ``limit`` bytes."""
     check_private(path)
-    with open(path, "rb") as fh:
-        data = fh.read(limit + 1)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:  # e.g. a root-owned 0600 file read by another user
+        raise FileSecurityError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > limit:
         raise FileSecurityError(f"{path} is larger than {limit} bytes; is it the right file?")
     return data

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from htsec import __version__
@@ -58,7 +59,21 @@ def emit_json(obj: Any) -> None:
 def when(ts: int | None) -> str:
     if ts is None:
         return "never"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return f"{ts} (not a date)"
+
+
+def shown(text: object) -> str:
+    """Text from a server or a requester, for a terminal: control characters made visible
+    (an escape sequence could rewrite the line above a confirmation prompt)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def cell(text: object) -> str:
+    """:func:`shown`, and safe from rich's markup (``[/x]`` would break the table)."""
+    return escape(shown(text))
 
 
 def _table(*columns: str) -> Table:
@@ -623,10 +638,10 @@ def request_list(show_all: bool, as_json: bool, server: str | None, token_file: 
     t = _table("REQUEST", "CLIENT", "PEER", "IDENTITY", "AUTHZ", "LIFETIME", "STATE", "EXPIRES")
     for r in reqs:
         t.add_row(
-            r["id"],
-            r["client_id"],
-            r["peer"],
-            r["identity"],
+            cell(r["id"]),
+            cell(r["client_id"]),
+            cell(r["peer"]),
+            cell(r["identity"]),
             " ".join(r["authz"]) or "(all)",
             str(r["lifetime"]) if r["lifetime"] is not None else "none",
             r["state"],
@@ -649,8 +664,10 @@ def request_approve(rid: str, yes: bool, server: str | None, token_file: str | N
         if r is None:
             raise UsageError(f"no pending token request {rid}")
         click.echo(
-            f"Request {rid}: identity {r['identity']}, authz {' '.join(r['authz']) or 'all'}, "
-            f"lifetime {r['lifetime']}, from {r['peer']} ({r['client_id']})"
+            f"Request {shown(rid)}: identity {shown(r['identity'])}, "
+            f"authz {shown(' '.join(r['authz'])) or 'all'}, lifetime {shown(r['lifetime'])}, "
+            f"from {shown(r['peer'])} (client id, as the requester gave it: "
+            f"{shown(r['client_id']) or 'none'})"
         )
         if not click.confirm("Approve?"):
             raise UsageError("not approved")

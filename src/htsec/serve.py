@@ -87,4 +87,7 @@ def run(
         log_config=uvicorn_log_config(),
         access_log=True,
         server_header=False,
+        # Peers are who connects: uvicorn would otherwise believe X-Forwarded-For from
+        # 127.0.0.1, and auto-approval rules match on the peer's address.
+        proxy_headers=False,
     )

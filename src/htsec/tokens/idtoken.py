@@ -62,6 +62,8 @@ AUTHORIZATIONS = (
     "ADVERTISE_MASTER",
 )
 _FORBIDDEN_HEADERS = ("crit", "jku", "jwk", "x5u", "x5c")
+MAX_LIFETIME = 10 * 365 * 86400
+_MAX_TIME = 2**53  # times beyond JSON's exact integers are nonsense (and overflow time.gmtime)
 _SCOPE_PREFIX = "condor:/"
 
 
@@ -137,8 +139,11 @@ def mint(
         "sub": subject,
     }
     if lifetime is not None:
-        if lifetime < 0:
-            raise UsageError("lifetime must be zero or more seconds")
+        if not 0 <= lifetime <= MAX_LIFETIME:
+            raise UsageError(
+                f"lifetime must be 0 to {MAX_LIFETIME} seconds (10 years); "
+                "leave it out for a token without expiry"
+            )
         claims["exp"] = iat + int(lifetime)
     if authz:
         claims["scope"] = " ".join(_SCOPE_PREFIX + a for a in authz)
@@ -235,13 +240,15 @@ def parse_unverified(token: str | bytes) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def _int_claim(claims: Mapping[str, Any], name: str, *, required: bool) -> int | None:
-    value = claims.get(name)
-    if value is None:
+    if name not in claims:
         if required:
             raise TokenRejected("bad_claims", f"the token has no '{name}' claim")
         return None
-    if type(value) is not int:
+    value = claims[name]
+    if type(value) is not int:  # null, bool, float: refused (absent is how "none" is said)
         raise TokenRejected("bad_claims", f"the token's '{name}' claim is not an integer")
+    if not 0 <= value <= _MAX_TIME:
+        raise TokenRejected("bad_claims", f"the token's '{name}' claim is out of range")
     return value
 
 
@@ -328,6 +335,10 @@ class Verifier:
             signature = b64url_decode(s64)
         except (ValueError, binascii.Error):
             raise TokenRejected("malformed", "the token's signature is not base64url") from None
+        # One token, one spelling: unused low bits of the last character must be zero
+        # (RFC 4648 section 3.5), or several strings would carry the same signature.
+        if len(signature) != 32 or b64url_encode(signature).encode() != s64:
+            raise TokenRejected("malformed", "the token's signature is not canonical base64url")
         expected = hmac.digest(key.hmac_key, h64 + b"." + p64, "sha256")
         if not hmac.compare_digest(signature, expected):
             raise TokenRejected(

@@ -24,7 +24,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from htsec.errors import RequestError, UsageError
 from htsec.store.models import AutoApproveRule, TokenRequest
@@ -34,6 +34,7 @@ from htsec.tokens.idtoken import normalize_authz
 __all__ = ["AUTO_APPROVABLE", "MAX_PENDING", "RequestView", "Requests"]
 
 MAX_PENDING = 1000
+COLLECT_GRACE = 3600  # seconds an approved request may still be collected after it expired
 AUTO_APPROVABLE = frozenset({"ADVERTISE_STARTD", "ADVERTISE_SCHEDD", "ADVERTISE_MASTER"})
 
 
@@ -87,10 +88,20 @@ class Requests:
         self.limits = set(limits) if limits else None
 
     def _expire(self, now: int) -> None:
+        """Pending requests expire at ``expires_at``; approved ones not collected within
+        :data:`COLLECT_GRACE` seconds after that (HTCondor drops them too)."""
         with self.store.session() as s:
             s.execute(
                 update(TokenRequest)
-                .where(TokenRequest.state == "pending", TokenRequest.expires_at < now)
+                .where(
+                    or_(
+                        and_(TokenRequest.state == "pending", TokenRequest.expires_at < now),
+                        and_(
+                            TokenRequest.state == "approved",
+                            TokenRequest.expires_at + COLLECT_GRACE < now,
+                        ),
+                    )
+                )
                 .values(state="expired")
             )
 
@@ -108,6 +119,8 @@ class Requests:
         """Enqueue a request; returns it and the secret the requester collects it with."""
         t = int(time.time()) if now is None else now
         validate_identity(identity)
+        if not all(c.isprintable() for c in client_id):
+            raise UsageError("client_id must be printable text (no control characters)")
         authz = normalize_authz(authz)
         if self.limits is not None:
             beyond = [a for a in authz if a not in self.limits] if authz else ["(unrestricted)"]
@@ -175,6 +188,8 @@ class Requests:
         assert isinstance(s, Session)
         for rule in s.scalars(select(AutoApproveRule).where(AutoApproveRule.expires_at >= now)):
             net = ipaddress.ip_network(rule.netblock, strict=False)
+            if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+                peer = peer.ipv4_mapped  # an IPv4 client of a dual-stack (::) listener
             if peer.version == net.version and peer in net:
                 return rule
         return None
