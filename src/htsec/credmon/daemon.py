@@ -31,12 +31,34 @@ from htsec.credmon.issuer import LocalIssuer, load_issuer
 from htsec.credmon.providers import ProviderSet, load_providers
 from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
 from htsec.creds.crypto import Sealer, generate_key_file
-from htsec.creds.layout import CredDir, FoundCredential, ImportProblem, UseFile, import_dir
+from htsec.creds.layout import (
+    CredDir,
+    FoundCredential,
+    ImportProblem,
+    TokenName,
+    UseFile,
+    import_dir,
+)
 from htsec.creds.store import Claim, CredStore
 from htsec.errors import HtsecError, NotFound
 from htsec.store import open_store
 
 __all__ = ["Credmon", "PassResult", "tell_master_ready"]
+
+
+@dataclass(frozen=True)
+class _Published:
+    """What :meth:`Credmon._write_use` needs of a stored credential outside a refresh."""
+
+    user: str
+    service: str
+    handle: str
+    provider: str
+
+    @property
+    def name(self) -> TokenName:
+        return TokenName(self.service, self.handle)
+
 
 log = logging.getLogger("htsec.credmon")
 
@@ -95,13 +117,19 @@ class Credmon:
         return self._issuers[name]
 
     # -- on-disk directory -----------------------------------------------------------------
-    def _publish(self, claim: Claim, use: dict[str, Any]) -> None:
+    def _write_use(self, claim: Claim | _Published, use: dict[str, Any]) -> None:
+        """The ``.use`` in the format its service wants: JSON, or a bare token for a local
+        issuer with ``LOCAL_CREDMON_TOKEN_USE_JSON = false``."""
         assert self.cred_dir is not None
-        issuer = self._issuers.get(claim.provider)
+        issuer = self._issuer(claim.provider) if self.providers.is_local(claim.provider) else None
         if issuer is not None and not issuer.config.use_json:
             self.cred_dir.write_use(claim.user, claim.name, UseFile.bare_token(use["access_token"]))
         else:
             self.cred_dir.write_use(claim.user, claim.name, UseFile.from_response(use))
+
+    def _publish(self, claim: Claim, use: dict[str, Any]) -> None:
+        assert self.cred_dir is not None
+        self._write_use(claim, use)
         if self.providers.is_local(claim.provider):
             return
         top = self.cred_dir.read_top(claim.user, claim.name)
@@ -121,7 +149,7 @@ class Credmon:
             try:
                 if self._import_one(item):
                     imported.append(f"{item.user}/{item.name.stem}")
-            except HtsecError as exc:
+            except (HtsecError, OSError) as exc:  # OSError: the credd removed it meanwhile
                 problems.append(f"{item.user}/{item.name.stem}: {exc}")
         return imported, problems
 
@@ -162,10 +190,13 @@ class Credmon:
         )
         return True
 
-    def _publish_missing(self) -> None:
-        """Every credential with a live access token has its ``.use`` on disk."""
+    def _publish_missing(self) -> list[str]:
+        """Every credential with a live access token has its ``.use`` on disk. One user's
+        unusable directory (say mode 0755) is a problem reported for that credential, not
+        the end of the pass for everyone."""
         assert self.cred_dir is not None
         now = time.time()
+        problems = []
         for info in self.creds.credentials():
             if info.state != "active" or not info.has_access_token:
                 continue
@@ -175,7 +206,12 @@ class Credmon:
             if path.exists():
                 continue
             tok = self.creds.access_token(info.user, info.service, info.handle)
-            self.cred_dir.write_use(info.user, info.name, UseFile.from_response(tok.use_json()))
+            claim_like = _Published(info.user, info.service, info.handle or "", info.provider)
+            try:
+                self._write_use(claim_like, tok.use_json())
+            except (HtsecError, OSError) as exc:
+                problems.append(f"{info.user}/{info.name.stem}: {exc}")
+        return problems
 
     def _health(self) -> dict[str, str]:
         """Credentials that are not fresh, with the reason recorded for each ('' if none)."""
@@ -200,7 +236,7 @@ class Credmon:
             imported, problems = await asyncio.to_thread(self._import)
         report = await self.engine.run_pass(keep_going=keep_going)
         if self.cred_dir is not None:
-            await asyncio.to_thread(self._publish_missing)
+            problems += await asyncio.to_thread(self._publish_missing)
             await asyncio.to_thread(self.cred_dir.touch_complete)
         for p in problems:
             log.warning("skipped %s", p)

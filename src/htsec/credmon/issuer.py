@@ -183,6 +183,16 @@ class LocalIssuer:
             raise ConfigError(f"{config.private_key} is an RSA key but the algorithm is ES256")
         if config.algorithm == "RS256" and not isinstance(self.key, rsa.RSAPrivateKey):
             raise ConfigError(f"{config.private_key} is an EC key but the algorithm is RS256")
+        if isinstance(self.key, ec.EllipticCurvePrivateKey) and self.key.curve.name != "secp256r1":
+            raise ConfigError(
+                f"{config.private_key} is a {self.key.curve.name} key; ES256 (RFC 7518 "
+                "section 3.4) needs P-256: create one with 'htsec issuer keygen'"
+            )
+        if isinstance(self.key, rsa.RSAPrivateKey) and self.key.key_size < 2048:
+            raise ConfigError(
+                f"{config.private_key} is a {self.key.key_size}-bit RSA key; RS256 needs at "
+                "least 2048 bits (RFC 7518 section 3.3)"
+            )
         self._header = b64url_encode(
             json.dumps(
                 {"alg": config.algorithm, "kid": config.key_id, "typ": "JWT"}, separators=(",", ":")

@@ -49,11 +49,11 @@ def supervise(
         "--parent",
         str(os.getpid()),
     ]
+    directory = None
     if cred_dir is not None:
         cmd += ["--cred-dir", str(cred_dir)]
         directory = CredDir(cred_dir)
         directory.check_root()
-        directory.write_pid()
     if once:
         cmd.append("--once")
     if log_file is not None:
@@ -74,10 +74,17 @@ def supervise(
 
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
+    if directory is not None:
+        directory.write_pid()  # after the handlers: a credd's SIGHUP must not kill us
     failures = 0
-    while True:
+    code = 0
+    while not stopping:
         started = time.monotonic()
-        child = subprocess.Popen(cmd, start_new_session=True)
+        # The worker starts with SIGHUP ignored (a disposition exec keeps) until its own
+        # handler is installed: a credd's "rescan now" during its imports must not kill it.
+        child = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_ignore_sighup)
+        if stopping:  # SIGTERM arrived while the worker was starting
+            child.send_signal(signal.SIGTERM)
         if not once and failures == 0:
             tell_master_ready()
         while True:
@@ -88,7 +95,17 @@ def supervise(
                 continue
         if once or stopping or code == 0:
             return code
+        if code == -signal.SIGHUP:  # not a failure of the worker's own making
+            log.warning("credmon worker was killed by SIGHUP; restarting")
+            continue
         failures = failures + 1 if time.monotonic() - started < 30 else 1
         delay = min(60.0, 2.0**failures)
         log.error("credmon worker exited with %s; restarting in %.0f s", code, delay)
-        time.sleep(delay)
+        deadline = time.monotonic() + delay
+        while not stopping and time.monotonic() < deadline:  # SIGTERM ends the wait
+            time.sleep(0.1)
+    return code
+
+
+def _ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -8,6 +8,7 @@ stops the others; each problem is reported.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,28 @@ def _expires_at(found: FoundCredential, path: Path) -> int | None:
         return None
     fields = found.use.fields
     at = fields.get("expires_at")
-    if isinstance(at, int | float) and not isinstance(at, bool):
-        return int(at)
+    if _sane(at, 0, _MAX_TIME):
+        return int(at)  # type: ignore[arg-type]
     inn = fields.get("expires_in")
-    if isinstance(inn, int | float) and not isinstance(inn, bool):
+    if _sane(inn, 0, _MAX_TIME):
         try:
-            return int(os.stat(path).st_mtime + inn)
+            return int(os.stat(path).st_mtime + inn)  # type: ignore[operator]
         except OSError:
             return None
     return None
+
+
+_MAX_TIME = 2**40  # seconds; a hostile 1e400 (inf) or 1e30 would not fit the store's column
+
+
+def _sane(value: object, low: float, high: float) -> bool:
+    """A finite number in [low, high] (not a bool)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and low <= value <= high
+    )
 
 
 def import_directory(creds: CredStore, root: Path, *, actor: str) -> dict[str, Any]:

@@ -43,6 +43,7 @@ fsync of the directory).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -265,9 +266,23 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _finite_float(text: str) -> float:
+    """``1e400`` parses to infinity, which no JSON writer can write back (a rotated refresh
+    token could then not be mirrored into the ``.top``): refused like ``Infinity``."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
 def _load_object(text: str, path: str | Path) -> dict[str, Any]:
     try:
-        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_pairs)
+        obj = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_pairs,
+        )
     except json.JSONDecodeError as exc:
         # exc.msg and the position only; str(exc) never quotes the document, but be explicit.
         raise CredentialFileError(
