@@ -90,13 +90,18 @@ async def scripted(
         server.close()
 
 
-def replying(*chunks: bytes, keep: bool = True, delay: float = 0.0) -> Script:
+def replying(*chunks: bytes, keep: bool = True, delay: float = 0.0, before: bool = False) -> Script:
+    """Answer each request with ``chunks``, ``delay`` seconds apart (``before``: also wait
+    that long before the first), then keep the connection open or close it."""
+
     async def answer(n: int, writer: asyncio.StreamWriter) -> bool:
-        for chunk in chunks:
+        if before:
+            await asyncio.sleep(delay)
+        for i, chunk in enumerate(chunks):
+            if i and delay:
+                await asyncio.sleep(delay)
             writer.write(chunk)
             await writer.drain()
-            if delay:
-                await asyncio.sleep(delay)
         return keep
 
     return answer
@@ -287,10 +292,7 @@ def test_read_timeout_and_refused_connection() -> None:
 
 def test_pool_bound_and_pool_timeout() -> None:
     async def main() -> None:
-        async def slow(n: int, writer: asyncio.StreamWriter) -> bool:
-            await asyncio.sleep(0.1)
-            writer.write(response())
-            return True
+        slow = replying(response(), delay=0.1, before=True)
 
         async with scripted(slow) as (url, seen):
             transport = LeanTransport(max_connections=2)
@@ -497,10 +499,7 @@ def test_request_framing_is_the_transports() -> None:
 
 def test_connections_are_not_pooled_after_aclose() -> None:
     async def main() -> None:
-        async def slow(n: int, writer: asyncio.StreamWriter) -> bool:
-            await asyncio.sleep(0.1)
-            writer.write(response())
-            return True
+        slow = replying(response(), delay=0.1, before=True)
 
         async with scripted(slow) as (url, seen):
             transport = LeanTransport()
