@@ -192,3 +192,38 @@ def test_sighup_while_the_worker_starts_does_not_kill_it(cred_root: Path, home: 
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def _store() -> CredStore:
+    s = load()
+    return CredStore(open_store(s.database_url), Sealer(s.store_key_file))
+
+
+@pytest.mark.parametrize("how", ["condor_store_cred delete", "sweep"])
+def test_credentials_htcondor_removed_are_forgotten(cred_root: Path, home: Path, how: str) -> None:
+    """HTCondor's credd deletes .top and .use (or sweeps the whole user directory): the store
+    forgets the credential and no .use comes back. Credentials stored through htsec itself
+    (no .top) are left alone."""
+    import shutil
+
+    assert run("credmon", "--cred-dir", str(cred_root), "--once").code == 0
+    creds = _store()
+    creds.put("bob", "box", access_token="bob-at", expires_at=int(time.time()) + 3600)
+    assert run("credmon", "--cred-dir", str(cred_root), "--once").code == 0
+    assert (cred_root / "bob" / "box.use").is_file()
+    alice = cred_root / "alice"
+    if how == "sweep":
+        shutil.rmtree(alice)
+    else:
+        (alice / "scitokens.top").unlink()
+        (alice / "scitokens.use").chmod(0o600)
+        (alice / "scitokens.use").unlink()
+    r = run("credmon", "--cred-dir", str(cred_root), "--once")
+    assert r.code == 0, r.err
+    assert [(c.user, c.service) for c in creds.credentials()] == [("bob", "box")]
+    assert not (alice / "scitokens.use").exists()
+    assert alice.exists() == (how != "sweep")  # a swept directory is not re-created
+    assert (cred_root / "bob" / "box.use").is_file()
+    audit = [r for r in creds.audit_log("alice") if r["action"] == "delete"]
+    assert audit and audit[-1]["actor"] == "credmon"
+    creds.store.close()

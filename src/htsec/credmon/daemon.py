@@ -159,7 +159,7 @@ class Credmon:
         handle = name.handle or None
         if self.providers.is_local(name.service):
             return item.top is not None and self.creds.ensure_local(
-                user, name.service, handle, actor="credmon"
+                user, name.service, handle, actor="credmon", source="cred-dir"
             )
         top = item.top
         if top is None or not top.refresh_token:
@@ -187,8 +187,33 @@ class Credmon:
             token_url=meta.token_url if meta else None,
             actor="credmon",
             peer="cred-dir",
+            source="cred-dir",
         )
         return True
+
+    def _forget_removed(self) -> list[str]:
+        """Credentials imported from the directory whose ``.top`` HTCondor has removed -- the
+        user deleted it (``condor_store_cred delete`` removes ``.top`` and ``.use``) or the
+        credd swept a user without jobs -- are forgotten by the store as well, and whatever
+        file is left of them removed, so their tokens stop reaching jobs."""
+        assert self.cred_dir is not None
+        forgotten = []
+        for user, name in self.creds.from_directory():
+            if os.path.lexists(self.cred_dir.path(user, name, "top")):
+                continue
+            label = f"{user}/{name.stem}"
+            try:
+                self.creds.delete(
+                    user, name.service, name.handle or None, actor="credmon", peer="cred-dir"
+                )
+                if self.cred_dir.user_dir(user).is_dir():
+                    self.cred_dir.delete(user, name)
+            except (HtsecError, OSError) as exc:
+                log.error("%s: removed from the credential directory, but: %s", label, exc)
+                continue
+            log.info("%s: removed from the credential directory by HTCondor; forgotten", label)
+            forgotten.append(label)
+        return forgotten
 
     def _publish_missing(self) -> list[str]:
         """Every credential with a live access token has its ``.use`` on disk. One user's
@@ -234,6 +259,7 @@ class Credmon:
         if self.cred_dir is not None:
             await asyncio.to_thread(self.cred_dir.clear_complete)
             imported, problems = await asyncio.to_thread(self._import)
+            await asyncio.to_thread(self._forget_removed)
         report = await self.engine.run_pass(keep_going=keep_going)
         if self.cred_dir is not None:
             problems += await asyncio.to_thread(self._publish_missing)

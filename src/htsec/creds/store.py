@@ -300,8 +300,13 @@ class CredStore:
         actor: str = "htsec",
         peer: str | None = None,
         expect_version: int | None = None,
+        source: str | None = None,
     ) -> CredentialInfo:
-        """Create or replace a credential; returns it. ``expect_version`` makes it conditional."""
+        """Create or replace a credential; returns it. ``expect_version`` makes it conditional.
+
+        ``source="cred-dir"`` marks a credential imported from HTCondor's directory (the
+        credmon forgets it when HTCondor removes its ``.top``); any other store makes it
+        htsec's own again."""
         user, name = self._name(user, service, handle)
         _bounded(refresh_token, "refresh token")
         _bounded(access_token, "access token")
@@ -327,6 +332,7 @@ class CredStore:
             "access_issued_at": now if access_token is not None else None,
             "next_attempt_at": None,
             "failures": 0,
+            "source": source,
         }
         key = _where(user, name)
         for _ in range(_RETRIES):
@@ -379,7 +385,13 @@ class CredStore:
         )
 
     def ensure_local(
-        self, user: str, service: str, handle: str | None = None, *, actor: str = "htsec"
+        self,
+        user: str,
+        service: str,
+        handle: str | None = None,
+        *,
+        actor: str = "htsec",
+        source: str | None = None,
     ) -> bool:
         """Make sure a local-issuer credential row exists (no secret: the issuer signs tokens).
 
@@ -405,6 +417,7 @@ class CredStore:
                             created_at=now,
                             updated_at=now,
                             failures=0,
+                            source=source,
                         )
                     )
             except IntegrityError:
@@ -476,6 +489,12 @@ class CredStore:
     def info(self, user: str, service: str, handle: str | None = None) -> CredentialInfo:
         user, name = self._name(user, service, handle)
         return self._info(self._row(user, name))
+
+    def from_directory(self) -> list[tuple[str, TokenName]]:
+        """Credentials imported from HTCondor's credential directory: (user, name)."""
+        q = select(_C.c.user, _C.c.service, _C.c.handle).where(_C.c.source == "cred-dir")
+        with self.store.engine.connect() as conn:
+            return [(u, TokenName(s, h or "")) for u, s, h in conn.execute(q)]
 
     def credentials(self, user: str | None = None) -> list[CredentialInfo]:
         q = select(_C).order_by(_C.c.user, _C.c.service, _C.c.handle)

@@ -151,6 +151,8 @@ class Credential(Base):
     refreshed_at: Mapped[int | None] = mapped_column(BigInteger)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[int | None] = mapped_column(BigInteger)
+    # NULL: stored through htsec; "cred-dir": imported from HTCondor's credential directory.
+    source: Mapped[str | None] = mapped_column(String(16))
 
 
 class PendingAuthorization(Base):
