@@ -35,7 +35,7 @@ def test_write_atomic_failure_leaves_old_file(
     p = tmp_path / "s"
     _fs.write_atomic(p, b"old")
 
-    def boom(*a: object) -> None:
+    def boom(*a: object, **k: object) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)

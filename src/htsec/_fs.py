@@ -43,16 +43,26 @@ def _chown_ids(uid: int | None, gid: int | None) -> tuple[int, int] | None:
 
 
 def write_atomic(
-    path: Path, data: bytes, mode: int = 0o600, *, uid: int | None = None, gid: int | None = None
+    path: Path,
+    data: bytes,
+    mode: int = 0o600,
+    *,
+    uid: int | None = None,
+    gid: int | None = None,
+    dir_fd: int | None = None,
 ) -> None:
     """Replace ``path`` with ``data`` atomically; the new file has ``mode`` from its creation.
 
     ``uid``/``gid`` (either may be None for "leave as is") are applied to the temporary file
     before the rename, so the final name never points at a file with the wrong owner.
+    With ``dir_fd`` (see :func:`open_dir`) only ``path.name`` is used, relative to that open
+    directory: nobody can swap the directory for a symlink between the check and the write.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    if dir_fd is not None:
+        path, tmp = Path(path.name), Path(tmp.name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
     try:
         try:
             ids = _chown_ids(uid, gid)
@@ -66,22 +76,46 @@ def write_atomic(
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
-    _fsync_dir(path.parent)
+    if dir_fd is not None:
+        os.fsync(dir_fd)
+    else:
+        _fsync_dir(path.parent)
 
 
-def remove(path: Path) -> bool:
-    """Delete ``path`` durably; returns False if it did not exist."""
+def remove(path: Path, *, dir_fd: int | None = None) -> bool:
+    """Delete ``path`` durably; returns False if it did not exist. With ``dir_fd``, only
+    ``path``'s name, relative to that open directory."""
     try:
-        os.unlink(path)
+        os.unlink(Path(path).name if dir_fd is not None else path, dir_fd=dir_fd)
     except FileNotFoundError:
         return False
-    _fsync_dir(Path(path).parent)
+    if dir_fd is not None:
+        os.fsync(dir_fd)
+    else:
+        _fsync_dir(Path(path).parent)
     return True
+
+
+def open_dir(path: Path) -> int:
+    """Open the directory ``path`` itself, never through a symlink (``O_NOFOLLOW``); the
+    descriptor pins it for :func:`write_atomic`, :func:`remove` and reads with ``dir_fd``.
+
+    :raises FileNotFoundError: if it does not exist.
+    :raises FileSecurityError: if it is a symlink or not a directory.
+    """
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # ELOOP: a symlink; ENOTDIR: a file
+        raise FileSecurityError(
+            f"{path} is not a directory (a symlink or a file): {exc.strerror}"
+        ) from None
 
 
 def make_dir(path: Path, mode: int, *, uid: int | None = None, gid: int | None = None) -> bool:

@@ -827,7 +827,7 @@ def test_failed_replace_keeps_old_file(creds: CredDir, monkeypatch: pytest.Monke
     creds.write_use("alice", name, {"access_token": "old"})
     before = snapshot(creds.root)
 
-    def boom(*args: object) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)

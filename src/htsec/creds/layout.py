@@ -42,6 +42,7 @@ fsync of the directory).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -784,14 +785,19 @@ def _check_key(key: str) -> str:
 # -- reading files ---------------------------------------------------------------------------
 
 
-def _read_limited(path: Path, limit: int) -> bytes:
-    """Read a regular file of at most ``limit`` bytes, never through a symlink or a FIFO.
+def _read_limited(path: Path, limit: int, *, dir_fd: int | None = None) -> bytes:
+    """Read a regular file of at most ``limit`` bytes, never through a symlink or a FIFO
+    (with ``dir_fd``: ``path``'s name in that open directory).
 
     :raises FileNotFoundError: if it does not exist (callers turn that into None).
     :raises CredentialFileError: for everything else that stops the read.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(
+            path.name if dir_fd is not None else path,
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            dir_fd=dir_fd,
+        )
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -954,10 +960,34 @@ class CredDir:
 
     # credential files ----------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _user_dir_fd(self, user: str, *, write: bool) -> Iterator[int]:
+        """The user's directory, opened without following a symlink: what is then written,
+        read or removed relative to it cannot be redirected by swapping the directory
+        meanwhile. For ``write`` it is created if missing and its mode is checked on the open
+        descriptor (no group or other access).
+
+        :raises FileNotFoundError: if it does not exist (and ``write`` is false).
+        """
+        if write:
+            self.ensure_user_dir(user)
+        path = self.user_dir(user)
+        fd = _fs.open_dir(path)
+        try:
+            mode = os.fstat(fd).st_mode
+            if write and mode & 0o077:
+                raise FileSecurityError(
+                    f"user credential directory {path} has mode {stat.S_IMODE(mode):04o}; "
+                    f"fix: chmod 700 {path}"
+                )
+            yield fd
+        finally:
+            os.close(fd)
+
     def _write(self, user: str, name: TokenName, kind: _Kind, data: bytes) -> Path:
-        self.ensure_user_dir(user)
         path = self.path(user, name, kind)
-        _fs.write_atomic(path, data, _CRED_MODE, uid=self.uid, gid=self.gid)
+        with self._user_dir_fd(user, write=True) as fd:
+            _fs.write_atomic(path, data, _CRED_MODE, uid=self.uid, gid=self.gid, dir_fd=fd)
         return path
 
     def write_top(
@@ -1028,9 +1058,12 @@ class CredDir:
     def _read(self, user: str, name: TokenName, kind: _Kind) -> tuple[Path, bytes] | None:
         path = self.path(user, name, kind)
         try:
-            return path, _read_limited(path, MAX_CRED_FILE)
+            with self._user_dir_fd(user, write=False) as fd:
+                return path, _read_limited(path, MAX_CRED_FILE, dir_fd=fd)
         except FileNotFoundError:
             return None
+        except FileSecurityError as exc:
+            raise CredentialFileError(path, str(exc)) from None
 
     def read_top(self, user: str, name: TokenName) -> TopFile | None:
         """The parsed ``.top``, or None if there is none.
@@ -1058,8 +1091,12 @@ class CredDir:
         """
         kinds: tuple[_Kind, ...] = ("use", "top", "meta")
         removed = False
-        for kind in kinds:
-            removed |= _fs.remove(self.path(user, name, kind))
+        try:
+            with self._user_dir_fd(user, write=False) as fd:
+                for kind in kinds:
+                    removed |= _fs.remove(self.path(user, name, kind), dir_fd=fd)
+        except FileNotFoundError:  # no user directory: nothing to remove
+            return False
         return removed
 
     # mark and sweep ------------------------------------------------------------------------
