@@ -1062,17 +1062,46 @@ def test_import_reports_open_root_and_missing_root(tmp_path: Path) -> None:
 
 def test_import_unreadable_user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     c = build_example(tmp_path / "oauth_credentials")
-    real = layout._scandir_strict
+    real = layout._fs.open_dir
 
-    def flaky(path: Path) -> list[os.DirEntry[str]]:
+    def flaky(path: Path) -> int:
         if path.name == "alice":
             raise PermissionError(13, "Permission denied")
         return real(path)
 
-    monkeypatch.setattr(layout, "_scandir_strict", flaky)
+    monkeypatch.setattr(layout._fs, "open_dir", flaky)
     items = list(import_dir(c.root))
     assert [i.path.name for i in items if isinstance(i, ImportProblem)] == ["alice"]
     assert [i.user for i in items if isinstance(i, FoundCredential)] == ["bob"]
+
+
+def test_import_reads_relative_to_the_opened_user_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alice's directory is swapped for a symlink after the scan, before the first read: what
+    is imported is still the original directory's, not the link target's."""
+    c = build_example(tmp_path / "oauth_credentials")
+    alice = c.root / "alice"
+    tops = [p.name for p in alice.iterdir() if p.name.endswith(".top")]
+    assert tops
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in tops:
+        (elsewhere / name).write_text('{"refresh_token": "planted"}')
+    real = layout._read_limited
+    swapped = []
+
+    def swap_then_read(path: Path, limit: int, **kw: Any) -> bytes:
+        if path.parent.name == "alice" and not swapped:
+            os.rename(alice, tmp_path / "alice-moved")
+            os.symlink(elsewhere, alice)
+            swapped.append(path)
+        return real(path, limit, **kw)
+
+    monkeypatch.setattr(layout, "_read_limited", swap_then_read)
+    found = [i for i in import_dir(c.root) if isinstance(i, FoundCredential) and i.user == "alice"]
+    assert swapped and found
+    assert all(i.top is None or i.top.refresh_token != "planted" for i in found), found
 
 
 # -- delivery to the job sandbox -------------------------------------------------------------

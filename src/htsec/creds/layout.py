@@ -1331,8 +1331,30 @@ def _scandir_strict(path: Path) -> list[os.DirEntry[str]]:
 
 
 def _import_user(user_path: Path, user: str) -> Iterator[FoundCredential | ImportProblem]:
+    # The directory is opened once without following a symlink and everything in it is read
+    # relative to that descriptor: swapping it for a link after the scan changes nothing.
     try:
-        entries = _scandir_strict(user_path)
+        fd = _fs.open_dir(user_path)
+    except FileNotFoundError:
+        return  # removed while we looked: as if never there
+    except FileSecurityError as exc:
+        yield ImportProblem(user_path, f"skipped: {exc}")
+        return
+    except OSError as exc:
+        yield ImportProblem(user_path, f"cannot read the user directory: {exc.strerror}")
+        return
+    try:
+        yield from _import_user_at(fd, user_path, user)
+    finally:
+        os.close(fd)
+
+
+def _import_user_at(
+    fd: int, user_path: Path, user: str
+) -> Iterator[FoundCredential | ImportProblem]:
+    try:
+        with os.scandir(fd) as it:
+            entries = list(it)
     except OSError as exc:
         yield ImportProblem(user_path, f"cannot read the user directory: {exc.strerror}")
         return
@@ -1355,7 +1377,7 @@ def _import_user(user_path: Path, user: str) -> Iterator[FoundCredential | Impor
                 continue
             path = user_path / f"{stem}{suffix}"
             try:
-                parsed[suffix] = parse(_read_limited(path, MAX_CRED_FILE), path)
+                parsed[suffix] = parse(_read_limited(path, MAX_CRED_FILE, dir_fd=fd), path)
             except FileNotFoundError:
                 continue  # removed while we looked: as if never there
             except CredentialFileError as exc:
