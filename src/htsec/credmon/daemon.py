@@ -46,20 +46,6 @@ from htsec.store import open_store
 __all__ = ["Credmon", "PassResult", "tell_master_ready"]
 
 
-@dataclass(frozen=True)
-class _Published:
-    """What :meth:`Credmon._write_use` needs of a stored credential outside a refresh."""
-
-    user: str
-    service: str
-    handle: str
-    provider: str
-
-    @property
-    def name(self) -> TokenName:
-        return TokenName(self.service, self.handle)
-
-
 log = logging.getLogger("htsec.credmon")
 
 
@@ -117,19 +103,19 @@ class Credmon:
         return self._issuers[name]
 
     # -- on-disk directory -----------------------------------------------------------------
-    def _write_use(self, claim: Claim | _Published, use: dict[str, Any]) -> None:
+    def _write_use(self, user: str, name: TokenName, provider: str, use: dict[str, Any]) -> None:
         """The ``.use`` in the format its service wants: JSON, or a bare token for a local
         issuer with ``LOCAL_CREDMON_TOKEN_USE_JSON = false``."""
         assert self.cred_dir is not None
-        issuer = self._issuer(claim.provider) if self.providers.is_local(claim.provider) else None
+        issuer = self._issuer(provider) if self.providers.is_local(provider) else None
         if issuer is not None and not issuer.config.use_json:
-            self.cred_dir.write_use(claim.user, claim.name, UseFile.bare_token(use["access_token"]))
+            self.cred_dir.write_use(user, name, UseFile.bare_token(use["access_token"]))
         else:
-            self.cred_dir.write_use(claim.user, claim.name, UseFile.from_response(use))
+            self.cred_dir.write_use(user, name, UseFile.from_response(use))
 
     def _publish(self, claim: Claim, use: dict[str, Any]) -> None:
         assert self.cred_dir is not None
-        self._write_use(claim, use)
+        self._write_use(claim.user, claim.name, claim.provider, use)
         if self.providers.is_local(claim.provider):
             return
         top = self.cred_dir.read_top(claim.user, claim.name)
@@ -231,9 +217,8 @@ class Credmon:
             if path.exists():
                 continue
             tok = self.creds.access_token(info.user, info.service, info.handle)
-            claim_like = _Published(info.user, info.service, info.handle or "", info.provider)
             try:
-                self._write_use(claim_like, tok.use_json())
+                self._write_use(info.user, info.name, info.provider, tok.use_json())
             except (HtsecError, OSError) as exc:
                 problems.append(f"{info.user}/{info.name.stem}: {exc}")
         return problems

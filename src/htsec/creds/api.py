@@ -100,7 +100,7 @@ def _audit_refusal(
     handle: str | None,
     exc: HtsecError,
 ) -> None:
-    _creds(request).record_fetch(
+    _creds(request).record_access(
         actor=caller.subject,
         user=user or local_user(caller),
         service=service,
@@ -164,7 +164,7 @@ def fetch_access_token(
         outcome = "error"
         raise
     finally:
-        cs.record_fetch(
+        cs.record_access(
             actor=caller.subject,
             user=target,
             service=service,

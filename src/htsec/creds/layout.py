@@ -785,6 +785,15 @@ def _check_key(key: str) -> str:
 # -- reading files ---------------------------------------------------------------------------
 
 
+def _check_user_dir_mode(path: Path, mode: int) -> None:
+    """A user's credential directory gives group and others no access (HTCondor: 0700)."""
+    if mode & 0o077:
+        raise FileSecurityError(
+            f"user credential directory {path} has mode {stat.S_IMODE(mode):04o}; "
+            f"fix: chmod 700 {path}"
+        )
+
+
 def _read_limited(path: Path, limit: int, *, dir_fd: int | None = None) -> bytes:
     """Read a regular file of at most ``limit`` bytes, never through a symlink or a FIFO
     (with ``dir_fd``: ``path``'s name in that open directory).
@@ -931,11 +940,7 @@ class CredDir:
         st = os.lstat(path)
         if not stat.S_ISDIR(st.st_mode):
             raise FileSecurityError(f"{path} is not a directory (a symlink or a file)")
-        if st.st_mode & 0o077:
-            raise FileSecurityError(
-                f"user credential directory {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
-                f"fix: chmod 700 {path}"
-            )
+        _check_user_dir_mode(path, st.st_mode)
         return path
 
     def users(self) -> list[str]:
@@ -974,12 +979,8 @@ class CredDir:
         path = self.user_dir(user)
         fd = _fs.open_dir(path)
         try:
-            mode = os.fstat(fd).st_mode
-            if write and mode & 0o077:
-                raise FileSecurityError(
-                    f"user credential directory {path} has mode {stat.S_IMODE(mode):04o}; "
-                    f"fix: chmod 700 {path}"
-                )
+            if write:
+                _check_user_dir_mode(path, os.fstat(fd).st_mode)
             yield fd
         finally:
             os.close(fd)

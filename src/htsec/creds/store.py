@@ -213,7 +213,7 @@ class CredStore:
             updated_at=row.updated_at,
         )
 
-    def record_fetch(
+    def record_access(
         self,
         *,
         actor: str,
