@@ -16,7 +16,8 @@ import pytest
 from htsec.credmon.providers import Provider, ProviderSet
 from htsec.credmon.refresh import Policy, RefreshEngine
 from htsec.creds.crypto import Sealer, generate_key_file
-from htsec.creds.store import Claim, CredStore
+from htsec.creds.leases import Claim
+from htsec.creds.store import CredStore
 from htsec.errors import CredStoreError
 from htsec.store import Store
 from tests.oidc import (

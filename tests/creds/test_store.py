@@ -198,7 +198,7 @@ def test_bounds(creds: CredStore) -> None:
 
 def test_group_commit_fences_each_outcome(creds: CredStore) -> None:
     """A batch of refresh outcomes: the one whose credential changed meanwhile is refused."""
-    from htsec.creds.store import Leases
+    from htsec.creds.leases import Leases
 
     for u in ("a", "b", "c"):
         creds.put(u, "box", refresh_token=f"{u}-rt")

@@ -39,7 +39,8 @@ from htsec.creds.layout import (
     UseFile,
     import_dir,
 )
-from htsec.creds.store import Claim, CredStore
+from htsec.creds.leases import Claim
+from htsec.creds.store import CredStore
 from htsec.errors import HtsecError, NotFound
 from htsec.store import open_store
 

@@ -41,7 +41,8 @@ from htsec import __version__
 from htsec.credmon.issuer import LocalIssuer
 from htsec.credmon.providers import Provider, ProviderSet
 from htsec.credmon.transport import LeanTransport
-from htsec.creds.store import Claim, CredStore, Leases
+from htsec.creds.leases import Claim, Leases
+from htsec.creds.store import CredStore
 
 __all__ = [
     "CredmonMetrics",
