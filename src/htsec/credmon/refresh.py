@@ -440,6 +440,12 @@ class RefreshEngine:
         now = int(self.clock())
         provider = self.providers.get(claim.provider) or self.providers.get(claim.service)
         try:
+            if claim.unreadable is not None:
+                raise _Failure(
+                    "unreadable",
+                    f"cannot unseal the stored secrets ({claim.unreadable}); restore the "
+                    "store key file or store the credential again",
+                )
             issuer = self._issuer_for(provider) if provider is not None and provider.local else None
             if not should_refresh(
                 claim.access_expires_at, claim.access_issued_at, now, self.policy

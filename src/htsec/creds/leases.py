@@ -16,6 +16,7 @@ from sqlalchemy import Table, bindparam, func, or_, select, update
 
 from htsec.creds.layout import TokenName
 from htsec.creds.store import CredStore
+from htsec.errors import StoreError
 from htsec.store.models import Credential
 
 __all__ = ["Claim", "Leases"]
@@ -44,6 +45,9 @@ class Claim:
     version: int
     lease_token: str
     lease_until: int
+    #: Why a sealed value of the row could not be opened (a damaged row, a data key missing
+    #: from the key file); such a claim carries no secrets and is recorded as failed.
+    unreadable: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -56,9 +60,19 @@ class Claim:
 
 
 def _claims(cs: CredStore, rows: Any) -> list[Claim]:
+    """Claims for leased rows. Each row's secrets are opened inside its own error boundary:
+    one damaged row (or one sealed under a lost data key) becomes an unreadable claim, and the
+    rest of the batch is unaffected."""
     out = []
     for r in rows:
         name = TokenName(r.service, r.handle)
+        unreadable = None
+        try:
+            refresh_token = cs._open(r.refresh_token, "refresh_token", r.user, name)
+            client_secret = cs._open(r.client_secret, "client_secret", r.user, name)
+        except StoreError as exc:
+            refresh_token = client_secret = None
+            unreadable = str(exc)
         out.append(
             Claim(
                 id=r.id,
@@ -68,16 +82,17 @@ def _claims(cs: CredStore, rows: Any) -> list[Claim]:
                 provider=r.provider,
                 scopes=r.scopes,
                 audience=r.audience,
-                refresh_token=cs._open(r.refresh_token, "refresh_token", r.user, name),
+                refresh_token=refresh_token,
                 access_expires_at=r.access_expires_at,
                 access_issued_at=r.access_issued_at,
                 client_id=r.client_id,
-                client_secret=cs._open(r.client_secret, "client_secret", r.user, name),
+                client_secret=client_secret,
                 token_url=r.token_url,
                 failures=r.failures,
                 version=r.version,
                 lease_token=r.lease_token,
                 lease_until=r.lease_until,
+                unreadable=unreadable,
             )
         )
     return out
