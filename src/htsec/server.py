@@ -24,7 +24,16 @@ from htsec.errors import HtsecError, TokenRejected
 from htsec.tokens.authority import Authority
 from htsec.tokens.idtoken import VerifiedToken, Verifier
 
-__all__ = ["MAX_BODY", "BoundBody", "Caller", "authenticate", "create_app", "problem"]
+__all__ = [
+    "MAX_BODY",
+    "BoundBody",
+    "Caller",
+    "NoStore",
+    "api_docs_enabled",
+    "authenticate",
+    "create_app",
+    "problem",
+]
 
 MAX_BODY = 64 * 1024
 
@@ -90,11 +99,17 @@ def create_app(
             await task
         app.state.credstore.flush_audit()  # batched fetch records must not be lost on shutdown
 
+    # The interactive documentation and the schema are served only when asked for
+    # (HTSEC_SERVE_API_DOCS = true): anonymous callers learn nothing they need from them.
+    docs = api_docs_enabled()
     app = FastAPI(
         lifespan=lifespan,
         title="htsec",
         version=__version__,
         description="Security and credential plane for HTCondor pools.",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.state.authority = authority
@@ -102,6 +117,7 @@ def create_app(
     app.state.credmon_wake = lambda: None
 
     app.add_middleware(BoundBody)
+    app.add_middleware(NoStore)
 
     @app.exception_handler(HtsecError)
     async def htsec_error(_request: Request, exc: HtsecError) -> JSONResponse:
@@ -170,6 +186,40 @@ def _issuer_routes(app: FastAPI) -> None:
     @app.get("/jwks", tags=["issuer"])
     def jwks() -> dict[str, Any]:
         return issuer.jwks()
+
+
+def api_docs_enabled() -> bool:
+    """``HTSEC_SERVE_API_DOCS`` (default false): serve ``/docs``, ``/redoc``, ``/openapi.json``."""
+    from htsec.config import param
+
+    value = (param("HTSEC_SERVE_API_DOCS") or "false").strip().lower()
+    return value in ("true", "yes", "1", "on")
+
+
+class NoStore:
+    """Pure ASGI middleware: every ``/v1/`` response is ``Cache-Control: no-store``.
+
+    API answers are per caller and several carry secrets (a collected token, a request's
+    one-time secret, an access token); RFC 9111 section 5.2.2.5: a cache MUST NOT store any
+    part of such a response. A header the route set itself is kept."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
 
 
 class BoundBody:
