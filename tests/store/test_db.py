@@ -214,3 +214,49 @@ def test_sqlite_file_created_private(tmp_path: Path) -> None:
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     finally:
         s.close()
+
+
+def test_sqlite_dangling_symlink_refused(tmp_path: Path) -> None:
+    """A dangling symlink at the database path is refused; its target is never created."""
+    target = tmp_path / "elsewhere" / "planted.db"
+    target.parent.mkdir()
+    link = tmp_path / "htsec.db"
+    link.symlink_to(target)
+    with pytest.raises(StoreError, match="symbolic link"):
+        open_store(f"sqlite:///{link}")
+    assert not target.exists()
+
+
+def test_sqlite_symlink_to_a_database_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real.db"
+    open_store(f"sqlite:///{real}").close()
+    link = tmp_path / "htsec.db"
+    link.symlink_to(real)
+    with pytest.raises(StoreError, match="symbolic link"):
+        open_store(f"sqlite:///{link}")
+
+
+def test_sqlite_symlinked_journal_refused(tmp_path: Path) -> None:
+    db = tmp_path / "htsec.db"
+    (tmp_path / "htsec.db-wal").symlink_to(tmp_path / "victim")
+    with pytest.raises(StoreError, match=r"htsec\.db-wal is a symbolic link"):
+        open_store(f"sqlite:///{db}")
+    assert not (tmp_path / "victim").exists()
+
+
+def test_sqlite_symlink_is_a_clear_cli_error(tmp_path: Path) -> None:
+    from tests.conftest import run
+
+    link = tmp_path / "htsec.db"
+    link.symlink_to(tmp_path / "planted.db")
+    assert run("key", "create", "POOL").code == 0
+    r = run(
+        "token",
+        "create",
+        "-i",
+        "alice@pool.example.org",
+        env={"_CONDOR_HTSEC_DATABASE_URL": f"sqlite:///{link}"},
+    )
+    assert r.code == 1, (r.out, r.err)
+    assert "is a symbolic link; refusing to follow it" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "planted.db").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,17 +103,44 @@ class Store:
         self.engine.dispose()
 
 
+def _prepare_sqlite_file(db: Path) -> None:
+    """Create the SQLite file 0600, or check the existing one, never through a symlink.
+
+    SQLite opens the file by name and Python's driver cannot pass ``SQLITE_OPEN_NOFOLLOW``, so
+    the name is checked here with ``O_NOFOLLOW`` (a dangling symlink would otherwise have its
+    target created) and so are the journal files SQLite creates beside it.
+    """
+    db.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(
+            db, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600
+        )
+    except OSError as exc:
+        if os.path.islink(db):
+            raise StoreError(
+                f"database {db} is a symbolic link; refusing to follow it (give the real path "
+                "in HTSEC_DATABASE_URL)"
+            ) from None
+        raise StoreError(f"cannot open database {db}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"database {db} is not a regular file")
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = db.with_name(db.name + suffix)
+        if os.path.islink(side):
+            raise StoreError(f"{side} is a symbolic link; refusing to open database {db}")
+
+
 def open_store(url: str, *, migrate_schema: bool = True) -> Store:
     """Open (and migrate) the database at ``url``; SQLite files are created 0600."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise StoreError(f"HTSEC_DATABASE_URL {url!r} is not a database URL") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
-        db = Path(parsed.database)
-        db.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-        if not db.exists():
-            os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        _prepare_sqlite_file(Path(parsed.database))
     try:
         engine = create_engine(parsed, future=True)
     except (ArgumentError, ImportError) as exc:
