@@ -8,7 +8,7 @@ import httpx
 
 from htsec.config import Settings
 from htsec.errors import RemoteError, UsageError
-from htsec.tokens.tokendir import TokenFileEntry, iter_token_files, read_token_arg
+from htsec.tokens.tokendir import TokenFileEntry, iter_token_files, read_token_file
 
 __all__ = ["Client", "find_token"]
 
@@ -46,7 +46,7 @@ class Client:
         self.http.close()
 
     def _auth(self) -> dict[str, str]:
-        token = read_token_arg(self._token_file) if self._token_file else find_token(self.settings)
+        token = read_token_file(self._token_file) if self._token_file else find_token(self.settings)
         if token is None:
             raise UsageError(
                 f"no token for trust domain {self.settings.trust_domain} in "

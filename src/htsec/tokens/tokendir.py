@@ -22,7 +22,14 @@ from htsec.errors import TokenRejected, UsageError
 
 from .idtoken import MAX_TOKEN_BYTES, parse_unverified
 
-__all__ = ["TokenFileEntry", "iter_token_files", "read_token_arg", "token_path", "write_token"]
+__all__ = [
+    "TokenFileEntry",
+    "iter_token_files",
+    "read_token_arg",
+    "read_token_file",
+    "token_path",
+    "write_token",
+]
 
 MAX_TOKEN_FILE = 1 << 20
 
@@ -101,15 +108,36 @@ def iter_token_files(settings: Settings) -> Iterator[TokenFileEntry | tuple[Path
                     yield TokenFileEntry(path, n, line, None, None, str(exc))
 
 
-def _looks_like_token(value: str) -> bool:
-    if value.count(".") != 2 or "/" in value:
+def _is_file_argument(value: str) -> bool:
+    """Whether a command-line value names a file: it exists, or it is written as a path.
+
+    Tokens are base64url with dots, so they never contain ``/``; a value without one that is
+    not an existing file is a token, however malformed (``A.B``), and verification says why.
+    """
+    if "/" in value or value.startswith("~"):
+        return True
+    if len(value) > 255 or "\x00" in value:
         return False
-    if len(value) > 255:
-        return True
     try:
-        return not Path(value).exists()
+        return Path(value).exists()
     except OSError:
-        return True
+        return False
+
+
+def _first_token_line(text: str, where: str) -> str:
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            return line
+    raise UsageError(f"no token found in {where}")
+
+
+def _read_file(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(MAX_TOKEN_FILE).decode("utf-8", "replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read token file {path}: {exc.strerror}") from None
 
 
 def read_token_arg(value: str) -> str:
@@ -117,18 +145,29 @@ def read_token_arg(value: str) -> str:
     import sys
 
     if value == "-":
-        text = sys.stdin.read(MAX_TOKEN_BYTES * 4)
-    elif _looks_like_token(value):
+        return _first_token_line(sys.stdin.read(MAX_TOKEN_BYTES * 4), "standard input")
+    if not _is_file_argument(value):
         return value.strip()
-    else:
-        path = Path(value).expanduser()
-        try:
-            with open(path, "rb") as fh:
-                text = fh.read(MAX_TOKEN_FILE).decode("utf-8", "replace")
-        except OSError as exc:
-            raise UsageError(f"cannot read token file {path}: {exc.strerror}") from None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            return line
-    raise UsageError(f"no token found in {value!r}")
+    path = Path(value).expanduser()
+    return _first_token_line(_read_file(path), str(path))
+
+
+def read_token_file(value: str) -> str:
+    """The token in the file ``value`` (``-``: standard input) for ``--token-file``.
+
+    A token itself is refused: on a command line it is visible to every user in ``ps``.
+    """
+    import sys
+
+    if value == "-":
+        return _first_token_line(sys.stdin.read(MAX_TOKEN_BYTES * 4), "standard input")
+    path = Path(value).expanduser()
+    if not _is_file_argument(value):
+        looks = value.count(".") == 2 or len(value) > 255
+        raise UsageError(
+            "--token-file takes a file, not a token: a token on the command line is visible "
+            "to every user in 'ps'; save it in a file (mode 0600) or in the token directory"
+            if looks
+            else f"token file {value} does not exist"
+        )
+    return _first_token_line(_read_file(path), str(path))
