@@ -228,18 +228,18 @@ def test_request_limits(authority: Authority) -> None:
         r.submit(identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="p")
 
 
-def test_at_most_1000_pending(reqs: Requests) -> None:
+def _fill_pending(reqs: Requests, n: int = MAX_PENDING) -> None:
     from htsec.store.models import TokenRequest
 
     with reqs.store.session() as s:
-        for i in range(MAX_PENDING):
+        for i in range(n):
             s.add(
                 TokenRequest(
                     id=f"9{i:06d}",
                     client_secret_hash="0" * 64,
                     client_id="",
                     requester="",
-                    peer="",
+                    peer=f"198.51.{i // 256}.{i % 256}",
                     identity="a@b",
                     authz="",
                     lifetime=None,
@@ -248,8 +248,74 @@ def test_at_most_1000_pending(reqs: Requests) -> None:
                     expires_at=int(time.time()) + 3600,
                 )
             )
+
+
+def test_at_most_1000_pending(reqs: Requests) -> None:
+    _fill_pending(reqs)
     with pytest.raises(RequestError, match="1000 token requests"):
         reqs.submit(identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="p")
+
+
+def _ask(reqs: Requests, peer: str, identity: str = "a@b", authz: list[str] | None = None) -> str:
+    view, _ = reqs.submit(
+        identity=identity, authz=authz or [], lifetime=None, client_id="", requester="", peer=peer
+    )
+    return view.state
+
+
+def test_pending_capped_per_peer(authority: Authority) -> None:
+    """One peer cannot fill the global cap: at most max_per_peer of its requests pend (429),
+    an IPv6 peer counts by its /64, an IPv4-mapped one as IPv4; other peers still get in."""
+    reqs = Requests(authority, max_per_peer=3)
+    for _ in range(3):
+        assert _ask(reqs, "192.0.2.1") == "pending"
+    with pytest.raises(RequestError, match=r"3 token requests from 192\.0\.2\.1") as exc:
+        _ask(reqs, "::ffff:192.0.2.1")
+    assert exc.value.status == 429
+    assert _ask(reqs, "192.0.2.2") == "pending"
+    for last in range(1, 4):
+        _ask(reqs, f"2001:db8:0:1::{last}")
+    with pytest.raises(RequestError, match="2001:db8:0:1::/64"):
+        _ask(reqs, "2001:db8:0:1:ffff::9")
+    assert _ask(reqs, "2001:db8:0:2::1") == "pending"
+    reqs.decide(reqs.pending()[0].id, approve=False, by="admin")
+    assert _ask(reqs, "192.0.2.1") == "pending"  # a decided request frees its place
+
+
+def test_default_cap_per_peer(reqs: Requests) -> None:
+    from htsec.tokens.requests import MAX_PENDING_PER_PEER
+
+    for _ in range(MAX_PENDING_PER_PEER):
+        _ask(reqs, "203.0.113.5")
+    with pytest.raises(RequestError, match="already pending"):
+        _ask(reqs, "203.0.113.5")
+
+
+def test_auto_approved_requests_pass_a_full_queue(reqs: Requests) -> None:
+    """With the global cap full, a request an auto-approval rule covers is approved (it never
+    pends); anything else still gets 503."""
+    reqs.add_rule("10.1.0.0/16", 600, by="admin")
+    _fill_pending(reqs)
+    assert _ask(reqs, "10.1.2.3", "condor@ep1.example.org", ["ADVERTISE_STARTD"]) == "approved"
+    with pytest.raises(RequestError, match="1000 token requests") as exc:
+        _ask(reqs, "10.1.2.3", "condor@ep1.example.org", ["READ"])
+    assert exc.value.status == 503
+    with pytest.raises(RequestError, match="1000 token requests"):
+        _ask(reqs, "10.9.9.9", "condor@ep1.example.org", ["ADVERTISE_STARTD"])
+
+
+def test_anonymous_flood_from_one_peer_gets_429(server: dict[str, str], home: Path) -> None:
+    """Over HTTPS on a real server: the 51st pending request from 127.0.0.1 is refused with a
+    problem document, not queued (50: MAX_PENDING_PER_PEER)."""
+    url, ca = server["_CONDOR_HTSEC_SERVER_URL"], str(home / "tls" / "ca.pem")
+    with httpx.Client(base_url=url, verify=ca) as client:
+        body = {"identity": "condor@ep.pool.example.org", "authz": ["ADVERTISE_STARTD"]}
+        for _ in range(50):
+            assert client.post("/v1/token-requests", json=body).status_code == 201
+        r = client.post("/v1/token-requests", json=body)
+    assert r.status_code == 429, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "already pending" in r.json()["detail"]
 
 
 def test_auto_rule_bounds(reqs: Requests) -> None:

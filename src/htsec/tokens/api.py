@@ -8,10 +8,10 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, Field
 
 from htsec.config import param
-from htsec.errors import RequestError
+from htsec.errors import ConfigError, RequestError
 from htsec.server import Caller
 from htsec.tokens.idtoken import VerifiedToken
-from htsec.tokens.requests import Requests
+from htsec.tokens.requests import MAX_PENDING_PER_PEER, Requests
 
 __all__ = ["router"]
 
@@ -30,6 +30,15 @@ class RuleIn(BaseModel):
     lifetime: int = Field(ge=1, le=10 * 365 * 86400)
 
 
+def _max_per_peer() -> int:
+    raw = (param("HTSEC_TOKEN_REQUEST_MAX_PER_PEER") or "").strip()
+    if not raw:
+        return MAX_PENDING_PER_PEER
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"HTSEC_TOKEN_REQUEST_MAX_PER_PEER = {raw!r} is not a positive number")
+    return int(raw)
+
+
 def _requests(request: Request) -> Requests:
     reqs: Requests | None = getattr(request.app.state, "requests", None)
     if reqs is None:
@@ -40,6 +49,7 @@ def _requests(request: Request) -> Requests:
             limits=[x.strip().upper() for x in limits.replace(",", " ").split()]
             if limits
             else None,
+            max_per_peer=_max_per_peer(),
         )
         request.app.state.requests = reqs
     return reqs

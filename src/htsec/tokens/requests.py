@@ -5,6 +5,9 @@ FORMATS.md section 7 (``src/condor_daemon_core.V6/daemon_core.cpp`` token reques
 
 * a request gets a 7-digit id; at most 1000 are pending; a pending request expires after
   ``SEC_TOKEN_REQUEST_LIFETIME`` (3600 s);
+* htsec adds a cap per peer (``HTSEC_TOKEN_REQUEST_MAX_PER_PEER``, default 50; an IPv6 peer
+  counts by its /64), so one anonymous caller cannot fill the global cap, and a request an
+  auto-approval rule covers is never pending, so neither cap applies to it;
 * requested authorizations are capped by ``SEC_TOKEN_REQUEST_LIMITS`` and lifetimes by
   ``SEC_ISSUED_TOKEN_EXPIRATION``;
 * an auto-approval rule (ADMINISTRATOR; its own lifetime capped by
@@ -24,16 +27,18 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
 
 from htsec.errors import RequestError, UsageError
 from htsec.store.models import AutoApproveRule, TokenRequest
 from htsec.tokens.authority import Authority, validate_identity
 from htsec.tokens.idtoken import normalize_authz
 
-__all__ = ["AUTO_APPROVABLE", "MAX_PENDING", "RequestView", "Requests"]
+__all__ = ["AUTO_APPROVABLE", "MAX_PENDING", "MAX_PENDING_PER_PEER", "RequestView", "Requests"]
 
 MAX_PENDING = 1000
+MAX_PENDING_PER_PEER = 50
 COLLECT_GRACE = 3600  # seconds an approved request may still be collected after it expired
 AUTO_APPROVABLE = frozenset({"ADVERTISE_STARTD", "ADVERTISE_SCHEDD", "ADVERTISE_MASTER"})
 
@@ -71,6 +76,20 @@ def _view(r: TokenRequest) -> RequestView:
     )
 
 
+def _peer_key(peer: str) -> str:
+    """What the per-peer cap counts by: the address (IPv4-mapped as IPv4), an IPv6 address by
+    its /64 (one host usually holds a whole /64), anything else as given."""
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -79,13 +98,38 @@ class Requests:
     """Request bookkeeping on top of an :class:`Authority`."""
 
     def __init__(
-        self, authority: Authority, *, issuer_key: str = "POOL", limits: list[str] | None = None
+        self,
+        authority: Authority,
+        *,
+        issuer_key: str = "POOL",
+        limits: list[str] | None = None,
+        max_pending: int = MAX_PENDING,
+        max_per_peer: int = MAX_PENDING_PER_PEER,
     ) -> None:
         self.authority = authority
         self.settings = authority.settings
         self.store = authority.store
         self.issuer_key = issuer_key
         self.limits = set(limits) if limits else None
+        self.max_pending = max_pending
+        self.max_per_peer = max_per_peer
+
+    def _check_caps(self, s: Session, peer: str) -> None:
+        """Room for one more pending request: globally, and from this peer."""
+        peers = list(s.scalars(select(TokenRequest.peer).where(TokenRequest.state == "pending")))
+        if len(peers) >= self.max_pending:
+            raise RequestError(
+                f"{self.max_pending} token requests are already pending; ask an administrator "
+                "to approve or deny some",
+                status=503,
+            )
+        key = _peer_key(peer)
+        if sum(1 for p in peers if _peer_key(p) == key) >= self.max_per_peer:
+            raise RequestError(
+                f"{self.max_per_peer} token requests from {key} are already pending; wait for "
+                "an administrator to decide them or for them to expire",
+                status=429,
+            )
 
     def _expire(self, now: int) -> None:
         """Pending requests expire at ``expires_at``; approved ones not collected within
@@ -137,17 +181,6 @@ class Requests:
         self._expire(t)
         secret = secrets.token_urlsafe(32)
         with self.store.session() as s:
-            pending = s.scalar(
-                select(func.count())
-                .select_from(TokenRequest)
-                .where(TokenRequest.state == "pending")
-            )
-            if (pending or 0) >= MAX_PENDING:
-                raise RequestError(
-                    f"{MAX_PENDING} token requests are already pending; ask an administrator "
-                    "to approve or deny some",
-                    status=503,
-                )
             for _ in range(20):
                 rid = f"{secrets.randbelow(10**7):07d}"
                 if s.get(TokenRequest, rid) is None:
@@ -168,14 +201,16 @@ class Requests:
                 expires_at=t + self.settings.request_lifetime,
             )
             rule = self._auto_rule(s, row, t)
-            if rule is not None:
+            if rule is not None:  # approved at once, never pending: no cap applies
                 row.state = "approved"
                 row.decided_by = f"auto-approval rule #{rule.id} ({rule.netblock})"
                 row.decided_at = t
+            else:
+                self._check_caps(s, peer)
             s.add(row)
             return _view(row), secret
 
-    def _auto_rule(self, s: object, row: TokenRequest, now: int) -> AutoApproveRule | None:
+    def _auto_rule(self, s: Session, row: TokenRequest, now: int) -> AutoApproveRule | None:
         authz = set(row.authz.split())
         if not row.identity.startswith("condor@") or not authz or not authz <= AUTO_APPROVABLE:
             return None
@@ -183,9 +218,6 @@ class Requests:
             peer = ipaddress.ip_address(row.peer)
         except ValueError:
             return None
-        from sqlalchemy.orm import Session
-
-        assert isinstance(s, Session)
         for rule in s.scalars(select(AutoApproveRule).where(AutoApproveRule.expires_at >= now)):
             net = ipaddress.ip_network(rule.netblock, strict=False)
             if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
