@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import httpx
 import pytest
 
 from htsec._log import REDACTED, RedactSecrets, redact
@@ -28,3 +30,65 @@ def test_filter_on_records(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
         log.info("got %s", "eyJhbGciOi.eyJzdWIiOi.c2ln")
     assert "eyJhbGciOi" not in caplog.text and REDACTED in caplog.text
+
+
+def test_served_requests_log_no_token(home: Path) -> None:
+    """A real 'htsec serve' (uvicorn, its access log and the filter): a valid token in the path,
+    the query and the Authorization header of several requests appears in no log line, the
+    access log lines are still written (masked), and no formatter breaks."""
+    from tests.conftest import run, serving
+
+    assert run("key", "create", "POOL").code == 0
+    token = run("token", "create", "-i", "alice@pool.example.org").out.strip()
+    with serving(home) as env:
+        url, ca = env["_CONDOR_HTSEC_SERVER_URL"], str(home / "tls" / "ca.pem")
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=url, verify=ca) as client:
+            for path in (
+                f"/v1/creds/{token}/access-token?user={token}&handle={token}",
+                f"/v1/creds/box/access-token?user=bob&handle={token}",
+                f"/v1/whoami?t={token}",
+                f"/{token}?x={token}",
+                f"/v1/token-requests/{token}",
+            ):
+                client.get(path, headers=auth)
+    text = (home.parent / "serve.log").read_text()
+    lines = text.splitlines()
+    access = [line for line in lines if '"GET ' in line and "/v1/health" not in line]
+    assert len(access) == 5, text
+    assert all(REDACTED in line for line in access)
+    parts = token.split(".")
+    for n, line in enumerate(lines, 1):
+        assert token not in line and parts[1] not in line and parts[2] not in line, (n, line)
+    assert "Logging error" not in text and "Traceback" not in text, text
+
+
+def test_filter_keeps_record_shape() -> None:
+    """Arguments are masked one by one: a formatter that unpacks record.args (uvicorn's access
+    formatter does) and %d placeholders keep working."""
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/x?t=eyJhbGciOi.eyJzdWIiOi.c2ln", "1.1", 200),
+        None,
+    )
+    assert RedactSecrets().filter(record)
+    assert isinstance(record.args, tuple) and len(record.args) == 5
+    path, status = record.args[2], record.args[4]
+    assert path == f"/x?t={REDACTED}" and status == 200
+    assert record.getMessage() == f'127.0.0.1:5000 - "GET /x?t={REDACTED} HTTP/1.1" 200'
+
+
+def test_filter_masks_tracebacks() -> None:
+    try:
+        raise ValueError("bad eyJhbGciOi.eyJzdWIiOi.c2ln here")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    RedactSecrets().filter(record)
+    assert record.exc_text and "eyJhbGciOi" not in record.exc_text
+    assert "ValueError" in logging.Formatter().format(record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["REDACTED", "RedactSecrets", "redact", "uvicorn_log_config"]
@@ -27,17 +28,37 @@ def redact(text: str) -> str:
     return _PATTERNS.sub(REDACTED, text)
 
 
+def _redact_arg(value: object) -> object:
+    """An argument with secrets masked; left as it is (type and all) when it holds none, so
+    ``%d`` and formatters that unpack ``record.args`` (uvicorn's access log) still work."""
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    text = value if isinstance(value, str) else str(value)
+    cleaned = redact(text)
+    return value if cleaned == text else cleaned
+
+
 class RedactSecrets(logging.Filter):
-    """Masks secrets in the formatted message of every record that passes."""
+    """Masks secrets in every record that passes: the message, each argument, and the text of
+    an attached traceback or stack. The record keeps its shape (``args`` stays a tuple or a
+    mapping of the same length), so no formatter breaks on it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string must not hide the record
-            return True
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        elif record.msg is not None and not isinstance(record.msg, (int, float)):
+            record.msg = _redact_arg(record.msg)
+        args = record.args
+        if isinstance(args, Mapping):
+            record.args = {k: _redact_arg(v) for k, v in args.items()}
+        elif isinstance(args, tuple):
+            record.args = tuple(_redact_arg(a) for a in args)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
