@@ -79,7 +79,9 @@ def _start_credmon(
     except HtsecError as exc:
         logging.getLogger("htsec.serve").warning("credmon not started: %s", exc)
         return None
-    app.state.credmon_wake = credmon.engine.wake.set
+    # Routes run in worker threads; an asyncio.Event is set only from its own loop.
+    loop = asyncio.get_running_loop()
+    app.state.credmon_wake = lambda: loop.call_soon_threadsafe(credmon.engine.wake.set)
     app.state.metrics.extra.append(credmon.engine.metrics.registry)
     return asyncio.create_task(credmon.loop(stop))
 
@@ -114,7 +116,7 @@ def create_app(
     app.state.settings = settings
     app.state.authority = authority
     app.state.verifiers = _VerifierCache(authority)
-    app.state.credmon_wake = lambda: None
+    app.state.credmon_wake = None  # set when the in-process credmon runs
 
     app.add_middleware(BoundBody)
     app.add_middleware(NoStore)

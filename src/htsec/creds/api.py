@@ -9,6 +9,8 @@ returns a refresh token, ever. Errors are RFC 9457 problem documents.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import time
@@ -18,14 +20,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from htsec.creds.layout import CredDir
 from htsec.creds.store import MAX_TOKEN_TEXT, CredentialInfo, CredStore
-from htsec.errors import CredStoreError, HtsecError
+from htsec.errors import CredentialFileError, CredStoreError, HtsecError
 from htsec.server import Caller, authenticate
 from htsec.tokens.idtoken import VerifiedToken
 
 __all__ = ["fetch_access_token", "router"]
 
 router = APIRouter(prefix="/v1", tags=["credentials"])
+log = logging.getLogger("htsec.credd")
 
 # Lengths are bounded here; the characters are checked by htsec.creds.layout (HTCondor's rules),
 # whose BadCredentialName becomes a 400 problem document naming the rule.
@@ -48,14 +52,33 @@ class CredIn(BaseModel):
 
 
 def _poke_credmon(cred_dir: FilePath | None) -> None:
-    """SIGHUP the credmon whose pid is in ``<cred dir>/pid``, as HTCondor's credd does."""
+    """SIGHUP the credmon whose pid is in ``<cred dir>/pid``, as HTCondor's credd does.
+
+    Anyone who can write the credential root (group-writable by design) can put a file
+    there, so :meth:`CredDir.read_pid` reads it bounded, without blocking or following links,
+    and only from the credmon's user; a bad file is logged, nothing is signalled."""
     if cred_dir is None:
         return
     try:
-        pid = int((cred_dir / "pid").read_text()[:255].strip())
+        pid = CredDir(cred_dir).read_pid()
+    except CredentialFileError as exc:
+        log.warning("not waking the credmon: %s", exc)
+        return
+    if pid is None or pid == os.getpid():
+        return
+    # No credmon running there: it will find the credential on its next pass.
+    with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError):
-        pass  # no credmon running there: it will find the credential on its next pass
+
+
+def _wake_credmon(request: Request) -> None:
+    """A new credential is served at once: the in-process credmon of ``htsec serve`` is
+    woken directly (never through the pid file); otherwise the one in ``<cred dir>/pid``."""
+    wake = request.app.state.credmon_wake
+    if wake is not None:
+        wake()
+    else:
+        _poke_credmon(request.app.state.settings.cred_dir)
 
 
 def _creds(request: Request) -> CredStore:
@@ -205,8 +228,7 @@ def store_credential(
     except HtsecError as exc:
         _audit_refusal(request, caller, "store", None, service, handle, exc)
         raise
-    request.app.state.credmon_wake()  # a new credential is served at once, not at the next tick
-    _poke_credmon(request.app.state.settings.cred_dir)
+    _wake_credmon(request)
     return info.as_dict()
 
 

@@ -794,9 +794,12 @@ def _check_user_dir_mode(path: Path, mode: int) -> None:
         )
 
 
-def _read_limited(path: Path, limit: int, *, dir_fd: int | None = None) -> bytes:
+def _read_limited(
+    path: Path, limit: int, *, dir_fd: int | None = None, owners: Iterable[int] | None = None
+) -> bytes:
     """Read a regular file of at most ``limit`` bytes, never through a symlink or a FIFO
-    (with ``dir_fd``: ``path``'s name in that open directory).
+    (with ``dir_fd``: ``path``'s name in that open directory; with ``owners``: only a file
+    one of those uids owns).
 
     :raises FileNotFoundError: if it does not exist (callers turn that into None).
     :raises CredentialFileError: for everything else that stops the read.
@@ -817,6 +820,8 @@ def _read_limited(path: Path, limit: int, *, dir_fd: int | None = None) -> bytes
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise CredentialFileError(path, "is not a regular file")
+        if owners is not None and st.st_uid not in set(owners):
+            raise CredentialFileError(path, f"is owned by uid {st.st_uid}, not by the credmon")
         if st.st_size > limit:
             raise CredentialFileError(path, f"is larger than {limit} bytes")
         chunks = []
@@ -1208,13 +1213,18 @@ class CredDir:
     def read_pid(self) -> int | None:
         """The credmon's pid from ``<root>/pid``, or None if there is no file.
 
-        Parsed as the credd does (``credmon_kick``): leading blanks, then decimal digits.
+        Parsed as the credd does (``credmon_kick``): leading blanks, then decimal digits. The
+        root is group-writable by design, so the file is read without blocking (a FIFO is
+        refused), never through a symlink, at most 255 bytes, and only if it is owned by the
+        credmon's user: ``uid`` when given, else ours, or root.
 
-        :raises CredentialFileError: if it is too long or holds no positive number.
+        :raises CredentialFileError: if it is too long, not a regular file of the credmon's
+            user, or holds no positive number.
         """
         path = self.root / "pid"
+        owners = {os.geteuid(), 0} if self.uid is None else {self.uid, 0}
         try:
-            data = _read_limited(path, _MAX_PID_FILE)
+            data = _read_limited(path, _MAX_PID_FILE, owners=owners)
         except FileNotFoundError:
             return None
         match = re.match(rb"\s*\+?([0-9]{1,9})", data)
