@@ -9,18 +9,29 @@ refresh between the provider's rotation and the store's commit (the window in wh
 rotated refresh token would otherwise be lost and the grant burnt by reuse detection). A
 crashed worker is restarted; the next worker takes over leases of dead local holders at once.
 Only a crash of the machine (or of the worker itself) can still lose that window.
+
+For ``--once`` the worker is forked from the supervisor instead of started as a new
+interpreter: the supervisor has already imported everything the worker needs (and holds no
+threads, connections or files of the store yet), so a one-shot pass pays for one start-up, not
+two. Everything above holds unchanged for it: the forked worker runs in a session of its own,
+starts with SIGHUP ignored, and the supervisor forwards signals to it and waits. The daemon
+still starts each worker as a new interpreter, so a worker restarted after a crash runs the
+code installed now, not what the supervisor loaded days ago.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from htsec.credmon.daemon import tell_master_ready
 from htsec.creds.layout import CredDir
@@ -40,10 +51,7 @@ def supervise(
     metrics_port: int | None = None,
 ) -> int:
     """Run the worker (restarting it if it dies) until told to stop; returns an exit code."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "htsec.credmon.worker",
+    args = [
         "--interval",
         str(interval),
         "--parent",
@@ -51,19 +59,20 @@ def supervise(
     ]
     directory = None
     if cred_dir is not None:
-        cmd += ["--cred-dir", str(cred_dir)]
+        args += ["--cred-dir", str(cred_dir)]
         directory = CredDir(cred_dir)
         directory.check_root()
     if once:
-        cmd.append("--once")
+        args.append("--once")
     if log_file is not None:
-        cmd += ["--log-file", str(log_file)]
+        args += ["--log-file", str(log_file)]
     if debug:
-        cmd.append("--debug")
+        args.append("--debug")
     if metrics_port is not None:
-        cmd += ["--metrics-port", str(metrics_port)]
+        args += ["--metrics-port", str(metrics_port)]
+    fork = once and _single_threaded()
     stopping = False
-    child: subprocess.Popen[bytes] | None = None
+    child: _Child | None = None
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -82,7 +91,14 @@ def supervise(
         started = time.monotonic()
         # The worker starts with SIGHUP ignored (a disposition exec keeps) until its own
         # handler is installed: a credd's "rescan now" during its imports must not kill it.
-        child = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_ignore_sighup)
+        if fork:
+            child = _ForkedWorker(args)
+        else:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "htsec.credmon.worker", *args],
+                start_new_session=True,
+                preexec_fn=_ignore_sighup,
+            )
         if stopping:  # SIGTERM arrived while the worker was starting
             child.send_signal(signal.SIGTERM)
         if not once and failures == 0:
@@ -109,3 +125,69 @@ def supervise(
 
 def _ignore_sighup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+class _Child(Protocol):
+    def poll(self) -> int | None: ...
+    def wait(self) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+
+
+def _single_threaded() -> bool:
+    """Only a process with one thread may fork and go on running Python in the child (a
+    lock held by another thread at the fork would stay held in the child forever)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False  # no /proc: cannot tell, so start a new interpreter
+
+
+class _ForkedWorker:
+    """The worker as a fork of this process (``--once``): the same code as ``python -m
+    htsec.credmon.worker ARGS`` in a session of its own, without a second start-up."""
+
+    def __init__(self, args: list[str]) -> None:
+        from htsec.credmon import worker  # imported here, before the fork, not by the child
+
+        self._status: int | None = None
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the child; its outcome is checked by the tests
+            code = 70  # EX_SOFTWARE
+            try:
+                os.setsid()
+                _ignore_sighup()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                code = worker.main(args)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                logging.shutdown()
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):  # a closed stream: nowhere to say so
+                        stream.flush()
+                os._exit(code)
+
+    def poll(self) -> int | None:
+        if self._status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._status = os.waitstatus_to_exitcode(status)
+        return self._status
+
+    def wait(self) -> int:
+        while self._status is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:  # a signal handler's poll() reaped it meanwhile
+                if self._status is None:
+                    raise
+                break
+            self._status = os.waitstatus_to_exitcode(status)
+        return self._status
+
+    def send_signal(self, sig: int) -> None:
+        if self._status is None:
+            os.kill(self.pid, sig)
