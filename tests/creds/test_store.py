@@ -6,10 +6,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from htsec.creds.crypto import Sealer, generate_key_file
-from htsec.creds.store import CredStore
+from htsec.creds.layout import TokenName
+from htsec.creds.store import MAX_TOKEN_TEXT, CredStore
 from htsec.errors import CredStoreError, NotFound, UsageError
 from htsec.store import Store
 
@@ -122,6 +123,50 @@ def test_parallel_writers_lose_nothing(creds: CredStore) -> None:
     stores = [e for e in creds.audit_log("alice", limit=1000) if e["action"] == "store"]
     assert len(stores) == 81
     assert creds.refresh_token("alice", "box") in {f"t{i}-9" for i in range(8)}
+
+
+def test_put_many_commits_once_and_stores_each_like_put(creds: CredStore, store: Store) -> None:
+    """A batch of puts is one transaction; each credential is sealed, versioned and audited as
+    by put, and a refused entry is reported on its own while the others are stored."""
+    creds.put("u1", "box", refresh_token="old")
+    commits: list[object] = []
+
+    def count(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(store.engine, "commit", count)
+    entries = [
+        {"user": f"u{i}", "service": "box", "refresh_token": f"rt-{i}", "actor": "credmon"}
+        for i in range(20)
+    ]
+    entries.append({"user": "u99", "service": "box", "refresh_token": "x" * (MAX_TOKEN_TEXT + 1)})
+    entries.append(
+        {
+            "user": "u98",
+            "service": "box",
+            "handle": "work",
+            "client_secret": CS,
+            "access_token": AT,
+            "source": "cred-dir",
+        }
+    )
+    results = creds.put_many(entries)
+    event.remove(store.engine, "commit", count)
+    assert len(commits) == 1
+    assert results[:20] == [None] * 20 and results[21] is None
+    assert isinstance(results[20], UsageError) and "at most" in str(results[20])
+    assert [creds.refresh_token(f"u{i}", "box") for i in range(20)] == [
+        f"rt-{i}" for i in range(20)
+    ]
+    assert creds.info("u1", "box").version == 2 and creds.info("u2", "box").version == 1
+    assert creds.client_secret("u98", "box", "work") == CS
+    assert creds.access_token("u98", "box", "work").access_token == AT
+    assert creds.from_directory() == [("u98", TokenName("box", "work"))]
+    with pytest.raises(NotFound):
+        creds.info("u99", "box")
+    stores = [e for e in creds.audit_log(limit=1000) if e["action"] == "store"]
+    assert len(stores) == 1 + 21
+    assert {(e["user"], e["actor"]) for e in stores} >= {(f"u{i}", "credmon") for i in range(20)}
 
 
 def test_delete_state_and_status(creds: CredStore) -> None:

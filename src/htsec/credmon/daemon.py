@@ -38,10 +38,11 @@ from htsec.creds.layout import (
     TokenName,
     UseFile,
     import_dir,
+    local_user,
 )
 from htsec.creds.leases import Claim
-from htsec.creds.store import CredStore
-from htsec.errors import HtsecError, NotFound
+from htsec.creds.store import CredentialInfo, CredStore
+from htsec.errors import HtsecError
 from htsec.store import open_store
 
 __all__ = ["Credmon", "PassResult", "tell_master_ready"]
@@ -125,36 +126,58 @@ class Credmon:
             self.cred_dir.rotate_refresh_token(claim.user, claim.name, current)
 
     def _import(self) -> tuple[list[str], list[str]]:
+        """Import what HTCondor wrote. What the store already holds is read in one query, and
+        the new credentials are stored together (:meth:`CredStore.put_many`: one transaction,
+        not one per credential)."""
         assert self.cred_dir is not None
         imported: list[str] = []
         problems: list[str] = []
+        known = {(c.user, c.service, c.handle or ""): c for c in self.creds.credentials()}
+        to_store: list[tuple[str, dict[str, Any]]] = []
         for item in import_dir(self.cred_dir.root):
             if isinstance(item, ImportProblem):
                 problems.append(f"{item.path}: {item.message}")
                 continue
             problems.extend(f"{p.path}: {p.message}" for p in item.problems)
+            label = f"{item.user}/{item.name.stem}"
             try:
-                if self._import_one(item):
-                    imported.append(f"{item.user}/{item.name.stem}")
+                found = self._import_one(item, known)
             except (HtsecError, OSError) as exc:  # OSError: the credd removed it meanwhile
-                problems.append(f"{item.user}/{item.name.stem}: {exc}")
+                problems.append(f"{label}: {exc}")
+                continue
+            if isinstance(found, dict):
+                to_store.append((label, found))
+            elif found:
+                imported.append(label)
+        results = self.creds.put_many([entry for _, entry in to_store])
+        for (label, _), error in zip(to_store, results, strict=True):
+            if error is None:
+                imported.append(label)
+            else:
+                problems.append(f"{label}: {error}")
         return imported, problems
 
-    def _import_one(self, item: FoundCredential) -> bool:
+    def _import_one(
+        self, item: FoundCredential, known: dict[tuple[str, str, str], CredentialInfo]
+    ) -> bool | dict[str, Any]:
+        """True if a local-issuer credential was created; the arguments of a
+        :meth:`CredStore.put` if the ``.top`` is to be imported; False if there is nothing to
+        do. ``known`` holds what the store had when the pass began."""
         assert self.cred_dir is not None
         name, user = item.name, item.user
         handle = name.handle or None
+        info = known.get((local_user(user), name.service, name.handle or ""))
         if self.providers.is_local(name.service):
-            return item.top is not None and self.creds.ensure_local(
-                user, name.service, handle, actor="credmon", source="cred-dir"
+            return (
+                item.top is not None
+                and info is None
+                and self.creds.ensure_local(
+                    user, name.service, handle, actor="credmon", source="cred-dir"
+                )
             )
         top = item.top
         if top is None or not top.refresh_token:
             return False
-        try:
-            info = self.creds.info(user, name.service, handle)
-        except NotFound:
-            info = None
         if info is not None:
             top_path = self.cred_dir.path(user, name, "top")
             if os.stat(top_path).st_mtime <= info.updated_at:
@@ -162,21 +185,20 @@ class Credmon:
             if self.creds.refresh_token(user, name.service, handle) == top.refresh_token:
                 return False
         meta = item.meta
-        self.creds.put(
-            user,
-            name.service,
-            handle,
-            refresh_token=top.refresh_token,
-            scopes=list(top.scopes),
-            audience=top.audience,
-            client_id=meta.client_id if meta else None,
-            client_secret=meta.client_secret if meta else None,
-            token_url=meta.token_url if meta else None,
-            actor="credmon",
-            peer="cred-dir",
-            source="cred-dir",
-        )
-        return True
+        return {
+            "user": user,
+            "service": name.service,
+            "handle": handle,
+            "refresh_token": top.refresh_token,
+            "scopes": list(top.scopes),
+            "audience": top.audience,
+            "client_id": meta.client_id if meta else None,
+            "client_secret": meta.client_secret if meta else None,
+            "token_url": meta.token_url if meta else None,
+            "actor": "credmon",
+            "peer": "cred-dir",
+            "source": "cred-dir",
+        }
 
     def _forget_removed(self) -> list[str]:
         """Credentials imported from the directory whose ``.top`` HTCondor has removed -- the

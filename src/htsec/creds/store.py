@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, cast
@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from htsec.creds.crypto import Sealer, aad_for
 from htsec.creds.layout import TokenName, local_user, split_scopes
-from htsec.errors import CredentialError, CredStoreError, NotFound, UsageError
+from htsec.errors import CredentialError, CredStoreError, HtsecError, NotFound, UsageError
 from htsec.store import Store
 from htsec.store.models import AuditEntry, Credential, User
 
@@ -34,6 +34,8 @@ _RETRIES = 50
 #: Fetch audit rows are written in batches of this many, or after this many seconds.
 AUDIT_BATCH = 256
 AUDIT_DELAY = 1.0
+#: :meth:`CredStore.put_many` commits at most this many credentials per transaction.
+PUT_BATCH = 256
 _C = cast(Table, Credential.__table__)
 # Built once: lookups by name only bind parameters.
 _BY_NAME = select(_C).where(
@@ -49,6 +51,19 @@ _ACCESS = select(
     _C.c.access_expires_at,
     _C.c.scopes,
 ).where(_C.c.user == bindparam("u"), _C.c.service == bindparam("s"), _C.c.handle == bindparam("h"))
+
+
+@dataclass(frozen=True, repr=False)
+class _Put:
+    """A checked and sealed :meth:`CredStore.put`, not yet written."""
+
+    user: str
+    name: TokenName
+    values: dict[str, Any]
+    now: int
+    actor: str
+    peer: str | None
+    expect_version: int | None
 
 
 @dataclass(frozen=True)
@@ -305,6 +320,85 @@ class CredStore:
         ``source="cred-dir"`` marks a credential imported from HTCondor's directory (the
         credmon forgets it when HTCondor removes its ``.top``); any other store makes it
         htsec's own again."""
+        put = self._prepare_put(
+            user,
+            service,
+            handle,
+            refresh_token=refresh_token,
+            access_token=access_token,
+            expires_at=expires_at,
+            token_type=token_type,
+            scopes=scopes,
+            audience=audience,
+            provider=provider,
+            client_id=client_id,
+            client_secret=client_secret,
+            token_url=token_url,
+            actor=actor,
+            peer=peer,
+            expect_version=expect_version,
+            source=source,
+        )
+        for _ in range(_RETRIES):
+            with self.store.session() as s:
+                done = self._apply_put(s, put)
+            if done:
+                return self.info(put.user, put.name.service, put.name.handle)
+        raise CredStoreError(
+            f"too much contention storing {put.name.stem} of {put.user}; try again", status=503
+        )
+
+    def put_many(self, entries: Sequence[Mapping[str, Any]]) -> list[HtsecError | None]:
+        """Several :meth:`put` calls (each entry holds one call's keyword arguments, ``user``
+        and ``service`` included), committed together: one transaction, one fsync, instead of
+        one per credential. Each entry is sealed and audited exactly as :meth:`put` does it;
+        for each entry the result is None or the error that refused it (the others are
+        stored). An entry that lost a race with a concurrent writer is stored again on its own.
+        """
+        results: list[HtsecError | None] = [None] * len(entries)
+        prepared: list[tuple[int, _Put]] = []
+        for i, entry in enumerate(entries):
+            try:
+                prepared.append((i, self._prepare_put(**entry)))
+            except HtsecError as exc:
+                results[i] = exc
+        again: list[int] = []
+        for start in range(0, len(prepared), PUT_BATCH):
+            with self.store.session() as s:
+                again += [
+                    i
+                    for i, put in prepared[start : start + PUT_BATCH]
+                    if not self._apply_put(s, put)
+                ]
+        for i in again:
+            try:
+                self.put(**entries[i])
+            except HtsecError as exc:
+                results[i] = exc
+        return results
+
+    def _prepare_put(
+        self,
+        user: str,
+        service: str,
+        handle: str | None = None,
+        *,
+        refresh_token: str | None = None,
+        access_token: str | None = None,
+        expires_at: int | None = None,
+        token_type: str = "bearer",  # noqa: S107 - RFC 6750 token type
+        scopes: str | list[str] | None = None,
+        audience: str | None = None,
+        provider: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        token_url: str | None = None,
+        actor: str = "htsec",
+        peer: str | None = None,
+        expect_version: int | None = None,
+        source: str | None = None,
+    ) -> _Put:
+        """A :meth:`put` checked and sealed, ready for :meth:`_apply_put`."""
         user, name = self._name(user, service, handle)
         _bounded(refresh_token, "refresh token")
         _bounded(access_token, "access token")
@@ -332,55 +426,54 @@ class CredStore:
             "failures": 0,
             "source": source,
         }
+        return _Put(user, name, values, now, actor, peer, expect_version)
+
+    def _apply_put(self, s: Any, put: _Put) -> bool:
+        """One attempt at a prepared put inside session ``s``; False if it lost a race with a
+        concurrent writer (nothing of it was written: re-read and try again)."""
+        user, name, values, now = put.user, put.name, put.values, put.now
         key = _where(user, name)
-        for _ in range(_RETRIES):
-            with self.store.session() as s:
-                current = s.execute(select(_C.c.version).where(key)).scalar()
-                if expect_version is not None and current != expect_version:
-                    raise CredStoreError(
-                        f"credential {name.stem} of {user} is at version {current}, "
-                        f"not {expect_version}; re-read and retry",
-                        status=409,
+        current = s.execute(select(_C.c.version).where(key)).scalar()
+        if put.expect_version is not None and current != put.expect_version:
+            raise CredStoreError(
+                f"credential {name.stem} of {user} is at version {current}, "
+                f"not {put.expect_version}; re-read and retry",
+                status=409,
+            )
+        if current is None:
+            _ensure_user(s, user, now)
+            try:
+                with s.begin_nested():
+                    s.execute(
+                        insert(_C).values(
+                            user=user,
+                            service=name.service,
+                            handle=name.handle or "",
+                            version=1,
+                            created_at=now,
+                            **values,
+                        )
                     )
-                if current is None:
-                    _ensure_user(s, user, now)
-                    try:
-                        with s.begin_nested():
-                            s.execute(
-                                insert(_C).values(
-                                    user=user,
-                                    service=name.service,
-                                    handle=name.handle or "",
-                                    version=1,
-                                    created_at=now,
-                                    **values,
-                                )
-                            )
-                    except IntegrityError:
-                        continue  # a concurrent writer created it first: update instead
-                else:
-                    res = s.execute(
-                        update(_C)
-                        .where(key, _C.c.version == current)
-                        .values(version=current + 1, **values)
-                    )
-                    if res.rowcount != 1:  # type: ignore[attr-defined]
-                        continue  # lost the race; re-read the version and apply again
-                s.add(
-                    _audit_entry(
-                        actor=actor,
-                        action="store",
-                        user=user,
-                        name=name,
-                        peer=peer,
-                        outcome="ok",
-                        detail=f"version {(current or 0) + 1}",
-                    )
-                )
-            return self.info(user, name.service, name.handle)
-        raise CredStoreError(
-            f"too much contention storing {name.stem} of {user}; try again", status=503
+            except IntegrityError:
+                return False  # a concurrent writer created it first: update instead
+        else:
+            res = s.execute(
+                update(_C).where(key, _C.c.version == current).values(version=current + 1, **values)
+            )
+            if res.rowcount != 1:
+                return False  # lost the race; re-read the version and apply again
+        s.add(
+            _audit_entry(
+                actor=put.actor,
+                action="store",
+                user=user,
+                name=name,
+                peer=put.peer,
+                outcome="ok",
+                detail=f"version {(current or 0) + 1}",
+            )
         )
+        return True
 
     def ensure_local(
         self,
