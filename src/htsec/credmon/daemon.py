@@ -19,7 +19,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from htsec.credmon.issuer import LocalIssuer, load_issuer
 from htsec.credmon.providers import ProviderSet, load_providers
 from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
 from htsec.creds.crypto import Sealer, generate_key_file
+from htsec.creds.holder import Holder
 from htsec.creds.layout import (
     CredDir,
     FoundCredential,
@@ -84,7 +84,7 @@ class Credmon:
         self.creds = creds
         self.providers = providers or load_providers()
         self._issuers: dict[str, LocalIssuer | None] = {}
-        holder = f"{socket.gethostname()}:{os.getpid()}"
+        holder = str(Holder.this_process())
         self.engine = RefreshEngine(
             self.creds,
             self.providers,

@@ -5,7 +5,6 @@ Split from :mod:`htsec.creds.store`; the rows are the store's ``credentials`` ta
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Collection
@@ -14,6 +13,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, or_, select, update
 
+from htsec.creds.holder import Holder
 from htsec.creds.layout import TokenName
 from htsec.creds.store import CredStore
 from htsec.errors import StoreError
@@ -115,28 +115,26 @@ class Leases:
         self.local_providers = sorted(local_providers)
 
     def reap_dead_holders(self) -> int:
-        """Free the leases of crashed credmons on this host at once (the holder is
-        ``host:pid``; a pid that no longer exists cannot finish its refresh). Holders on other
-        hosts are trusted until their lease ends. Returns how many leases were freed."""
-        host, _, _ = self.holder.partition(":")
+        """Free at once the leases of credmons that have provably ended: same boot and PID
+        namespace as this process, and no longer running (:meth:`Holder.provably_dead`). Any
+        other holder -- another host, container or boot, or a pid this process cannot judge --
+        keeps its lease until it runs out. Returns how many leases were freed."""
+        me = Holder.parse(self.holder)
+        if me is None or not me.boot_id:
+            return 0
+        pattern = f"%:{me.boot_id}:{me.pid_ns}:%"
         with self.creds.store.engine.connect() as conn:
             owners = [
                 r[0]
                 for r in conn.execute(
-                    select(_C.c.lease_owner).where(_C.c.lease_owner.like(f"{host}:%")).distinct()
+                    select(_C.c.lease_owner).where(_C.c.lease_owner.like(pattern)).distinct()
                 )
             ]
         dead = []
         for owner in owners:
-            pid = owner.rpartition(":")[2]
-            if owner == self.holder or not pid.isdigit():
-                continue
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
+            holder = Holder.parse(owner)
+            if owner != self.holder and holder is not None and holder.provably_dead():
                 dead.append(owner)
-            except PermissionError:
-                continue  # alive, another user's
         if not dead:
             return 0
         with self.creds.store.session() as s:
