@@ -69,21 +69,40 @@ class _VerifierCache:
 def _start_credmon(
     app: FastAPI, settings: Settings, stop: asyncio.Event
 ) -> asyncio.Task[None] | None:
-    """The all-in-one server refreshes credentials too; a new credential wakes it at once."""
+    """The all-in-one server refreshes credentials too; a new credential wakes it at once.
+    Its task is supervised (:mod:`htsec.credmon.service`) and reported in ``/v1/health``."""
     import logging
 
     from htsec.credmon.daemon import Credmon
+    from htsec.credmon.service import CredmonService
 
     try:
         credmon = Credmon(settings, cred_dir=settings.cred_dir, creds=app.state.credstore)
     except HtsecError as exc:
         logging.getLogger("htsec.serve").warning("credmon not started: %s", exc)
+        app.state.credmon_failure = exc.__class__.__name__
         return None
+    service = CredmonService(credmon)
+    app.state.credmon = service
     # Routes run in worker threads; an asyncio.Event is set only from its own loop.
     loop = asyncio.get_running_loop()
     app.state.credmon_wake = lambda: loop.call_soon_threadsafe(credmon.engine.wake.set)
     app.state.metrics.extra.append(credmon.engine.metrics.registry)
-    return asyncio.create_task(credmon.loop(stop))
+    return asyncio.create_task(service.run(stop))
+
+
+def _health(app: FastAPI) -> dict[str, Any]:
+    """``degraded`` while the in-process credmon has failed (or could not start); the API
+    itself still answers."""
+    from htsec.credmon.service import CredmonService
+
+    service: CredmonService | None = getattr(app.state, "credmon", None)
+    failure: str | None = getattr(app.state, "credmon_failure", None)
+    if service is not None:
+        return {"status": "ok" if service.healthy else "degraded", "credmon": service.health()}
+    if failure is not None:
+        return {"status": "degraded", "credmon": {"state": "not started", "error": failure}}
+    return {"status": "ok"}
 
 
 def create_app(
@@ -144,8 +163,8 @@ def create_app(
         )
 
     @app.get("/v1/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok", "trust_domain": settings.trust_domain, "version": __version__}
+    def health() -> dict[str, Any]:
+        return {**_health(app), "trust_domain": settings.trust_domain, "version": __version__}
 
     from htsec.creds.api import router as creds_router
     from htsec.creds.crypto import Sealer, generate_key_file

@@ -32,6 +32,7 @@ from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
 from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.holder import Holder
 from htsec.creds.layout import (
+    CREDMON_COMPLETE,
     CredDir,
     FoundCredential,
     ImportProblem,
@@ -261,17 +262,36 @@ class Credmon:
         return out
 
     # -- passes ----------------------------------------------------------------------------
+    def _mark(self, action: Callable[[], object], what: str) -> list[str]:
+        """Clear or touch ``CREDMON_COMPLETE``; anything in the way (a directory of that name,
+        a FIFO) is a problem reported for this pass, not the end of the credmon."""
+        try:
+            action()
+        except (HtsecError, OSError) as exc:
+            return [f"{what}: {exc}"]
+        return []
+
     async def one_pass(self, keep_going: Callable[[], bool] | None = None) -> PassResult:
+        """One pass; raises :class:`FileSecurityError` when the credential root itself is
+        unusable (missing, not a directory, open to others): nothing can be published then."""
         imported: list[str] = []
         problems: list[str] = []
         if self.cred_dir is not None:
-            await asyncio.to_thread(self.cred_dir.clear_complete)
-            imported, problems = await asyncio.to_thread(self._import)
+            cred_dir = self.cred_dir
+            await asyncio.to_thread(cred_dir.check_root)
+            problems += await asyncio.to_thread(
+                self._mark, cred_dir.clear_complete, f"{cred_dir.root / CREDMON_COMPLETE}"
+            )
+            imported, found = await asyncio.to_thread(self._import)
+            problems += found
             await asyncio.to_thread(self._forget_removed)
         report = await self.engine.run_pass(keep_going=keep_going)
         if self.cred_dir is not None:
+            cred_dir = self.cred_dir
             problems += await asyncio.to_thread(self._publish_missing)
-            await asyncio.to_thread(self.cred_dir.touch_complete)
+            problems += await asyncio.to_thread(
+                self._mark, cred_dir.touch_complete, f"{cred_dir.root / CREDMON_COMPLETE}"
+            )
         for p in problems:
             log.warning("skipped %s", p)
         return PassResult(report, imported, problems, await asyncio.to_thread(self._health))
@@ -317,11 +337,15 @@ class Credmon:
         interval: float = 10.0,
         keep_going: Callable[[], bool] | None = None,
         period: float | None = None,
+        on_pass: Callable[[PassResult], None] | None = None,
+        raise_errors: bool = False,
     ) -> None:
         """Passes until ``stop`` is set; a set ``engine.wake`` starts the next one at once.
 
         ``interval`` is how often ``keep_going`` is checked while idle, ``period`` (default
-        ``interval``) how often a pass runs when nothing wakes it."""
+        ``interval``) how often a pass runs when nothing wakes it. A failed pass is logged and
+        tried again at the next period, or with ``raise_errors`` ends the loop (its caller
+        restarts it); ``on_pass`` sees every finished pass."""
         period = interval if period is None else period
         last = 0.0
         while not stop.is_set() and (keep_going is None or keep_going()):
@@ -331,9 +355,14 @@ class Credmon:
             last = time.monotonic()
             self.engine.wake.clear()
             try:
-                await self.one_pass(keep_going)
+                result = await self.one_pass(keep_going)
             except HtsecError as exc:  # e.g. the store is unreachable: try again later
+                if raise_errors:
+                    raise
                 log.error("credmon pass failed: %s", exc)
+                continue
+            if on_pass is not None:
+                on_pass(result)
 
     def close(self) -> None:
         self.creds.flush_audit()
