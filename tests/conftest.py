@@ -40,6 +40,7 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("HTSEC_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("_CONDOR_TRUST_DOMAIN", "pool.example.org")
+    monkeypatch.setenv("_CONDOR_UID_DOMAIN", "pool.example.org")  # users are user@pool...
 
 
 @pytest.fixture

@@ -93,7 +93,7 @@ def cli(debug: bool) -> None:
     \b
     First steps on one machine:
       htsec serve                       # start the server (creates keys and TLS on first run)
-      htsec token create --identity alice@$(hostname) --authz READ
+      htsec token create --identity alice@$(htsec config show --value UID_DOMAIN)
     Configuration is HTCondor's: set CONDOR_CONFIG to use a pool's; without it htsec uses a
     built-in default under HTSEC_HOME (~/.htsec). 'htsec config show' prints what is in effect.
     """
@@ -117,11 +117,15 @@ def config() -> None:
 @config.command("show", context_settings=CONTEXT)
 @click.argument("knobs", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-def config_show(knobs: Sequence[str], as_json: bool) -> None:
+@click.option(
+    "--value", "bare", is_flag=True, help="Print only the values, one a line (for scripts)."
+)
+def config_show(knobs: Sequence[str], as_json: bool, bare: bool) -> None:
     """Print the effective value of KNOBS (default: every knob htsec reads).
 
     Values come from HTCondor's configuration, after macro expansion and _CONDOR_<KNOB>
-    environment overrides. Unset knobs print as 'undefined'.
+    environment overrides (htsec's own knobs also from HTSEC_<KNOB>). Unset knobs print as
+    'undefined' (with --value, as an empty line).
     """
     s = settings()
     names = [k.upper() for k in knobs] or list(KNOBS)
@@ -133,10 +137,15 @@ def config_show(knobs: Sequence[str], as_json: bool) -> None:
         "HTSEC_GLIDEIN_KEY_NAME": s.glidein_key_name,
         "HTSEC_GLIDEIN_LIFETIME": str(s.glidein_lifetime),
         "SEC_TOKEN_DIRECTORY": str(s.token_dir),
+        "UID_DOMAIN": s.uid_domain,
     }
     values = {k: (param(k) if param(k) is not None else derived.get(k)) for k in names}
     if as_json:
         emit_json({"config_source": s.config_source, "values": values})
+        return
+    if bare:
+        for k in names:
+            click.echo(values[k] or "")
         return
     err.print(f"# configuration: {s.config_source}" + (" (htsec built-in)" if s.builtin else ""))
     for k in names:
@@ -345,9 +354,12 @@ def token_list(as_json: bool) -> None:
 def token_verify(token_arg: str, as_json: bool) -> None:
     """Check a token as an HTCondor daemon with this configuration would (more strictly).
 
-    Prints the identity, authorizations, expiry and key, or the reason the token is rejected
-    (exit status 1). Recorded revocations and SEC_TOKEN_REVOCATION_EXPR both apply.
+    Prints the identity, authorizations (those the scope lists, and every level they grant with
+    what they imply, as HTCondor's permission hierarchy), expiry and key, or the reason the
+    token is rejected (exit status 1). Recorded revocations and SEC_TOKEN_REVOCATION_EXPR both
+    apply.
     """
+    from htsec.authz import granted, in_order
     from htsec.tokens.tokendir import read_token_arg
 
     raw = read_token_arg(token_arg)
@@ -363,6 +375,7 @@ def token_verify(token_arg: str, as_json: bool) -> None:
         "valid": True,
         "identity": v.subject,
         "authorizations": list(v.authorizations) if v.authorizations is not None else None,
+        "grants": in_order(granted(v.authorizations)),
         "issuer": v.issuer,
         "key": v.kid,
         "jti": v.jti,
@@ -375,6 +388,7 @@ def token_verify(token_arg: str, as_json: bool) -> None:
     click.echo(f"valid token for {v.subject}")
     authz = ", ".join(v.authorizations) if v.authorizations is not None else "all (no scope)"
     click.echo(f"  authorizations: {authz}")
+    click.echo(f"  grants:  {', '.join(info['grants'])}")
     click.echo(f"  issued:  {when(v.iat)}")
     click.echo(f"  expires: {when(v.exp)}")
     click.echo(f"  key:     {v.kid}    issuer: {v.issuer}    jti: {v.jti}")
@@ -735,7 +749,11 @@ def glidein() -> None:
     metavar="AGE1...|FILE",
     help="Factory public key (age X25519), or a file holding it; repeat for several.",
 )
-@click.option("--identity", metavar="USER@DOMAIN", help="Default: SITE@<this host>.")
+@click.option(
+    "--identity",
+    metavar="NAME@DOMAIN",
+    help="Default: SITE@glidein.<this host>; never user@$(UID_DOMAIN), a user's identity.",
+)
 @click.option(
     "--output",
     "-o",

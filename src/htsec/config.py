@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ DEFAULT_PORT = 9680
 #: The knobs htsec reads, with what each one means (shown by ``htsec config show``).
 KNOBS: dict[str, str] = {
     "TRUST_DOMAIN": "issuer ('iss') of minted tokens; tokens of other issuers are rejected",
-    "UID_DOMAIN": "default domain of identities (condor@$(UID_DOMAIN))",
+    "UID_DOMAIN": "users' domain: credentials belong to user@$(UID_DOMAIN) (default: the full "
+    "host name); default identity of token requests (condor@$(UID_DOMAIN))",
     "SEC_PASSWORD_DIRECTORY": "directory of signing keys (passwords.d)",
     "SEC_TOKEN_POOL_SIGNING_KEY_FILE": "file of the POOL signing key",
     "SEC_TOKEN_DIRECTORY": "directory of this user's tokens (default ~/.condor/tokens.d)",
@@ -109,6 +111,16 @@ def _int_knob(knob: str, default: int | None) -> int | None:
 def _str_knob(knob: str, default: str) -> str:
     value = param(knob)
     return default if value is None else value.strip()
+
+
+def _uid_domain() -> str:
+    """UID_DOMAIN; HTCondor's default (param_info.in) is $(FULL_HOSTNAME), the full host name."""
+    value = (param("UID_DOMAIN") or param("FULL_HOSTNAME") or socket.getfqdn()).strip()
+    if not value or re.search(r"[\s,@]", value):
+        raise ConfigError(
+            f"UID_DOMAIN = {value!r} must be a domain name, without spaces, ',' or '@'"
+        )
+    return value
 
 
 def _glidein_key_name() -> str:
@@ -215,7 +227,7 @@ def load(environ: dict[str, str] | os._Environ[str] | None = None) -> Settings:
         builtin=builtin,
         home=home,
         trust_domain=trust_domain,
-        uid_domain=(param("UID_DOMAIN") or trust_domain).strip(),
+        uid_domain=_uid_domain(),
         password_dir=password_dir,
         pool_key_file=path_knob("SEC_TOKEN_POOL_SIGNING_KEY_FILE", password_dir / "POOL"),
         token_dir=token_dir,

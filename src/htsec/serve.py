@@ -70,7 +70,7 @@ def run(
         f"  CA for clients: {tls.ca_cert}",
         *[f"  {n}" for n in notes],
         "Mint a first (administrator) token in another terminal:",
-        f"  htsec token create --identity admin@{settings.trust_domain} --authz ADMINISTRATOR "
+        f"  htsec token create --identity admin@{settings.uid_domain} --authz ADMINISTRATOR "
         "--token admin",
         "Then, e.g.: htsec token request list",
     ]

@@ -43,10 +43,18 @@ def alice(authority: Authority, both: dict[str, TestClient]) -> dict[str, str]:
 def test_own_fetch_needs_read(
     both: dict[str, TestClient], authority: Authority, alice: dict[str, str], path: str
 ) -> None:
-    """A token restricted to WRITE (or ADVERTISE_STARTD) cannot read metadata; it must not read
-    the secret either. An unrestricted token and a READ token can."""
+    """A token whose scope grants no READ (ALLOW only; OWNER, no level since HTCondor 9.0)
+    cannot read the secret. READ can, and so can every level that implies READ (WRITE,
+    ADVERTISE_STARTD: htsec.authz, HTCondor's permission hierarchy), and an unlimited token."""
     client = both[path]
-    for authz, expected in ((["WRITE"], 403), (["ADVERTISE_STARTD"], 403), (["READ"], 200)):
+    cases = (
+        (["ALLOW"], 403),
+        (["OWNER"], 403),
+        (["READ"], 200),
+        (["WRITE"], 200),
+        (["ADVERTISE_STARTD"], 200),
+    )
+    for authz, expected in cases:
         h = bearer(authority.mint(identity="alice@pool.example.org", authz=authz))
         r = client.get("/v1/creds/box/access-token", headers=h)
         assert r.status_code == expected, (authz, r.text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -128,3 +129,27 @@ def test_glideinwms_key_naming(tmp_path: Path, factory: tuple[Path, str], home: 
     )
     assert r.code == 0, r.err
     assert (home / "passwords.d" / "CMS_T2").is_file()
+
+
+def test_pilot_identity_is_never_a_users(tmp_path: Path, factory: tuple[Path, str]) -> None:
+    """A pilot is SITE@glidein.<host>, never user@$(UID_DOMAIN): even when UID_DOMAIN is this
+    host (HTCondor's default), and even when asked for with --identity."""
+    key, public = factory
+    host = socket.getfqdn()
+    env = {"_CONDOR_UID_DOMAIN": host}
+    r = run("glidein", "token", "--site", "alice", "--recipient", public, "-o", str(tmp_path / "a"))
+    assert r.code == 0, r.err
+    info = json.loads(run("token", "verify", unwrap(key, tmp_path / "a"), "--json").out)
+    assert info["identity"] == f"alice@glidein.{host}"
+    r = run(
+        "glidein",
+        "token",
+        "--site",
+        "alice",
+        "--recipient",
+        public,
+        "--identity",
+        f"alice@{host.upper()}",
+        env=env,
+    )
+    assert r.code == 2 and "user alice's identity" in r.err and "BEGIN AGE" not in r.out

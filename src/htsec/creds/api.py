@@ -1,10 +1,11 @@
 """The credd HTTP API: store, query, list and delete OAuth credentials.
 
 Callers authenticate with an ID token (``Authorization: Bearer``) and are authorized by
-identity: the user part of ``sub`` (``alice`` of ``alice@pool``) sees and changes only its own
-credentials; a token with ``DAEMON`` authorization (an execution point) may fetch access tokens
-of any user for the jobs it runs; ``ADMINISTRATOR`` may list and delete anyone's. Nothing
-returns a refresh token, ever. Errors are RFC 9457 problem documents.
+identity and scope (:mod:`htsec.authz`): ``alice@$(UID_DOMAIN)`` sees (READ) and changes (WRITE)
+only ``alice``'s credentials; identities of other domains own none. A token with ``DAEMON``
+authorization (an execution point) may fetch access tokens of any user for the jobs it runs;
+``ADMINISTRATOR`` may list, read and delete anyone's. Nothing returns a refresh token, ever.
+Errors are RFC 9457 problem documents.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from htsec.authz import Perm, credential_owner, grants
 from htsec.creds.layout import CredDir
 from htsec.creds.store import MAX_TOKEN_TEXT, CredentialInfo, CredStore
 from htsec.errors import CredentialFileError, CredStoreError, HtsecError
@@ -86,24 +88,34 @@ def _creds(request: Request) -> CredStore:
     return cs
 
 
-def local_user(caller: VerifiedToken) -> str:
-    """``alice@pool.example.org`` -> ``alice`` (HTCondor keys credentials by local name)."""
-    return caller.subject.split("@", 1)[0]
+def _uid_domain(request: Request) -> str:
+    domain: str = request.app.state.settings.uid_domain
+    return domain
 
 
-def _has(caller: VerifiedToken, perm: str) -> bool:
-    authz = caller.authorizations
-    return authz is None or perm in authz
+def _no_owner(caller: VerifiedToken, uid_domain: str) -> CredStoreError:
+    return CredStoreError(
+        f"{caller.subject} owns no credentials: they belong to user@{uid_domain} "
+        "(UID_DOMAIN); identities of other domains reach a user's credentials only with "
+        "ADMINISTRATOR or DAEMON authorization, naming the user",
+        status=403,
+    )
 
 
-def _target(caller: VerifiedToken, user: str | None, *, perm: str) -> str:
+def _lacks(caller: VerifiedToken, perm: Perm) -> CredStoreError:
+    return CredStoreError(f"{caller.subject}'s token lacks {perm} authorization", status=403)
+
+
+def _target(caller: VerifiedToken, user: str | None, *, perm: Perm, uid_domain: str) -> str:
     """The user whose credentials the caller acts on, or 403."""
-    me = local_user(caller)
+    if not grants(caller, perm):
+        raise _lacks(caller, perm)
+    me = credential_owner(caller.subject, uid_domain)
     if user is None or user == me:
-        if not _has(caller, perm):
-            raise CredStoreError(f"{caller.subject}'s token lacks {perm} authorization", status=403)
+        if me is None:
+            raise _no_owner(caller, uid_domain)
         return me
-    if caller.authorizations is not None and "ADMINISTRATOR" in caller.authorizations:
+    if grants(caller, Perm.ADMINISTRATOR):
         return user
     raise CredStoreError(
         f"{caller.subject} may not act on {user}'s credentials (needs ADMINISTRATOR)", status=403
@@ -125,7 +137,7 @@ def _audit_refusal(
 ) -> None:
     _creds(request).record_access(
         actor=caller.subject,
-        user=user or local_user(caller),
+        user=user or credential_owner(caller.subject, _uid_domain(request)) or "",
         service=service,
         handle=handle,
         peer=_peer(request),
@@ -158,27 +170,29 @@ def fetch_access_token(
     user: str | None,
     handle: str | None,
     peer: str,
+    uid_domain: str,
 ) -> dict[str, Any]:
     """The ``.use`` JSON of a credential for ``caller``, audited (refusals and errors too);
     raises HtsecError subclasses.
 
-    The owner may fetch its own tokens with a token that has ``READ`` (or no restriction); a
-    ``DAEMON`` token (an execution point) anyone's.
+    The owner (``user@$(UID_DOMAIN)``) may fetch its own tokens with a token that grants
+    ``READ``; a ``DAEMON`` token (an execution point) anyone's.
     """
     if (user and len(user) > 200) or (handle and len(handle) > 200):
         raise CredStoreError("user and handle are at most 200 characters")
-    me = local_user(caller)
-    daemon = caller.authorizations is not None and "DAEMON" in caller.authorizations
-    target = user or me
+    me = credential_owner(caller.subject, uid_domain)
+    target = user if user is not None else me
     outcome = "ok"
     try:
-        if user is not None and user != me and not daemon:
+        if not grants(caller, Perm.READ):
+            raise _lacks(caller, Perm.READ)
+        if target is None:
+            raise _no_owner(caller, uid_domain)
+        if target != me and not grants(caller, Perm.DAEMON):
             raise CredStoreError(
-                f"{caller.subject} may not fetch {user}'s tokens (needs DAEMON authorization)",
+                f"{caller.subject} may not fetch {target}'s tokens (needs DAEMON authorization)",
                 status=403,
             )
-        if not daemon and not _has(caller, "READ"):
-            raise CredStoreError(f"{caller.subject}'s token lacks READ authorization", status=403)
         return cs.access_token(target, service, handle).use_json()
     except HtsecError as exc:
         outcome = _outcome(exc)
@@ -189,7 +203,7 @@ def fetch_access_token(
     finally:
         cs.record_access(
             actor=caller.subject,
-            user=target,
+            user=target or "",
             service=service,
             handle=handle,
             peer=peer,
@@ -207,7 +221,13 @@ async def access_token(service: Service, request: Request) -> dict[str, Any]:
     caller = await authenticate(request)
     query = request.query_params
     body = fetch_access_token(
-        _creds(request), caller, service, query.get("user"), query.get("handle"), _peer(request)
+        _creds(request),
+        caller,
+        service,
+        query.get("user"),
+        query.get("handle"),
+        _peer(request),
+        _uid_domain(request),
     )
     request.app.state.metrics.fetches.inc()
     return body
@@ -240,7 +260,7 @@ def _store(
     handle: str | None,
     if_match: str | None,
 ) -> CredentialInfo:
-    user = _target(caller, None, perm="WRITE")
+    user = _target(caller, None, perm=Perm.WRITE, uid_domain=_uid_domain(request))
     expect = None
     if if_match is not None:
         try:
@@ -269,11 +289,12 @@ def list_credentials(
     request: Request, caller: Caller, user: UserQ = None, all_users: bool = False
 ) -> dict[str, Any]:
     """The caller's credentials (ADMINISTRATOR: ``?user=NAME`` or ``?all_users=true``)."""
+    domain = _uid_domain(request)
     if all_users:
-        _target(caller, "\x00all", perm="READ")
+        _target(caller, "\x00all", perm=Perm.READ, uid_domain=domain)
         rows = _creds(request).credentials()
     else:
-        rows = _creds(request).credentials(_target(caller, user, perm="READ"))
+        rows = _creds(request).credentials(_target(caller, user, perm=Perm.READ, uid_domain=domain))
     return {"credentials": [r.as_dict() for r in rows]}
 
 
@@ -281,7 +302,8 @@ def list_credentials(
 def get_credential(
     service: Service, request: Request, caller: Caller, handle: Handle = None, user: UserQ = None
 ) -> dict[str, Any]:
-    return _creds(request).info(_target(caller, user, perm="READ"), service, handle).as_dict()
+    target = _target(caller, user, perm=Perm.READ, uid_domain=_uid_domain(request))
+    return _creds(request).info(target, service, handle).as_dict()
 
 
 @router.delete("/creds/{service}", status_code=204)
@@ -289,7 +311,7 @@ def delete_credential(
     service: Service, request: Request, caller: Caller, handle: Handle = None, user: UserQ = None
 ) -> Response:
     try:
-        target = _target(caller, user, perm="WRITE")
+        target = _target(caller, user, perm=Perm.WRITE, uid_domain=_uid_domain(request))
         cs = _creds(request)
         cs.info(target, service, handle)  # 404 when absent
         cs.delete(target, service, handle, actor=caller.subject, peer=_peer(request))
@@ -303,11 +325,10 @@ def delete_credential(
 def status(request: Request, caller: Caller) -> dict[str, Any]:
     """Per service, how many of the caller's (ADMINISTRATOR: all) credentials are in each state."""
     cs = _creds(request)
-    admin = caller.authorizations is not None and "ADMINISTRATOR" in caller.authorizations
-    if admin:
+    if grants(caller, Perm.ADMINISTRATOR):
         return {"services": cs.status()}
     out: dict[str, dict[str, int]] = {}
-    for c in cs.credentials(local_user(caller)):
+    for c in cs.credentials(_target(caller, None, perm=Perm.READ, uid_domain=_uid_domain(request))):
         out.setdefault(c.service, {}).setdefault(c.state, 0)
         out[c.service][c.state] += 1
     return {"services": out}

@@ -97,4 +97,5 @@ class AccessTokenFastPath:
             query.get("user"),
             query.get("handle"),
             client[0] if client else "unknown",
+            state.settings.uid_domain,
         )

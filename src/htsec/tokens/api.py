@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, Field
 
+from htsec.authz import Perm, granted, grants, in_order
 from htsec.config import param
 from htsec.errors import ConfigError, RequestError
 from htsec.server import Caller
@@ -56,8 +57,7 @@ def _requests(request: Request) -> Requests:
 
 
 def _admin(caller: VerifiedToken) -> str:
-    authz = caller.authorizations
-    if authz is None or "ADMINISTRATOR" not in authz:
+    if not grants(caller, Perm.ADMINISTRATOR):
         raise RequestError(
             f"{caller.subject} needs a token with ADMINISTRATOR authorization", status=403
         )
@@ -133,5 +133,11 @@ def list_rules(request: Request, caller: Caller) -> dict[str, Any]:
 
 @router.get("/whoami")
 def whoami(caller: Caller) -> dict[str, Any]:
-    """The identity and authorizations of the caller's token."""
-    return {"identity": caller.subject, "authorizations": caller.authorizations, "key": caller.kid}
+    """The identity of the caller's token, the authorizations its scope lists, and every level
+    it grants (those and what they imply, :mod:`htsec.authz`)."""
+    return {
+        "identity": caller.subject,
+        "authorizations": caller.authorizations,
+        "grants": in_order(granted(caller.authorizations)),
+        "key": caller.kid,
+    }

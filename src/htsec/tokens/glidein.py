@@ -2,8 +2,10 @@
 
 FORMATS.md section 7 and seed 002: the frontend signs each site's pilot token with that site's
 own key, so replacing one site's key file revokes that site's tokens and no other's. The token
-(identity ``<site>@<frontend host>``, scope READ ADVERTISE_STARTD ADVERTISE_MASTER, 24 h by
-default) travels to the factory encrypted to the factory's public key.
+(identity ``<site>@glidein.<frontend host>``, scope READ ADVERTISE_STARTD ADVERTISE_MASTER, 24 h
+by default) travels to the factory encrypted to the factory's public key. A pilot is never a
+user: its identity may not be ``user@$(UID_DOMAIN)`` (:func:`htsec.authz.credential_owner`), or a
+pilot of site ``alice`` would own user alice's credentials.
 
 Envelope: the `age <https://age-encryption.org/v1>`_ format, X25519 recipients, ASCII-armored
 (``-----BEGIN AGE ENCRYPTED FILE-----``); the plaintext is exactly the ``<Entry>.idtoken`` file
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 
 import pyrage
 
+from htsec.authz import credential_owner
 from htsec.errors import TokenRejected, UsageError
 from htsec.tokens.authority import Authority
 from htsec.tokens.idtoken import parse_unverified
@@ -30,6 +33,7 @@ __all__ = [
     "generate_identity",
     "mint_pilot_token",
     "parse_recipient",
+    "pilot_identity",
     "site_key_name",
     "unwrap",
     "wrap",
@@ -46,6 +50,22 @@ def site_key_name(template: str, site: str) -> str:
     return validate_key_name(template.replace("{site}", site))
 
 
+def pilot_identity(site: str, uid_domain: str, identity: str | None = None) -> str:
+    """A site's pilot identity: ``identity``, or ``SITE@glidein.<this host>``; never a user's.
+
+    :raises UsageError: when it would be ``user@$(UID_DOMAIN)``, a user's identity.
+    """
+    ident = identity or f"{site}@glidein.{socket.getfqdn()}"
+    user = credential_owner(ident, uid_domain)
+    if user is not None:
+        raise UsageError(
+            f"pilot identity {ident} is user {user}'s identity (UID_DOMAIN = {uid_domain}): a "
+            f"pilot would own {user}'s credentials; give an identity of another domain, e.g. "
+            f"{ident.rpartition('@')[0]}@glidein.{uid_domain}"
+        )
+    return ident
+
+
 def mint_pilot_token(
     authority: Authority,
     site: str,
@@ -57,6 +77,7 @@ def mint_pilot_token(
     """Mint a site's pilot token; returns (token, key name, whether the key was created)."""
     settings = authority.settings
     key = site_key_name(settings.glidein_key_name, site)
+    ident = pilot_identity(site, settings.uid_domain, identity)
     created = False
     if not authority.keyring.exists(key):
         if not create_key:
@@ -66,7 +87,7 @@ def mint_pilot_token(
         authority.keyring.create(key)
         created = True
     token = authority.mint(
-        identity=identity or f"{site}@{socket.getfqdn()}",
+        identity=ident,
         key=key,
         lifetime=settings.glidein_lifetime if lifetime is None else lifetime,
         authz=PILOT_AUTHZ,
