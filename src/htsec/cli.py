@@ -613,7 +613,7 @@ def _collect(c: Any, rid: str, secret: str, timeout: int, token_file_out: str | 
             raise HtsecError(f"gave up waiting for request {rid} after {timeout} s")
         time.sleep(
             min(5.0, max(0.2, deadline - time.monotonic()))
-            if not os.environ.get("HTSEC_POLL_FAST")
+            if not os.environ.get("HTSEC_TEST_POLL_FAST")
             else 0.2
         )
 

@@ -3,7 +3,9 @@
 HTCondor's own configuration language and sources are used through the ``htcondor`` wheel
 (``htcondor2.param``): ``CONDOR_CONFIG``, ``_CONDOR_<KNOB>`` environment overrides, macro
 expansion and ``LOCAL_CONFIG_DIR`` (``config.d``). Knob names are HTCondor's where one exists
-(``TRUST_DOMAIN``, ``SEC_PASSWORD_DIRECTORY`` ...); htsec's own start with ``HTSEC_``.
+(``TRUST_DOMAIN``, ``SEC_PASSWORD_DIRECTORY`` ...); htsec's own start with ``HTSEC_`` and may also
+be set as ``HTSEC_<KNOB>`` in the environment (read, never written back); any other ``HTSEC_``
+variable is refused, so a misspelt one is never silently ignored.
 
 With no ``CONDOR_CONFIG`` in the environment, htsec writes and uses a built-in default
 configuration rooted at ``HTSEC_HOME`` (default ``~/.htsec``, created 0700), so a newcomer needs
@@ -12,9 +14,11 @@ no HTCondor installation. On an HTCondor host, set ``CONDOR_CONFIG=/etc/condor/c
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ from typing import Any
 from htsec import _fs
 from htsec.errors import ConfigError
 
-__all__ = ["DEFAULT_PORT", "KNOBS", "Settings", "load", "param"]
+__all__ = ["DEFAULT_PORT", "ENV_KNOBS", "KNOBS", "Settings", "check_environment", "load", "param"]
 
 DEFAULT_PORT = 9680
 
@@ -53,7 +57,15 @@ KNOBS: dict[str, str] = {
     "HTSEC_GLIDEIN_KEY_NAME": "per-site key name; {site} is the site (site-{site}; "
     "GlideinWMS uses {site})",
     "HTSEC_GLIDEIN_LIFETIME": "default lifetime of glidein tokens in seconds (86400)",
+    "HTSEC_CREDMON_RATE": "refreshes per second per OAuth provider (50)",
+    "HTSEC_ISSUER_PREVIOUS_KEYS": "kid:/path.pem ... of retired local-issuer keys still published",
 }
+
+#: htsec's own knobs, which ``HTSEC_<KNOB>`` in the environment also sets (like
+#: ``_CONDOR_HTSEC_<KNOB>``, taken literally: no ``$(...)`` expansion).
+ENV_KNOBS: frozenset[str] = frozenset(k for k in KNOBS if k.startswith("HTSEC_"))
+#: ``HTSEC_`` variables of the test suite and the benchmarks, never read as knobs.
+_RESERVED_ENV = ("HTSEC_TEST_", "HTSEC_BENCH_")
 
 _BUILTIN = """\
 # htsec built-in default configuration (HTCondor syntax), written on first run because
@@ -79,9 +91,37 @@ def _htcondor() -> Any:
 
 
 def param(knob: str) -> str | None:
-    """The effective value of ``knob`` as HTCondor would see it, or None when undefined."""
+    """The effective value of ``knob`` as HTCondor would see it, or None when undefined; for
+    htsec's own knobs (:data:`ENV_KNOBS`) ``HTSEC_<KNOB>`` in the environment comes first."""
+    if knob in ENV_KNOBS and (raw := os.environ.get(knob)) is not None:
+        return raw
     value = _htcondor().param.get(knob)
     return None if value is None else str(value)
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``HTSEC_*`` environment variables htsec would not read (a misspelt
+    ``HTSEC_DATABSE_URL`` must not leave the daemon quietly on its default store), and an
+    ``HTSEC_<KNOB>`` that contradicts ``_CONDOR_HTSEC_<KNOB>``.
+
+    :raises ConfigError: naming the variable, and the knob it was probably meant to be.
+    """
+    for name in sorted(environ):
+        if not name.startswith("HTSEC_") or name.startswith(_RESERVED_ENV):
+            continue
+        if name not in ENV_KNOBS:
+            near = difflib.get_close_matches(name, sorted(ENV_KNOBS), n=1, cutoff=0.75)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(
+                f"the environment variable {name} is not an htsec knob{hint}; htsec reads "
+                f"{', '.join(sorted(ENV_KNOBS))} (or _CONDOR_<KNOB>); unset it"
+            )
+        condor = environ.get(f"_CONDOR_{name}")
+        if condor is not None and condor != environ[name]:
+            raise ConfigError(
+                f"the environment sets {name} and _CONDOR_{name} to different values; "
+                "unset one of them"
+            )
 
 
 def _home(environ: dict[str, str] | os._Environ[str]) -> Path:
@@ -175,6 +215,7 @@ class Settings:
 def load(environ: dict[str, str] | os._Environ[str] | None = None) -> Settings:
     """Read the configuration; raises :class:`ConfigError` naming the knob or file at fault."""
     env = os.environ if environ is None else environ
+    check_environment(env)
     home = _home(env)
     source = env.get("CONDOR_CONFIG")
     builtin = not source
