@@ -30,7 +30,9 @@ __all__ = ["DEFAULT_PORT", "ENV_KNOBS", "KNOBS", "Settings", "check_environment"
 
 DEFAULT_PORT = 9680
 
-#: The knobs htsec reads, with what each one means (shown by ``htsec config show``).
+#: The knobs htsec reads, with what each one means (shown by ``htsec config show``). Every
+#: ``HTSEC_`` knob must be here: only these may be set as ``HTSEC_<KNOB>`` in the environment
+#: (tests/test_config_environment.py checks docs/configuration.md against this list).
 KNOBS: dict[str, str] = {
     "TRUST_DOMAIN": "issuer ('iss') of minted tokens; tokens of other issuers are rejected",
     "UID_DOMAIN": "users' domain: credentials belong to user@$(UID_DOMAIN) (default: the full "
@@ -51,6 +53,8 @@ KNOBS: dict[str, str] = {
     "HTSEC_DATABASE_URL": "SQLAlchemy URL of the store (default SQLite in HTSEC_HOME)",
     "HTSEC_SERVER_URL": "where 'htsec serve' listens and the CLI connects",
     "HTSEC_SERVE_CREDMON": "whether 'htsec serve' also runs the credmon (true)",
+    "HTSEC_SERVE_API_DOCS": "whether 'htsec serve' serves /docs, /redoc, /openapi.json (false)",
+    "HTSEC_TOKEN_REQUEST_MAX_PER_PEER": "pending token requests one address may have (50)",
     "HTSEC_STORE_KEY_FILE": "0600 file of the data keys sealing secrets in the store",
     "SEC_CREDENTIAL_DIRECTORY_OAUTH": "HTCondor's OAuth credential directory (credmon output)",
     "HTSEC_CA_FILE": "CA certificate the CLI trusts for HTSEC_SERVER_URL",
