@@ -5,14 +5,14 @@ bare FastAPI app returning a constant, served the same way (uvicorn, same TLS ce
 Each target is driven for the same time with the same concurrency; the server is pinned to
 one core and the load generator to the other.
 
-Two load generators: an async httpx client, and ``wrk`` (Debian package, C) when installed.
-The httpx client runs on htsec's lean transport (``htsec.credmon.transport``): with httpx's
-default transport one process tops out near 1,200 requests/s on one core here, below what
-either server answers; with the lean one near 4,300/s -- still below the bare endpoint, so the
-headline figures come from wrk and the httpx figures are printed beside them.
+Two load generators: an async aiohttp client (the library of the credmon's token calls), and
+``wrk`` (Debian package, C) when installed. httpx's default transport tops out near 1,200
+requests/s on one core here, below what either server answers; one Python process stays below
+the bare endpoint whatever the client, so the headline figures come from wrk and the aiohttp
+figures are printed beside them.
 
 Prints a table, then one JSON line with ``req_per_s``, ``p50_ms``, ``p99_ms``, ``vs_bare`` (our
-rate over the bare endpoint's) and the httpx figures.
+rate over the bare endpoint's) and the aiohttp figures.
 
     .venv/bin/python bench/credd.py [--seconds 5] [--concurrency 32] [--creds 1000]
 """
@@ -32,9 +32,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 
-from htsec.credmon.transport import LeanTransport
+from htsec.credmon.token_client import ssl_context
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -90,8 +91,8 @@ async def drive(
 ) -> tuple[int, list[float], int]:
     latencies: list[float] = []
     errors = 0
-    transport = LeanTransport(verify=str(ca), max_connections=concurrency)
-    async with httpx.AsyncClient(transport=transport, headers=headers) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=ssl_context(ca))
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as client:
         stop = time.perf_counter() + seconds
 
         async def worker(i: int) -> None:
@@ -101,15 +102,18 @@ async def drive(
                 user = users[n % len(users)]
                 n += concurrency
                 t0 = time.perf_counter()
-                r = await client.get(url, params={"user": user})
+                async with client.get(url, params={"user": user}) as r:
+                    await r.read()
                 latencies.append(time.perf_counter() - t0)
-                if r.status_code != 200:
+                if r.status != 200:
                     errors += 1
 
         # Warm up connections, then measure.
-        await asyncio.gather(
-            *(client.get(url, params={"user": users[0]}) for _ in range(concurrency))
-        )
+        async def warm() -> None:
+            async with client.get(url, params={"user": users[0]}) as r:
+                await r.read()
+
+        await asyncio.gather(*(warm() for _ in range(concurrency)))
         latencies.clear()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
@@ -204,7 +208,7 @@ def main() -> None:
         wait_up(f"https://127.0.0.1:{bare_port}/v1/creds/box/access-token", ca, bare)
 
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-            os.sched_setaffinity(0, {0})  # this process (the httpx client) on core 0
+            os.sched_setaffinity(0, {0})  # this process (the aiohttp client) on core 0
         headers = {"Authorization": f"Bearer {token}"}
         path = "/v1/creds/box/access-token"
         targets = {"bare FastAPI constant": bare_port, "htsec access-token fetch": port}
@@ -214,7 +218,7 @@ def main() -> None:
             results[label] = {}
             if shutil.which("wrk"):
                 results[label]["wrk"] = run_wrk(url, token, users, args, home)
-            results[label]["httpx"] = run_httpx(url, ca, headers, users, args)
+            results[label]["aiohttp"] = run_aiohttp(url, ca, headers, users, args)
     finally:
         for proc in procs:
             proc.terminate()
@@ -229,15 +233,15 @@ def main() -> None:
         f"seeded {args.creds} credentials in {seed_s:.1f} s; concurrency {args.concurrency}, "
         f"{args.seconds:.0f} s per target and client, server on core 1, client on core 0"
     )
-    print(f"{'':26} {'client':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'':26} {'client':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for label, by_client in results.items():
         for client, r in by_client.items():
-            print(f"{label:26} {client:>6} {r['rate']:8.0f} {r['p50']:8.2f} {r['p99']:8.2f}")
-    main_client = "wrk" if "wrk" in results["htsec access-token fetch"] else "httpx"
+            print(f"{label:26} {client:>7} {r['rate']:8.0f} {r['p50']:8.2f} {r['p99']:8.2f}")
+    main_client = "wrk" if "wrk" in results["htsec access-token fetch"] else "aiohttp"
     ours = results["htsec access-token fetch"]
     bare = results["bare FastAPI constant"]
-    if main_client == "httpx":
-        print("wrk is not installed (apt-get install wrk): the httpx client limits these figures")
+    if main_client == "aiohttp":
+        print("wrk is not installed (apt-get install wrk): the aiohttp client limits these figures")
     print(
         json.dumps(
             {
@@ -247,8 +251,8 @@ def main() -> None:
                 "vs_bare": round(ours[main_client]["rate"] / bare[main_client]["rate"], 2),
                 "bare_req_per_s": round(bare[main_client]["rate"]),
                 "client": main_client,
-                "httpx_req_per_s": round(ours["httpx"]["rate"]),
-                "httpx_bare_req_per_s": round(bare["httpx"]["rate"]),
+                "aiohttp_req_per_s": round(ours["aiohttp"]["rate"]),
+                "aiohttp_bare_req_per_s": round(bare["aiohttp"]["rate"]),
                 "concurrency": args.concurrency,
                 "seconds": args.seconds,
                 "creds": args.creds,
@@ -257,7 +261,7 @@ def main() -> None:
     )
 
 
-def run_httpx(
+def run_aiohttp(
     url: str, ca: Path, headers: dict[str, str], users: list[str], args: argparse.Namespace
 ) -> dict[str, float]:
     rate, lat, err = asyncio.run(drive(url, ca, headers, users, args.seconds, args.concurrency))

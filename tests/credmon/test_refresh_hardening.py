@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
 from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.store import CredStore
 from htsec.store import open_store
-from tests.credmon.test_transport import Seen, replying, response, scripted
+from tests.credmon.scripted import Seen, headers_of, replying, response, scripted
 
 SECRET = "pool-wide-secret"
 FAST = Policy(timeout=2.0, backoff_base=1.0, lease=30)
@@ -84,6 +85,41 @@ def test_pool_secret_never_goes_to_a_token_url_from_meta(creds: CredStore) -> No
     assert SECRET.encode() not in alice and pool_basic not in alice
     assert b"client_id=meta-client" in alice
     assert pool_basic in bob  # the configured URL gets the configured secret
+
+
+@pytest.mark.parametrize(
+    ("client_id", "secret"),
+    [("pool:client", "s3:cr+t %41/é"), ("plain-client", "a%3Ab"), ("client id", "+:%")],
+)
+def test_client_secret_basic_form_encodes_id_and_secret(
+    creds: CredStore, client_id: str, secret: str
+) -> None:
+    """RFC 6749 section 2.3.1: the client id and secret are form-encoded before they are
+    joined for Basic. The scripted endpoint decodes the header as an authorization server
+    does (split at the first ':', then form-decode each half) and refuses a mismatch."""
+    creds.put("ivy", "oidc", refresh_token="rt-i")
+
+    async def answer(n: int, writer: asyncio.StreamWriter) -> bool:
+        header = headers_of(seen.requests[-1]).get(b"authorization", b"")
+        scheme, _, encoded = header.partition(b" ")
+        user, _, password = base64.b64decode(encoded).decode("ascii").partition(":")
+        ok = scheme == b"Basic" and (
+            urllib.parse.unquote_plus(user),
+            urllib.parse.unquote_plus(password),
+        ) == (client_id, secret)
+        refused = response(b'{"error":"invalid_client"}', status="401 Unauthorized")
+        writer.write(response() if ok else refused)
+        return True
+
+    async def main() -> RefreshReport:
+        nonlocal seen
+        async with scripted(answer) as (url, seen):
+            providers = provider_set(url, client_id=client_id, client_secret=secret)
+            return await RefreshEngine(creds, providers, holder="t", policy=FAST).run_pass()
+
+    seen = Seen()
+    report = asyncio.run(main())
+    assert report.refreshed == ["ivy/oidc"], report
 
 
 def test_plain_http_to_another_host_is_refused(creds: CredStore) -> None:

@@ -32,17 +32,18 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from htsec import __version__
 from htsec.credmon.issuer import LocalIssuer
 from htsec.credmon.providers import Provider, ProviderSet
-from htsec.credmon.transport import LeanTransport
 from htsec.creds.leases import Claim, Leases
 from htsec.creds.store import CredStore
+
+if TYPE_CHECKING:  # aiohttp is imported by the process that refreshes, not its supervisor
+    from htsec.credmon.token_client import TokenClient
 
 __all__ = [
     "CredmonMetrics",
@@ -268,8 +269,13 @@ def _secure_url(url: str) -> bool:
 
 
 def _basic_auth(client_id: str, secret: str) -> str:
-    """RFC 7617 Basic credentials, as httpx.BasicAuth and HTCondor's credmon send them."""
-    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode("ascii")
+    """HTTP Basic client authentication as RFC 6749 section 2.3.1 has it: the client id and
+    secret are each form-encoded (application/x-www-form-urlencoded, Appendix B) before they
+    are joined with ':' for RFC 7617, so a ':' or '%' in either survives the trip."""
+    pair = (
+        f"{urllib.parse.quote_plus(client_id, safe='')}:{urllib.parse.quote_plus(secret, safe='')}"
+    )
+    return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
 
 
 def _jwt_times(token: str) -> tuple[int | None, int | None]:
@@ -330,7 +336,7 @@ class RefreshEngine:
         policy: Policy | None = None,
         issuers: Callable[[str], LocalIssuer | None] | None = None,
         publish: Publish | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        client: TokenClient | None = None,
         clock: Callable[[], float] = time.time,
         metrics: CredmonMetrics | None = None,
         rng: random.Random | None = None,
@@ -342,7 +348,7 @@ class RefreshEngine:
         self.policy = policy or Policy()
         self.issuers = issuers or (lambda name: None)
         self.publish = publish
-        self.transport = transport
+        self.client = client
         self.clock = clock
         self.metrics = metrics or CredmonMetrics()
         self.rng = rng or random.Random()  # noqa: S311 - jitter for back-off, not a secret
@@ -350,7 +356,6 @@ class RefreshEngine:
         self.wake = asyncio.Event()
         self._limiter = _RateLimiter()
         self._group = _GroupCommit(self.leases)
-        self._timeouts = {"timeout": httpx.Timeout(self.policy.timeout).as_dict()}
         # A request is sent only while its lease outlasts it with room to commit the result.
         self._lease_margin = min(2 * self.policy.timeout + 5, self.policy.lease / 2)
 
@@ -369,17 +374,19 @@ class RefreshEngine:
         if reaped:
             log.warning("took over %d credential(s) leased by crashed credmons", reaped)
         sem = asyncio.Semaphore(self.policy.concurrency)
-        transport = self.transport or LeanTransport(
+        from htsec.credmon.token_client import TokenClient
+
+        client = self.client or TokenClient(
             verify=self.verify, max_connections=self.policy.concurrency
         )
         async with contextlib.AsyncExitStack() as stack:
-            if self.transport is None:
-                stack.push_async_callback(transport.aclose)
+            if self.client is None:
+                stack.push_async_callback(client.aclose)
 
             async def guarded(c: Claim) -> None:
                 self.metrics.in_flight.inc()
                 try:
-                    await self._one(transport, c, report, sem)
+                    await self._one(client, c, report, sem)
                 except Exception:  # even the bookkeeping failed (say, the database is locked)
                     log.exception(
                         "%s/%s: could not record the outcome; its lease runs out and it is "
@@ -429,7 +436,7 @@ class RefreshEngine:
 
     async def _one(
         self,
-        transport: httpx.AsyncBaseTransport,
+        client: TokenClient,
         claim: Claim,
         report: RefreshReport,
         sem: asyncio.Semaphore,
@@ -460,7 +467,7 @@ class RefreshEngine:
                 await self._commit(claim, body, now, report, label, provider, local=True)
                 return
             async with sem:
-                response = await self._call(transport, claim, provider)
+                response = await self._call(client, claim, provider)
             await self._commit(claim, response, now, report, label, provider)
         except _Deferred:
             await asyncio.to_thread(self.leases.release, claim, next_attempt_at=None)
@@ -510,12 +517,12 @@ class RefreshEngine:
         return issuer
 
     async def _call(
-        self, transport: httpx.AsyncBaseTransport, claim: Claim, provider: Provider | None
+        self, client: TokenClient, claim: Claim, provider: Provider | None
     ) -> dict[str, Any]:
-        """One refresh-token grant (RFC 6749 section 6). The request goes straight to the
-        transport: a token call needs none of httpx.AsyncClient's per-request machinery
-        (cookies, redirects -- never followed for a token endpoint --, auth flows, hooks), which
-        cost more CPU than the lean transport itself (bench/credmon.py)."""
+        """One refresh-token grant (RFC 6749 section 6), sent once (never retried, never
+        redirected; credmon/token_client.py)."""
+        from htsec.credmon.token_client import TokenClientError, TokenTimeout
+
         configured = provider.token_url if provider else None
         token_url = claim.token_url or configured
         if token_url == configured and provider is not None:
@@ -554,32 +561,25 @@ class RefreshEngine:
         else:
             form["client_id"] = client_id
         try:
-            request = httpx.Request(
-                "POST", token_url, data=form, headers=headers, extensions=self._timeouts
+            resp = await client.post_form(
+                token_url, form, headers=headers, timeout=self.policy.timeout
             )
-            resp = await transport.handle_async_request(request)
-            try:
-                await resp.aread()
-            finally:
-                await resp.aclose()
-        except httpx.TimeoutException:
+        except TokenTimeout:
             raise _Failure(
                 "timeout", f"no answer from {token_url} within {self.policy.timeout:.0f} s"
             ) from None
-        except httpx.HTTPError as exc:
-            raise _Failure(
-                "unreachable", f"cannot reach {token_url}: {exc.__class__.__name__}: {exc}"
-            ) from None
+        except TokenClientError as exc:
+            raise _Failure("unreachable", f"cannot reach {token_url}: {exc}") from None
         try:
             body = resp.json()
         except ValueError:
             body = None
-        if resp.status_code == 200 and isinstance(body, dict):
+        if resp.status == 200 and isinstance(body, dict):
             if not isinstance(body.get("access_token"), str) or not body["access_token"]:
                 raise _Failure("bad_response", "the token response has no access_token")
             return body
         error = _error_code(body.get("error")) if isinstance(body, dict) else None
-        if resp.status_code == 200:
+        if resp.status == 200:
             raise _Failure("bad_response", "the token response is not a JSON object")
         if error == "invalid_grant":
             raise _Failure(
@@ -595,11 +595,11 @@ class RefreshEngine:
                 f"{claim.provider.upper()}_CLIENT_ID and _CLIENT_SECRET_FILE",
             )
         retry = None
-        if resp.status_code in (429, 503):
+        if resp.status in (429, 503):
             retry = _retry_after(resp.headers.get("retry-after", ""), self.policy.backoff_max)
         raise _Failure(
-            f"http_{resp.status_code}",
-            f"{token_url} answered {resp.status_code}" + (f" ({error})" if error else ""),
+            f"http_{resp.status}",
+            f"{token_url} answered {resp.status}" + (f" ({error})" if error else ""),
             retry_after=retry,
         )
 
