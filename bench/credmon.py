@@ -8,7 +8,8 @@ one core, this process to the other), in the same run:
     HTTP client, writing ``.use`` and ``.top`` files (S credentials);
 (c) the provider's ceiling: a plain asyncio load generator posting pre-built refresh grants on
     keep-alive connections (M tokens, run before and after (a); the higher rate counts).
-    For reference, the same posts through httpx's default transport are printed too.
+    For reference, the same posts through a plain aiohttp session (the library under htsec's
+    token client) and through httpx's default transport are printed too.
 
 Refresh tokens are obtained beforehand: 20 per set through the real authorization-code + PKCE
 flow, the rest minted in bulk by the rig (same grants and tokens, without the browser).
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
+import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,6 +168,25 @@ async def httpx_default(token_url: str, tokens: list[str], concurrency: int) -> 
         return len(tokens) / (time.perf_counter() - t0)
 
 
+async def aiohttp_plain(token_url: str, tokens: list[str], concurrency: int) -> float:
+    """For reference: the same posts through a plain aiohttp session (no bounds or guards)."""
+    sem = asyncio.Semaphore(concurrency)
+    auth = {"Authorization": aiohttp.encode_basic_auth(CLIENT_ID, CLIENT_SECRET)}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(rt: str) -> None:
+            async with sem:
+                form = {"grant_type": "refresh_token", "refresh_token": rt}
+                async with session.post(token_url, data=form, headers=auth) as r:
+                    await r.read()
+                    r.raise_for_status()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(rt) for rt in tokens))
+        return len(tokens) / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,6 +217,7 @@ def main() -> None:
         seq = tokens_for(provider, args.sequential, "b")
         top = [tokens_for(provider, args.ceiling, f"c{k}") for k in range(2)]
         ref = tokens_for(provider, 1000, "h")
+        ref_aio = tokens_for(provider, 1000, "k")
         warm = tokens_for(provider, args.warmup, "w")
         setup_s = time.perf_counter() - t0
 
@@ -237,13 +259,15 @@ def main() -> None:
         rates_c.append(asyncio.run(ceiling(provider.token_url, top[1], args.concurrency)))
         rate_c = max(rates_c)
         rate_h = asyncio.run(httpx_default(provider.token_url, ref, args.concurrency))
+        rate_k = asyncio.run(aiohttp_plain(provider.token_url, ref_aio, args.concurrency))
         store.close()
     finally:
         provider.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(
-        f"set-up: {args.count + args.sequential + 2 * args.ceiling + 1000} refresh tokens "
+        f"set-up: {args.count + args.sequential + 2 * args.ceiling + 2000 + args.warmup} "
+        "refresh tokens "
         f"in {setup_s:.1f} s; "
         "provider on core 1, this process on core 0"
     )
@@ -256,6 +280,7 @@ def main() -> None:
         f"{'(c) provider ceiling (plain async posts)':44} {args.ceiling:6d} {rate_c:8.0f}"
         f"   (before/after (a): {rates_c[0]:.0f}/{rates_c[1]:.0f})"
     )
+    print(f"{'    for reference: plain aiohttp session':44} {1000:6d} {rate_k:8.0f}")
     print(f"{'    for reference: httpx default transport':44} {1000:6d} {rate_h:8.0f}")
     print(
         json.dumps(
@@ -267,6 +292,7 @@ def main() -> None:
                 "vs_ceiling": round(rate_a / rate_c, 2),
                 "sequential_per_s": round(rate_b),
                 "ceiling_per_s": round(rate_c),
+                "aiohttp_per_s": round(rate_k),
                 "httpx_default_per_s": round(rate_h),
             }
         )

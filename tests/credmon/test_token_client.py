@@ -485,7 +485,7 @@ def test_https_goes_through_a_connect_tunnel_verified_end_to_end(
     async def main() -> None:
         proxy = await asyncio.start_server(tunnel, "127.0.0.1", 0)
         port = proxy.sockets[0].getsockname()[1]
-        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("HTTPS_PROXY", f"http://squid:pw@127.0.0.1:{port}")
         try:
             async with scripted(replying(response()), tls=server_ctx) as (url, seen):
                 url = url.replace("127.0.0.1", "localhost")
@@ -497,7 +497,9 @@ def test_https_goes_through_a_connect_tunnel_verified_end_to_end(
         finally:
             proxy.close()
         assert connects[0].startswith(f"CONNECT {url.split('/')[2]} HTTP/1.1\r\n".encode())
+        assert headers_of(connects[0])[b"proxy-authorization"] == b"Basic c3F1aWQ6cHc="
         assert seen.requests[0].startswith(b"POST /token HTTP/1.1\r\n")
+        assert b"proxy-authorization" not in headers_of(seen.requests[0])
 
     run(main())
 

@@ -39,6 +39,7 @@ short reason; a server's bytes never surface as another exception.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import os
@@ -126,8 +127,12 @@ def ssl_context(verify: ssl.SSLContext | str | os.PathLike[str] | bool) -> ssl.S
     return ssl.create_default_context(cafile=os.fspath(verify))
 
 
-def environment_proxy(url: URL) -> tuple[URL, aiohttp.BasicAuth | None] | None:
-    """The proxy the environment names for ``url`` (None: go direct)."""
+Proxy = tuple[URL, dict[str, str]]  # the proxy, and the headers for it
+
+
+def environment_proxy(url: URL) -> Proxy | None:
+    """The proxy the environment names for ``url`` (None: go direct), with its credentials
+    from the proxy URL as a Proxy-Authorization header."""
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(url.host or ""):
@@ -140,8 +145,11 @@ def environment_proxy(url: URL) -> tuple[URL, aiohttp.BasicAuth | None] | None:
             f"proxy {purl.with_user(None)} for {url.scheme} URLs: only http:// proxies "
             "are supported"
         )
-    auth = aiohttp.BasicAuth(purl.user or "", purl.password or "") if purl.user else None
-    return purl.with_user(None), auth
+    headers = {}
+    if purl.user is not None:
+        pair = f"{purl.user}:{purl.password or ''}".encode()
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    return purl.with_user(None), headers
 
 
 class TokenClient:
@@ -165,8 +173,7 @@ class TokenClient:
         self.max_body_bytes = max_body_bytes
         self._ssl = ssl_context(verify)
         self._trust_env = trust_env
-        self._proxies: dict[tuple[str, str, int], tuple[URL, aiohttp.BasicAuth | None] | None]
-        self._proxies = {}
+        self._proxies: dict[tuple[str, str, int], Proxy | None] = {}
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -191,7 +198,7 @@ class TokenClient:
             )
         return self._session
 
-    def _proxy_for(self, url: URL) -> tuple[URL, aiohttp.BasicAuth | None] | None:
+    def _proxy_for(self, url: URL) -> Proxy | None:
         if not self._trust_env:
             return None
         key = (url.scheme, url.host or "", url.port or 0)
@@ -223,6 +230,8 @@ class TokenClient:
         data = urllib.parse.urlencode(form).encode()
         session = self._open()
         proxy = self._proxy_for(target)
+        if proxy is not None and target.scheme == "http":
+            sent.update(proxy[1])  # a forwarded request carries them; https: the CONNECT
         host = f"{target.host}:{target.port}"
         try:
             async with asyncio.timeout(timeout):
@@ -232,7 +241,7 @@ class TokenClient:
                     headers=sent,
                     allow_redirects=False,
                     proxy=proxy[0] if proxy else None,
-                    proxy_auth=proxy[1] if proxy else None,
+                    proxy_headers=proxy[1] if proxy and target.scheme == "https" else None,
                 ) as resp:
                     return await self._read(resp)
         except TimeoutError:
