@@ -45,6 +45,7 @@ BARE_APP = textwrap.dedent(
     """
     import sys, uvicorn
     from fastapi import FastAPI
+    from htsec._http import bounded_protocol
     from htsec._log import uvicorn_log_config
     app = FastAPI()
     @app.get("/v1/creds/{service}/access-token")
@@ -53,7 +54,8 @@ BARE_APP = textwrap.dedent(
     # Served exactly as 'htsec serve' serves: same TLS, same access log with its filter.
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), ssl_certfile=sys.argv[2],
                 ssl_keyfile=sys.argv[3], log_level="info", access_log=True,
-                log_config=uvicorn_log_config(), server_header=False)
+                log_config=uvicorn_log_config(), server_header=False,
+                http=bounded_protocol(1000))
     """
 )
 

@@ -26,6 +26,17 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _max_connections() -> int:
+    from htsec._http import MAX_CONNECTIONS
+
+    raw = (param("HTSEC_SERVE_MAX_CONNECTIONS") or "").strip()
+    if not raw:
+        return MAX_CONNECTIONS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"HTSEC_SERVE_MAX_CONNECTIONS = {raw!r} is not a positive number")
+    return int(raw)
+
+
 def run(
     settings: Settings,
     *,
@@ -36,6 +47,7 @@ def run(
     """Serve the API; ``credmon`` None follows ``HTSEC_SERVE_CREDMON`` (default on)."""
     import uvicorn
 
+    from htsec._http import bounded_protocol
     from htsec._log import uvicorn_log_config
     from htsec._tls import ensure_tls
     from htsec.server import create_app
@@ -61,6 +73,7 @@ def run(
             "no",
             "0",
         )
+    max_connections = _max_connections()
     app = create_app(settings, authority, with_credmon=credmon)
     url = f"https://{host if ':' not in host else f'[{host}]'}:{port}"
     lines = [
@@ -87,6 +100,8 @@ def run(
         log_config=uvicorn_log_config(),
         access_log=True,
         server_header=False,
+        # Bounded heads, header counts and connections, refused as problem documents.
+        http=bounded_protocol(max_connections),
         # Peers are who connects: uvicorn would otherwise believe X-Forwarded-For from
         # 127.0.0.1, and auto-approval rules match on the peer's address.
         proxy_headers=False,
