@@ -2,15 +2,19 @@
 
 Each pass: delete ``CREDMON_COMPLETE``; import credentials HTCondor's credd or web server wrote
 (``.top`` + ``.meta``; a local-issuer ``.top`` placeholder asks for a local token); refresh what
-is due (:mod:`htsec.credmon.refresh`); write every fresh access token as a single-line ``.use``
-(0400, atomic rename) and mirror a rotated refresh token into ``.top``; touch
+is due (:mod:`htsec.credmon.refresh`) -- only where the user's directory can take the result;
+mirror a rotated refresh token into ``.top``, then write the fresh access token as a
+single-line ``.use`` (0400, atomic rename each); publish again every ``.use`` that does not hold
+the store's access token (a publish that failed after the provider answered, a crash); touch
 ``CREDMON_COMPLETE``. It writes ``<cred dir>/pid``, treats SIGHUP as "rescan now", finishes the
 current pass on SIGTERM, and tells a parent ``condor_master`` it is ready.
 
 A ``.top`` is imported when the store does not know the credential, or when the file is newer
 than the store's row and holds another refresh token (the user authorised again). An older
 ``.top`` is never imported: after a crash between the store's commit and the mirror write it
-holds the refresh token the provider has already rotated away.
+holds the refresh token the provider has already rotated away. A ``.meta`` saying
+``"use_refresh_token": false`` is honoured as ``condor_credmon_oauth`` does
+(``OAuthCredmon.should_renew``): that token is never refreshed and its files are left alone.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +47,7 @@ from htsec.creds.layout import (
 )
 from htsec.creds.leases import Claim
 from htsec.creds.store import CredentialInfo, CredStore
-from htsec.errors import HtsecError
+from htsec.errors import CredentialFileError, HtsecError
 from htsec.store import open_store
 
 __all__ = ["Credmon", "PassResult", "tell_master_ready"]
@@ -61,8 +65,9 @@ class PassResult:
 
     @property
     def ok(self) -> bool:
-        """Every credential is fresh or recorded as failed with a reason."""
-        return all(self.unhealthy.values()) if self.unhealthy else True
+        """No credential failed in this pass (its refresh, or publishing the result), and
+        every credential that is not fresh has a recorded reason."""
+        return not (self.report.failed or self.report.dead) and all(self.unhealthy.values())
 
 
 class Credmon:
@@ -93,6 +98,7 @@ class Credmon:
             policy=policy,
             issuers=self._issuer,
             publish=self._publish if self.cred_dir else None,
+            precheck=self._can_publish if self.cred_dir else None,
             verify=verify,
         )
 
@@ -116,15 +122,32 @@ class Credmon:
         else:
             self.cred_dir.write_use(user, name, UseFile.from_response(use))
 
-    def _publish(self, claim: Claim, use: dict[str, Any]) -> None:
+    def _can_publish(self, claim: Claim) -> str | None:
+        """Why a refresh of ``claim`` could not be published, or None: asked before its
+        refresh token is redeemed."""
         assert self.cred_dir is not None
-        self._write_use(claim.user, claim.name, claim.provider, use)
-        if self.providers.is_local(claim.provider):
-            return
-        top = self.cred_dir.read_top(claim.user, claim.name)
-        current = self.creds.refresh_token(claim.user, claim.service, claim.handle or None)
-        if top is not None and current and top.refresh_token != current:
-            self.cred_dir.rotate_refresh_token(claim.user, claim.name, current)
+        try:
+            self.cred_dir.check_user_dir(claim.user)
+        except (HtsecError, OSError) as exc:
+            return str(exc)
+        return None
+
+    def _publish(self, claim: Claim, use: dict[str, Any]) -> None:
+        self._publish_files(claim.user, claim.name, claim.provider, use)
+
+    def _publish_files(
+        self, user: str, name: TokenName, provider: str, use: dict[str, Any]
+    ) -> None:
+        """Mirror the store's refresh token into ``.top`` (if it changed), then write ``.use``:
+        a ``.use`` that holds the store's access token thus means both files are current."""
+        assert self.cred_dir is not None
+        if not self.providers.is_local(provider):
+            top = self.cred_dir.read_top(user, name)
+            if top is not None and top.placeholder is None:
+                current = self.creds.refresh_token(user, name.service, name.handle or None)
+                if current and top.refresh_token != current:
+                    self.cred_dir.rotate_refresh_token(user, name, current)
+        self._write_use(user, name, provider, use)
 
     def _import(self) -> tuple[list[str], list[str]]:
         """Import what HTCondor wrote. What the store already holds is read in one query, and
@@ -176,6 +199,9 @@ class Credmon:
                     user, name.service, handle, actor="credmon", source="cred-dir"
                 )
             )
+        if item.meta is not None and not item.meta.use_refresh_token:
+            self._leave_unrefreshed(user, name)
+            return False
         top = item.top
         if top is None or not top.refresh_token:
             return False
@@ -201,6 +227,20 @@ class Credmon:
             "source": "cred-dir",
         }
 
+    def _leave_unrefreshed(self, user: str, name: TokenName) -> None:
+        """``"use_refresh_token": false`` in ``.meta``: HTCondor's web server writes it when
+        the provider gave no refresh token, and ``condor_credmon_oauth`` then never refreshes
+        the token (``OAuthCredmon.should_renew``): its ``.use`` stays as the login left it.
+        So it is not imported, and a credential imported from the directory earlier (the user
+        logged in again, and this time got no refresh token) is forgotten by the store, so
+        that the credmon neither refreshes it nor writes over the new files."""
+        label = f"{user}/{name.stem}"
+        if (local_user(user), name) not in self.creds.from_directory():
+            log.debug("%s: .meta says use_refresh_token false; not refreshed", label)
+            return
+        self.creds.delete(user, name.service, name.handle or None, actor="credmon", peer="cred-dir")
+        log.info("%s: .meta now says use_refresh_token false; no longer refreshed", label)
+
     def _forget_removed(self) -> list[str]:
         """Credentials imported from the directory whose ``.top`` HTCondor has removed -- the
         user deleted it (``condor_store_cred delete`` removes ``.top`` and ``.use``) or the
@@ -225,27 +265,41 @@ class Credmon:
             forgotten.append(label)
         return forgotten
 
-    def _publish_missing(self) -> list[str]:
-        """Every credential with a live access token has its ``.use`` on disk. One user's
-        unusable directory (say mode 0755) is a problem reported for that credential, not
-        the end of the pass for everyone."""
+    def _publish_stale(self, skip: Collection[str]) -> dict[str, str]:
+        """Every credential with a live access token has it in its ``.use``: one that is
+        missing or holds another token is published again (with the ``.top`` mirror). That
+        covers a publish that failed after the provider answered -- the new tokens are
+        durable in the store, so no token request is needed -- and a crash between the
+        store's commit and the write. Credentials in ``skip`` (failed in this pass already)
+        are left for the next pass. Returns the failures, one log line each."""
         assert self.cred_dir is not None
         now = time.time()
-        problems = []
+        failed = {}
         for info in self.creds.credentials():
             if info.state != "active" or not info.has_access_token:
                 continue
             if info.access_expires_at is not None and info.access_expires_at <= now:
                 continue
-            path = self.cred_dir.path(info.user, info.name, "use")
-            if path.exists():
+            label = f"{info.user}/{info.name.stem}"
+            if label in skip:
                 continue
-            tok = self.creds.access_token(info.user, info.service, info.handle)
             try:
-                self._write_use(info.user, info.name, info.provider, tok.use_json())
+                tok = self.creds.access_token(info.user, info.service, info.handle)
+                if self._use_holds(info.user, info.name, tok.access_token):
+                    continue
+                self._publish_files(info.user, info.name, info.provider, tok.use_json())
             except (HtsecError, OSError) as exc:
-                problems.append(f"{info.user}/{info.name.stem}: {exc}")
-        return problems
+                failed[label] = f"not published: {exc}"
+                log.error("%s: not published: %s", label, exc)
+        return failed
+
+    def _use_holds(self, user: str, name: TokenName, access_token: str) -> bool:
+        assert self.cred_dir is not None
+        try:
+            use = self.cred_dir.read_use(user, name)
+        except CredentialFileError:
+            return False  # unreadable or damaged: written anew
+        return use is not None and use.access_token == access_token
 
     def _health(self) -> dict[str, str]:
         """Credentials that are not fresh, with the reason recorded for each ('' if none)."""
@@ -288,7 +342,8 @@ class Credmon:
         report = await self.engine.run_pass(keep_going=keep_going)
         if self.cred_dir is not None:
             cred_dir = self.cred_dir
-            problems += await asyncio.to_thread(self._publish_missing)
+            stale = await asyncio.to_thread(self._publish_stale, set(report.failed))
+            report.failed.update(stale)
             problems += await asyncio.to_thread(
                 self._mark, cred_dir.touch_complete, f"{cred_dir.root / CREDMON_COMPLETE}"
             )

@@ -11,7 +11,9 @@ HTCondor's ``condor_credmon_oauth`` (FORMATS.md section 3, "the anchor"), it
 * marks a credential whose refresh token is refused with ``invalid_grant`` (RFC 6749
   section 5.2) as needing re-authorisation instead of retrying it forever;
 * commits the new refresh token durably, together with the access token, before anything is
-  published (``.use`` files are written after the commit);
+  published (``.use`` files are written after the commit), and redeems a refresh token only
+  when the result can be published (the ``precheck`` hook: HTCondor's directory would
+  otherwise keep a refresh token the provider has already replaced);
 * runs refreshes concurrently (a bounded pool), rate-limited per provider, with jittered
   exponential back-off, and holds each credential by a lease in the store so that several
   credmons (one store, any number of hosts) never refresh the same credential at once.
@@ -322,6 +324,13 @@ def token_expiry(body: dict[str, Any], now: int, policy: Policy) -> int:
 
 
 Publish = Callable[[Claim, dict[str, Any]], None]
+#: Asked before a credential is refreshed: why its result could not be published, or None.
+Precheck = Callable[[Claim], str | None]
+
+
+def _traceback() -> bool:
+    """Tracebacks go to the log only with ``--debug``: one readable line per problem else."""
+    return log.isEnabledFor(logging.DEBUG)
 
 
 class RefreshEngine:
@@ -337,6 +346,7 @@ class RefreshEngine:
         issuers: Callable[[str], LocalIssuer | None] | None = None,
         publish: Publish | None = None,
         client: TokenClient | None = None,
+        precheck: Precheck | None = None,
         clock: Callable[[], float] = time.time,
         metrics: CredmonMetrics | None = None,
         rng: random.Random | None = None,
@@ -349,6 +359,7 @@ class RefreshEngine:
         self.issuers = issuers or (lambda name: None)
         self.publish = publish
         self.client = client
+        self.precheck = precheck
         self.clock = clock
         self.metrics = metrics or CredmonMetrics()
         self.rng = rng or random.Random()  # noqa: S311 - jitter for back-off, not a secret
@@ -387,12 +398,15 @@ class RefreshEngine:
                 self.metrics.in_flight.inc()
                 try:
                     await self._one(client, c, report, sem)
-                except Exception:  # even the bookkeeping failed (say, the database is locked)
-                    log.exception(
-                        "%s/%s: could not record the outcome; its lease runs out and it is "
-                        "tried again",
+                except Exception as exc:  # even the bookkeeping failed (the database is locked)
+                    log.error(
+                        "%s/%s: could not record the outcome (%s: %s); its lease runs out and "
+                        "it is tried again",
                         c.user,
                         c.name.stem,
+                        exc.__class__.__name__,
+                        exc,
+                        exc_info=_traceback(),
                     )
                     report.failed[f"{c.user}/{c.name.stem}"] = "internal: bookkeeping failed"
                 finally:
@@ -461,6 +475,9 @@ class RefreshEngine:
                 await asyncio.to_thread(self.leases.release, claim, next_attempt_at=due)
                 report.not_due.append(label)
                 return
+            problem = self.precheck(claim) if self.precheck is not None else None
+            if problem is not None:  # checked again at the next pass (1 s at the earliest)
+                raise _Failure("unpublishable", problem, retry_after=0.0)
             if issuer is not None:
                 token, lifetime = issuer.mint(claim.user, now=now)
                 body = {"access_token": token, "expires_in": lifetime}
@@ -493,12 +510,23 @@ class RefreshEngine:
             else:
                 report.failed[label] = f"{f.reason}: {f}"
                 log.warning(
-                    "%s refresh failed (%s), retry in %.0f s: %s", label, f.reason, delay, f
+                    "%s %s (%s), retry in %.0f s: %s",
+                    label,
+                    "not refreshed" if f.reason == "unpublishable" else "refresh failed",
+                    f.reason,
+                    max(1.0, delay),
+                    f,
                 )
             if not ok:
                 report.lost_lease.append(label)
         except Exception as exc:  # one credential's bug never stops the pass
-            log.exception("%s: unexpected error during refresh", label)
+            log.error(
+                "%s: unexpected error during refresh: %s: %s",
+                label,
+                exc.__class__.__name__,
+                exc,
+                exc_info=_traceback(),
+            )
             report.failed[label] = f"internal: {exc.__class__.__name__}"
             await asyncio.to_thread(
                 self.leases.fail,
@@ -649,17 +677,23 @@ class RefreshEngine:
         self.metrics.refreshes.labels(name).inc()
         if claim.access_expires_at is not None:
             self.metrics.time_to_expiry.observe(max(0, claim.access_expires_at - now))
-        (report.issued if local else report.refreshed).append(label)
-        log.info(
-            "%s %s; access token expires in %d s",
-            label,
-            "issued" if local else "refreshed",
-            expires_at - now,
-        )
+        done = "issued" if local else "refreshed"
         if self.publish is not None:
             use = {k: v for k, v in body.items() if k != "refresh_token"}
             use.setdefault("expires_in", expires_at - now)
             try:
                 await asyncio.to_thread(self.publish, claim, use)
-            except Exception:
-                log.exception("%s: publishing the new access token failed", label)
+            except Exception as exc:
+                # The new tokens are durable in the store; the daemon's next pass publishes
+                # them without another token request.
+                report.failed[label] = f"not published: {exc}"
+                log.error(
+                    "%s %s, but not published (kept in the store for the next pass): %s",
+                    label,
+                    done,
+                    exc,
+                    exc_info=_traceback(),
+                )
+                return
+        (report.issued if local else report.refreshed).append(label)
+        log.info("%s %s; access token expires in %d s", label, done, expires_at - now)

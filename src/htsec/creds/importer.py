@@ -2,8 +2,9 @@
 
 Each ``<user>/<service>[_<handle>]`` with a ``.top`` (OAuth refresh token, or a local-issuer
 placeholder) becomes a store row; its ``.meta`` supplies client id, secret and token URL, and
-its ``.use`` the current access token. Secrets land sealed. One unreadable credential never
-stops the others; each problem is reported.
+its ``.use`` the current access token (only that when ``.meta`` says ``"use_refresh_token":
+false``: HTCondor never refreshes such a token). Secrets land sealed. One unreadable
+credential never stops the others; each problem is reported.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def import_directory(creds: CredStore, root: Path, *, actor: str) -> dict[str, A
             token_type = str(item.use.fields.get("token_type", "bearer"))
         refresh = item.top.refresh_token if item.top is not None else None
         meta = item.meta
+        if meta is not None and not meta.use_refresh_token:
+            # HTCondor's credmon never refreshes such a token (OAuthCredmon.should_renew):
+            # only its access token is taken over.
+            refresh = None
         try:
             creds.put(
                 item.user,

@@ -15,8 +15,11 @@ existing one to import it. Confirmed against HTCondor's source (htcondor/htcondo
   first ``_``; credential files are renamed into place with mode ``0400``; the credmon refuses a
   root that "other" can access; pending-login files are ``[a-f0-9]{64}`` and removed 12 h after
   their ctime.
-- ``OAuthCredmonWebserver.py``: ``.top`` is ``{"refresh_token", "scopes", "audience"}`` with
-  blanks removed from scopes; ``.meta`` is ``{"client_id", "client_secret", "token_url",
+- ``OAuthCredmonWebserver.py`` (run as user ``condor``): it makes a user directory with
+  ``os.makedirs`` (default mode: ``2755`` under umask 022 in a ``2770`` root) and writes each
+  file with ``mkstemp`` in that directory, ``json.dump``, ``chmod 0400`` and ``rename``;
+  ``.top`` is ``{"refresh_token"}`` plus ``"scopes"`` and ``"audience"`` when not empty, with
+  blanks removed from both; ``.meta`` is ``{"client_id", "client_secret", "token_url",
   "use_refresh_token"}``; ``.use`` is the provider's token response without ``refresh_token``;
   all written with Python's ``json.dump`` defaults (one line, ``", "`` and ``": "``, ASCII).
 - ``src/condor_utils/credmon_interface.cpp``: ``<root>/<user>.mark`` (user name cut at its first
@@ -43,9 +46,11 @@ fsync of the directory).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
+import pwd
 import re
 import secrets
 import stat
@@ -110,6 +115,7 @@ MAX_NAME = 200
 
 _CRED_MODE = 0o400  # credmon atomic_rename(mode=S_IRUSR)
 _USER_DIR_MODE = 0o700  # store_cred.cpp mkdir(user_cred_path, 0700)
+_EFFECTIVE_IDS = os.access in os.supports_effective_ids
 _ROOT_MODE = 0o2770  # store_cred.cpp comment; credmon get_cred_dir makes S_ISGID|0770
 _MARK_MODE = 0o600  # credmon_mark_creds_for_sweeping: safe_fcreate_keep_if_exists(..., 0600)
 _PENDING_MODE = 0o640  # credd.cpp write_secure_file(..., group_readable=true)
@@ -785,13 +791,60 @@ def _check_key(key: str) -> str:
 # -- reading files ---------------------------------------------------------------------------
 
 
-def _check_user_dir_mode(path: Path, mode: int) -> None:
-    """A user's credential directory gives group and others no access (HTCondor: 0700)."""
-    if mode & 0o077:
+def _check_user_dir(path: Path, st: os.stat_result, root: os.stat_result) -> None:
+    """Is ``path`` (``st``, not following a link) a user directory htsec may publish into?
+
+    HTCondor makes user directories in two ways: condor_credd (``store_cred.cpp``) ``0700``
+    as root, and its OAuth web server (``OAuthCredmonWebserver.py``) with ``os.makedirs`` as
+    user ``condor``: ``2755`` under umask 022 in a ``2770`` root. What keeps their files
+    private is the root without "other" bits and the files' own ``0400``; so a user directory
+    is refused only when someone else could change what is in it: group or others may write
+    it, or it belongs to a uid that could not write the root anyway (root, this process, the
+    root's owner or, for a group-writable root, a member of its group can).
+    """
+    _check_root_mode(path.parent, root)
+    if not stat.S_ISDIR(st.st_mode):
         raise FileSecurityError(
-            f"user credential directory {path} has mode {stat.S_IMODE(mode):04o}; "
-            f"fix: chmod 700 {path}"
+            f"user credential directory {path} is not a directory (a symlink or a file); "
+            f"fix: replace it with a directory (mkdir -m 700 {path})"
         )
+    if st.st_mode & 0o022:
+        raise FileSecurityError(
+            f"user credential directory {path} has mode {stat.S_IMODE(st.st_mode):04o}: group "
+            f"or others may write into it and replace its tokens; fix: chmod go-w {path}"
+        )
+    if not _may_write_root(st.st_uid, root):
+        raise FileSecurityError(
+            f"user credential directory {path} belongs to uid {st.st_uid}, who cannot write "
+            f"the credential directory and should not own a user's tokens; "
+            f"fix: chown {os.geteuid()} {path}"
+        )
+
+
+def _check_root_mode(root_path: Path, st: os.stat_result) -> None:
+    if st.st_mode & 0o007:
+        raise FileSecurityError(
+            f"credential directory {root_path} has mode {stat.S_IMODE(st.st_mode):04o}: others "
+            f"have access, and HTCondor's credmon refuses to run then; "
+            f"fix: chown root:condor {root_path} && chmod 2770 {root_path}"
+        )
+
+
+def _may_write_root(uid: int, root: os.stat_result) -> bool:
+    if uid in (0, os.geteuid(), root.st_uid):
+        return True
+    return bool(root.st_mode & stat.S_IWGRP) and _in_group(uid, root.st_gid)
+
+
+@functools.lru_cache(maxsize=1024)
+def _in_group(uid: int, gid: int) -> bool:
+    """Is ``uid`` a member of ``gid`` (primary or supplementary)? Cached: the name service
+    may be LDAP, and a pass asks once per user directory."""
+    try:
+        user = pwd.getpwuid(uid)
+        return gid in os.getgrouplist(user.pw_name, user.pw_gid)
+    except (KeyError, OSError):
+        return False
 
 
 def _read_limited(
@@ -854,11 +907,12 @@ class CredDir:
         name = TokenName("box", "read")
         creds.store("alice@example.org", name, top=..., meta=..., use=...)
 
-    Layout: ``<root>/<user>/`` (0700) holds ``<stem>.top``, ``<stem>.use`` and ``<stem>.meta``
-    (0400 each); ``<root>/<user>.mark`` (0600), ``<root>/<64 hex>`` pending logins (0640),
-    ``<root>/pid`` and ``<root>/CREDMON_COMPLETE`` (0644). ``uid``/``gid``, when given, own
-    every file and directory htsec creates (the shadow insists that ``.use`` files belong to
-    its own uid, root in a root install, ``NTreceivers.cpp``).
+    Layout: ``<root>/<user>/`` (0700; 2755 when HTCondor's web server made it) holds
+    ``<stem>.top``, ``<stem>.use`` and ``<stem>.meta`` (0400 each); ``<root>/<user>.mark``
+    (0600), ``<root>/<64 hex>`` pending logins (0640), ``<root>/pid`` and
+    ``<root>/CREDMON_COMPLETE`` (0644). ``uid``/``gid``, when given, own every file and
+    directory htsec creates (the shadow insists that ``.use`` files belong to its own uid,
+    root in a root install, ``NTreceivers.cpp``).
 
     User arguments may carry ``@domain``; it is dropped, as HTCondor does.
     """
@@ -894,11 +948,7 @@ class CredDir:
             raise FileSecurityError(f"cannot inspect {root}: {exc.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise FileSecurityError(f"credential directory {root} is not a directory")
-        if st.st_mode & 0o007:
-            raise FileSecurityError(
-                f"credential directory {root} has mode {stat.S_IMODE(st.st_mode):04o}: others "
-                f"have access, and HTCondor's credmon refuses to run then; {fix}"
-            )
+        _check_root_mode(root, st)
         if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
             raise FileSecurityError(
                 f"credential directory {root} is not readable, writable and searchable by "
@@ -933,20 +983,47 @@ class CredDir:
         return self.user_dir(user) / f"{name.stem}.{kind}"
 
     def ensure_user_dir(self, user: str) -> Path:
-        """Create ``<root>/<user>`` as 0700 or check an existing one.
+        """Create ``<root>/<user>`` as 0700 or check an existing one (see :meth:`check_user_dir`).
 
-        :raises FileSecurityError: if it is a symlink or not a directory, or group or others
-            have any access (HTCondor makes it 0700; the web server's ``os.makedirs`` may have
-            made it 0755).
+        :raises FileSecurityError: if it is unsafe to write into.
         """
         path = self.user_dir(user)
-        if _fs.make_dir(path, _USER_DIR_MODE, uid=self.uid, gid=self.gid):
-            return path
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            raise FileSecurityError(f"{path} is not a directory (a symlink or a file)")
-        _check_user_dir_mode(path, st.st_mode)
+        if not _fs.make_dir(path, _USER_DIR_MODE, uid=self.uid, gid=self.gid):
+            _check_user_dir(path, os.lstat(path), self._root_stat())
         return path
+
+    def check_user_dir(self, user: str) -> None:
+        """Could ``user``'s files be written now? The credmon asks before it redeems a refresh
+        token, so that a new one is never fetched into a directory it cannot publish to.
+
+        The directory may be missing (it is then created ``0700``); an existing one must be a
+        real directory that group and others cannot write, owned by someone who can write the
+        root anyway, and writable by this process -- HTCondor's ``0700`` and its web server's
+        ``2755`` both qualify.
+
+        :raises FileSecurityError: with the fix, for a directory that is not fit.
+        """
+        root = self._root_stat()
+        path = self.user_dir(user)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            path = self.root  # created on the first write: the root must take it
+        else:
+            _check_user_dir(path, st, root)
+        if not os.access(path, os.W_OK | os.X_OK, effective_ids=_EFFECTIVE_IDS):
+            raise FileSecurityError(
+                f"{path} is not writable by uid {os.geteuid()}; fix: run the credmon as the "
+                f"directory's owner or as root (chown {os.geteuid()} {path})"
+            )
+
+    def _root_stat(self) -> os.stat_result:
+        try:
+            return os.stat(self.root)
+        except OSError as exc:
+            raise FileSecurityError(
+                f"cannot inspect the credential directory {self.root}: {exc.strerror}"
+            ) from None
 
     def users(self) -> list[str]:
         """Names of the user directories (invalid names skipped; see :func:`import_dir`)."""
@@ -974,8 +1051,8 @@ class CredDir:
     def _user_dir_fd(self, user: str, *, write: bool) -> Iterator[int]:
         """The user's directory, opened without following a symlink: what is then written,
         read or removed relative to it cannot be redirected by swapping the directory
-        meanwhile. For ``write`` it is created if missing and its mode is checked on the open
-        descriptor (no group or other access).
+        meanwhile. For ``write`` it is created if missing and checked on the open descriptor
+        (see :func:`_check_user_dir`).
 
         :raises FileNotFoundError: if it does not exist (and ``write`` is false).
         """
@@ -985,7 +1062,7 @@ class CredDir:
         fd = _fs.open_dir(path)
         try:
             if write:
-                _check_user_dir_mode(path, os.fstat(fd).st_mode)
+                _check_user_dir(path, os.fstat(fd), self._root_stat())
             yield fd
         finally:
             os.close(fd)
