@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     if args.once and result is not None:
         print(result.report.summary() + f"; {len(result.imported)} imported", flush=True)
-        for name, why in sorted(result.unhealthy.items()):
+        # Each credential that failed in this pass or is not fresh, once, with the reason.
+        failed = {**result.unhealthy, **result.report.dead, **result.report.failed}
+        for name, why in sorted(failed.items()):
             print(f"{name}: {why or 'not fresh and no reason recorded'}", file=sys.stderr)
         return 0 if result.ok else 1
     return 0
