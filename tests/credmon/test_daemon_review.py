@@ -46,12 +46,12 @@ def test_one_bad_user_directory_does_not_stop_the_pass(cred_root: Path, home: Pa
         use.chmod(0o600)
         use.unlink()
     (cred_root / "CREDMON_COMPLETE").unlink()
-    (cred_root / "alice").chmod(0o755)  # as HTCondor's web server's os.makedirs may leave it
+    (cred_root / "alice").chmod(0o775)  # group-writable: unsafe
     r = run("credmon", "--cred-dir", str(cred_root), "--once")
     assert "Traceback" not in r.err, r.err
     assert (cred_root / "bob" / "scitokens.use").is_file(), r.err
     assert (cred_root / "CREDMON_COMPLETE").exists()
-    assert "alice" in r.err and "0755" in r.err
+    assert "alice" in r.err and "0775" in r.err
 
 
 def test_bare_tokens_stay_bare_when_republished(

@@ -765,9 +765,9 @@ def test_check_root_refuses_others(tmp_path: Path) -> None:
 
 def test_user_dir_checks(creds: CredDir, tmp_path: Path) -> None:
     d = creds.user_dir("alice")
-    d.mkdir(mode=0o755)
-    os.chmod(d, 0o755)  # as the web server's os.makedirs leaves it
-    with pytest.raises(FileSecurityError, match="chmod 700"):
+    d.mkdir(mode=0o775)
+    os.chmod(d, 0o775)  # group-writable (tests/creds/test_layout_user_dir.py has the rest)
+    with pytest.raises(FileSecurityError, match="chmod go-w"):
         creds.write_use("alice", TokenName("box"), {"access_token": "t"})
     os.chmod(d, 0o2700)  # mkdir(0700) under a setgid root: fine
     creds.write_use("alice", TokenName("box"), {"access_token": "t"})

@@ -791,7 +791,9 @@ def _check_key(key: str) -> str:
 # -- reading files ---------------------------------------------------------------------------
 
 
-def _check_user_dir(path: Path, st: os.stat_result, root: os.stat_result) -> None:
+def _check_user_dir(
+    path: Path, st: os.stat_result, root: os.stat_result, owner: int | None = None
+) -> None:
     """Is ``path`` (``st``, not following a link) a user directory htsec may publish into?
 
     HTCondor makes user directories in two ways: condor_credd (``store_cred.cpp``) ``0700``
@@ -800,7 +802,8 @@ def _check_user_dir(path: Path, st: os.stat_result, root: os.stat_result) -> Non
     private is the root without "other" bits and the files' own ``0400``; so a user directory
     is refused only when someone else could change what is in it: group or others may write
     it, or it belongs to a uid that could not write the root anyway (root, this process, the
-    root's owner or, for a group-writable root, a member of its group can).
+    root's owner or, for a group-writable root, a member of its group can) and is not
+    ``owner``, the one htsec gives its own files.
     """
     _check_root_mode(path.parent, root)
     if not stat.S_ISDIR(st.st_mode):
@@ -813,7 +816,7 @@ def _check_user_dir(path: Path, st: os.stat_result, root: os.stat_result) -> Non
             f"user credential directory {path} has mode {stat.S_IMODE(st.st_mode):04o}: group "
             f"or others may write into it and replace its tokens; fix: chmod go-w {path}"
         )
-    if not _may_write_root(st.st_uid, root):
+    if st.st_uid != owner and not _may_write_root(st.st_uid, root):
         raise FileSecurityError(
             f"user credential directory {path} belongs to uid {st.st_uid}, who cannot write "
             f"the credential directory and should not own a user's tokens; "
@@ -989,7 +992,7 @@ class CredDir:
         """
         path = self.user_dir(user)
         if not _fs.make_dir(path, _USER_DIR_MODE, uid=self.uid, gid=self.gid):
-            _check_user_dir(path, os.lstat(path), self._root_stat())
+            _check_user_dir(path, os.lstat(path), self._root_stat(), self.uid)
         return path
 
     def check_user_dir(self, user: str) -> None:
@@ -1010,7 +1013,7 @@ class CredDir:
         except FileNotFoundError:
             path = self.root  # created on the first write: the root must take it
         else:
-            _check_user_dir(path, st, root)
+            _check_user_dir(path, st, root, self.uid)
         if not os.access(path, os.W_OK | os.X_OK, effective_ids=_EFFECTIVE_IDS):
             raise FileSecurityError(
                 f"{path} is not writable by uid {os.geteuid()}; fix: run the credmon as the "
@@ -1062,7 +1065,7 @@ class CredDir:
         fd = _fs.open_dir(path)
         try:
             if write:
-                _check_user_dir(path, os.fstat(fd), self._root_stat())
+                _check_user_dir(path, os.fstat(fd), self._root_stat(), self.uid)
             yield fd
         finally:
             os.close(fd)
