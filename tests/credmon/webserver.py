@@ -64,8 +64,10 @@ def write_files(
     scopes: str = SCOPES,
     audience: str = AUDIENCE,
     service: str = SERVICE,
+    use_refresh_token: bool | None = None,
 ) -> None:
-    """Steps 1-4 above for one login's token response."""
+    """Steps 1-4 above for one login's token response (``use_refresh_token`` overrides what
+    the web server derives, as an administrator may edit ``.meta``)."""
     old_umask = os.umask(0o022)
     try:
         user_dir = os.path.join(root, user)
@@ -83,7 +85,9 @@ def write_files(
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
             "token_url": token_url,
-            "use_refresh_token": bool(refresh_token_string),
+            "use_refresh_token": (
+                bool(refresh_token_string) if use_refresh_token is None else use_refresh_token
+            ),
         }
         temporary = []
         for obj in (token, refresh_token, metadata):
