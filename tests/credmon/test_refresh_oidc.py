@@ -275,3 +275,33 @@ def test_oidc_discovery(oidc: OidcProvider, monkeypatch: pytest.MonkeyPatch) -> 
     assert p is not None and p.token_url == oidc.token_url
     assert p.authorization_url == oidc.authorization_url
     assert "secure" in repr(p)
+
+
+def test_rate_knob_limits_providers_known_only_from_meta(
+    creds: CredStore, oidc: OidcProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTSEC_CREDMON_RATE also holds for credentials whose token URL and client come from their
+    .meta (the provider is not configured here): at 1 refresh per second, 4 take 3 s or more."""
+    from htsec.config import load
+    from htsec.credmon.providers import load_providers
+
+    monkeypatch.setenv("_CONDOR_HTSEC_CREDMON_RATE", "1")
+    load()
+    for i in range(4):
+        tokens = obtain_refresh_token(
+            oidc, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, f"m{i}", "openid"
+        )
+        creds.put(
+            f"m{i}",
+            "oidc",
+            refresh_token=tokens["refresh_token"],
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            token_url=oidc.token_url,
+        )
+    known = load_providers()
+    assert known.get("oidc") is None
+    t0 = time.monotonic()
+    report = asyncio.run(RefreshEngine(creds, known, holder="t", policy=FAST).run_pass())
+    assert len(report.refreshed) == 4, report
+    assert time.monotonic() - t0 >= 2.5

@@ -6,7 +6,8 @@ For a provider ``NAME`` (FORMATS.md section 3; HTCondor's ``condor_credmon_oauth
 (OpenID Connect Discovery 1.0 section 4). Which names are OAuth2 providers:
 ``OAUTH2_CREDMON_PROVIDER_NAMES`` or any defined ``NAME_CLIENT_ID``; names in
 ``LOCAL_CREDMON_PROVIDER_NAMES`` (default ``scitokens``) are served by the local issuer.
-htsec's own: ``HTSEC_CREDMON_RATE`` (refreshes per second per provider, default 50) and
+htsec's own: ``HTSEC_CREDMON_RATE`` (refreshes per second per provider, default 50, 0 for no
+limit; also for providers known only from a credential's ``.meta``) and
 ``NAME_TOKEN_AUTH`` (``client_secret_basic``, the default, or ``client_secret_post``).
 """
 
@@ -47,9 +48,14 @@ class Provider:
 
 
 class ProviderSet:
-    def __init__(self, providers: dict[str, Provider], local_names: set[str]) -> None:
+    def __init__(
+        self, providers: dict[str, Provider], local_names: set[str], *, default_rate: float = 50.0
+    ) -> None:
         self.providers = providers
         self.local_names = local_names
+        # For a credential whose provider is not configured here (its token URL and client
+        # come from its .meta): HTSEC_CREDMON_RATE all the same.
+        self.default_rate = default_rate
 
     def get(self, name: str) -> Provider | None:
         return self.providers.get(name.lower())
@@ -132,4 +138,4 @@ def load_providers(*, discover_endpoints: bool = True) -> ProviderSet:
         out[name] = Provider(
             name=name, client_id=None, client_secret=None, token_url=None, local=True
         )
-    return ProviderSet(out, local)
+    return ProviderSet(out, local, default_rate=rate)

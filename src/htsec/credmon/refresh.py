@@ -575,7 +575,8 @@ class RefreshEngine:
                 f"refusing to send a refresh token to {token_url}: only https "
                 "(or http to this host's loopback) is allowed",
             )
-        await self._limiter.wait(claim.provider, provider.rate if provider else 50.0)
+        rate = provider.rate if provider else self.providers.default_rate
+        await self._limiter.wait(claim.provider, rate)
         if claim.lease_until - self.clock() < self._lease_margin:
             raise _Deferred  # the lease could run out in flight: another credmon may take it
         form = {"grant_type": "refresh_token", "refresh_token": claim.refresh_token}
