@@ -9,12 +9,20 @@ one core, this process to the other), in the same run:
 (c) the provider's ceiling: a plain asyncio load generator posting pre-built refresh grants on
     keep-alive connections (M tokens, run before and after (a); the higher rate counts).
     For reference, the same posts through a plain aiohttp session (the library under htsec's
-    token client) and through httpx's default transport are printed too.
+    token client) and through httpx's default transport are printed too;
+(d) ``htsec credmon --once`` as a cold process over 200 users in a directory written as
+    HTCondor's web server writes it (``.top`` + ``.meta``; the provider known only from
+    ``.meta``), ``HTSEC_CREDMON_RATE = 0`` (condor_credmon_oauth has no rate limit): first the
+    pass that imports them all into a new store (``once_first_s``), then passes over the users
+    already imported with every access token due (``once_s``, the best of two). Beside them, in
+    the same run: the start-up floor ``python -c 'import htsec'`` and the import floor
+    ``python -c 'import htsec.cli, htsec.credmon.worker'`` (best of three each).
 
 Refresh tokens are obtained beforehand: 20 per set through the real authorization-code + PKCE
 flow, the rest minted in bulk by the rig (same grants and tokens, without the browser).
 Rates are compared per credential; the last line is one JSON object with ``pass_s`` (wall time
-of (a)), ``vs_sequential`` (rate a / rate b) and ``vs_ceiling`` (rate a / rate c).
+of (a)), ``vs_sequential`` (rate a / rate b), ``vs_ceiling`` (rate a / rate c), ``once_s`` and
+``once_first_s`` (wall times of (d)).
 
     .venv/bin/python bench/credmon.py [--count 2000] [--sequential 500] [--ceiling 2000]
     .venv/bin/python bench/credmon.py --count 10000        # the full size (slow set-up)
@@ -28,7 +36,10 @@ import base64
 import concurrent.futures
 import json
 import os
+import resource
 import shutil
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -187,6 +198,85 @@ async def aiohttp_plain(token_url: str, tokens: list[str], concurrency: int) -> 
         return len(tokens) / (time.perf_counter() - t0)
 
 
+ONCE_USERS = 200
+
+
+def _cold(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall and CPU seconds (user + system, the process and its children) of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return wall, cpu, proc.stdout
+
+
+def credmon_once(provider: object, tmp: Path) -> dict[str, float]:
+    """(d): see the module's docstring."""
+    tokens = mint_refresh_tokens(provider, ONCE_USERS, "once")  # type: ignore[arg-type]
+    root = tmp / "oauth_credentials"
+    root.mkdir()
+    os.chmod(root, 0o2770)
+    for i, rt in enumerate(tokens):
+        user = root / f"once{i}"
+        user.mkdir(mode=0o700)
+        files = {
+            "oidc.top": {"refresh_token": rt, "scopes": "openid", "audience": ""},
+            "oidc.meta": {
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "token_url": provider.token_url,  # type: ignore[attr-defined]
+                "use_refresh_token": True,
+            },
+        }
+        for name, data in files.items():
+            fd = os.open(user / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh)
+    home = tmp / "once-home"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("_CONDOR_", "HTSEC_")) and k != "CONDOR_CONFIG"
+    }
+    env |= {
+        "HTSEC_HOME": str(home),
+        "_CONDOR_TRUST_DOMAIN": "bench.example.org",
+        "_CONDOR_HTSEC_CREDMON_RATE": "0",
+    }
+    python = sys.executable
+    out: dict[str, float] = {}
+    for key, code in (
+        ("floor", "import htsec"),
+        ("imports", "import htsec.cli, htsec.credmon.worker"),
+    ):
+        out[f"{key}_s"], out[f"{key}_cpu_s"] = min(
+            _cold([python, "-c", code], env)[:2] for _ in range(3)
+        )
+    htsec = [str(Path(python).parent / "htsec"), "credmon", "--cred-dir", str(root), "--once"]
+    expect = f"{ONCE_USERS} refreshed"
+    wall, cpu, said = _cold(htsec, env)
+    if expect not in said or f"{ONCE_USERS} imported" not in said:
+        raise SystemExit(f"first htsec credmon --once: {said}")
+    out["once_first_s"], out["once_first_cpu_s"] = wall, cpu
+    runs = []
+    for _ in range(2):
+        with sqlite3.connect(home / "htsec.db") as db:  # every access token due now
+            db.execute(
+                "UPDATE credentials SET access_expires_at = ?, next_attempt_at = NULL",
+                (int(time.time()) - 1,),
+            )
+        wall, cpu, said = _cold(htsec, env)
+        if expect not in said or "; 0 imported" not in said:
+            raise SystemExit(f"htsec credmon --once: {said}")
+        runs.append((wall, cpu))
+    out["once_s"], out["once_cpu_s"] = min(runs)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -261,6 +351,7 @@ def main() -> None:
         rate_h = asyncio.run(httpx_default(provider.token_url, ref, args.concurrency))
         rate_k = asyncio.run(aiohttp_plain(provider.token_url, ref_aio, args.concurrency))
         store.close()
+        once = credmon_once(provider, tmp)
     finally:
         provider.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -282,6 +373,14 @@ def main() -> None:
     )
     print(f"{'    for reference: plain aiohttp session':44} {1000:6d} {rate_k:8.0f}")
     print(f"{'    for reference: httpx default transport':44} {1000:6d} {rate_h:8.0f}")
+    print(f"{'':44} {'creds':>6} {'wall s':>8} {'cpu s':>6}")
+    for label, key, n in (
+        ("(d) htsec credmon --once, first import", "once_first", ONCE_USERS),
+        ("(d) htsec credmon --once, already imported", "once", ONCE_USERS),
+        ("    start-up floor: python -c 'import htsec'", "floor", 0),
+        ("    imports: htsec.cli, htsec.credmon.worker", "imports", 0),
+    ):
+        print(f"{label:44} {n or '':>6} {once[key + '_s']:8.2f} {once[key + '_cpu_s']:6.2f}")
     print(
         json.dumps(
             {
@@ -294,6 +393,10 @@ def main() -> None:
                 "ceiling_per_s": round(rate_c),
                 "aiohttp_per_s": round(rate_k),
                 "httpx_default_per_s": round(rate_h),
+                "once_s": round(once["once_s"], 3),
+                "once_first_s": round(once["once_first_s"], 3),
+                "once_floor_s": round(once["floor_s"], 3),
+                "once_imports_s": round(once["imports_s"], 3),
             }
         )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -167,6 +168,21 @@ def test_put_many_commits_once_and_stores_each_like_put(creds: CredStore, store:
     stores = [e for e in creds.audit_log(limit=1000) if e["action"] == "store"]
     assert len(stores) == 1 + 21
     assert {(e["user"], e["actor"]) for e in stores} >= {(f"u{i}", "credmon") for i in range(20)}
+
+
+def test_refresh_token_read_waits_for_no_writer(creds: CredStore, db_url: str) -> None:
+    """The credmon reads a refresh token (import, publish) without a write transaction: on
+    SQLite it is not queued behind a writer holding the database's write lock."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock")
+    creds.put("alice", "box", refresh_token=RT)
+    writer = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # a reader taking the lock would fail after 10 s
+        assert creds.refresh_token("alice", "box") == RT
+    finally:
+        writer.rollback()
+        writer.close()
 
 
 def test_delete_state_and_status(creds: CredStore) -> None:

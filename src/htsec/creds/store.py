@@ -51,6 +51,10 @@ _ACCESS = select(
     _C.c.access_expires_at,
     _C.c.scopes,
 ).where(_C.c.user == bindparam("u"), _C.c.service == bindparam("s"), _C.c.handle == bindparam("h"))
+# The credmon reads refresh tokens one by one (import, publish): the same raw-cursor path.
+_REFRESH = select(_C.c.refresh_token).where(
+    _C.c.user == bindparam("u"), _C.c.service == bindparam("s"), _C.c.handle == bindparam("h")
+)
 
 
 @dataclass(frozen=True, repr=False)
@@ -188,9 +192,8 @@ class CredStore:
         self._pending: list[dict[str, Any]] = []
         self._flushed = time.monotonic()
         self._flush_lock = threading.Lock()
-        compiled = _ACCESS.compile(dialect=store.engine.dialect)
-        self._access_sql = str(compiled)
-        self._access_order = compiled.positiontup  # None for named parameter styles
+        self._access_sql = self._raw_sql(_ACCESS)
+        self._refresh_sql = self._raw_sql(_REFRESH)
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
@@ -594,14 +597,23 @@ class CredStore:
         with self.store.engine.connect() as conn:
             return [self._info(r) for r in conn.execute(q)]
 
-    def _access_row(self, user: str, name: TokenName) -> tuple[Any, ...]:
+    def _raw_sql(self, query: Any) -> tuple[str, Any]:
+        """A query compiled once for this store's dialect, with its parameters' order (None
+        for named parameter styles), for :meth:`_raw_row`."""
+        compiled = query.compile(dialect=self.store.engine.dialect)
+        return str(compiled), compiled.positiontup
+
+    def _raw_row(self, sql: tuple[str, Any], user: str, name: TokenName) -> tuple[Any, ...]:
+        """One credential's row from a query compiled by :meth:`_raw_sql`, on a raw DB-API
+        cursor: no SQLAlchemy transaction (nor SQLite's BEGIN IMMEDIATE) for a read."""
+        text, order = sql
         params = {"u": user, "s": name.service, "h": name.handle or ""}
-        args: Any = tuple(params[k] for k in self._access_order) if self._access_order else params
+        args: Any = tuple(params[k] for k in order) if order else params
         conn = self.store.engine.raw_connection()
         try:
             cur = conn.cursor()
             try:
-                cur.execute(self._access_sql, args)
+                cur.execute(text, args)
                 row = cur.fetchone()
             finally:
                 cur.close()
@@ -614,7 +626,9 @@ class CredStore:
     def access_token(self, user: str, service: str, handle: str | None = None) -> AccessToken:
         """The current access token, for delivery to a job; refuses dead credentials."""
         user, name = self._name(user, service, handle)
-        state, last_error, sealed, token_type, expires_at, scopes = self._access_row(user, name)
+        state, last_error, sealed, token_type, expires_at, scopes = self._raw_row(
+            self._access_sql, user, name
+        )
         if state != "active":
             raise CredStoreError(
                 f"credential {name.stem} of {user} is {state}: {last_error or 'no detail'}",
@@ -628,7 +642,8 @@ class CredStore:
     def refresh_token(self, user: str, service: str, handle: str | None = None) -> str | None:
         """For the credmon only; never exposed over the API."""
         user, name = self._name(user, service, handle)
-        return self._open(self._row(user, name).refresh_token, "refresh_token", user, name)
+        (sealed,) = self._raw_row(self._refresh_sql, user, name)
+        return self._open(None if sealed is None else bytes(sealed), "refresh_token", user, name)
 
     def client_secret(self, user: str, service: str, handle: str | None = None) -> str | None:
         user, name = self._name(user, service, handle)
