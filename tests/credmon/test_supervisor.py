@@ -21,13 +21,21 @@ from tests.oidc import inject_fault
 __all__ = ["cred_dir", "cred_root", "oidc"]  # the fixtures, shared
 
 
+def _imported(stderr: str, module: str) -> int:
+    """How many processes reported importing ``module`` (``PYTHONPROFILEIMPORTTIME``)."""
+    pattern = re.compile(rf"\|\s+{re.escape(module)}$")
+    return sum(1 for line in stderr.splitlines() if pattern.search(line))
+
+
 def test_once_imports_the_credmon_once(cred_root: Path, home: Path) -> None:
-    """Each Python process started reports its imports (``PYTHONPROFILEIMPORTTIME``): the
-    store's module is imported by one process only, not by a supervisor and a worker each."""
+    """Each Python process started reports its imports: the store's module is imported by one
+    process only, not by a supervisor and a worker each; and nothing a refresh pass does not
+    use is imported at all (the IDTOKENS authority, httpx)."""
     r = run("credmon", "--cred-dir", str(cred_root), "--once", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert r.code == 0, r.err[-2000:]
-    loads = [line for line in r.err.splitlines() if re.search(r"\|\s+htsec\.creds\.store$", line)]
-    assert len(loads) == 1, loads
+    assert _imported(r.err, "htsec.creds.store") == 1
+    for unused in ("htsec.tokens", "httpx"):
+        assert _imported(r.err, unused) == 0, unused
     assert (cred_root / "alice" / "scitokens.use").is_file()
     assert (cred_root / "CREDMON_COMPLETE").exists()
 

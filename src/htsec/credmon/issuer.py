@@ -16,6 +16,7 @@ keys of ``HTSEC_ISSUER_PREVIOUS_KEYS`` (``kid:/path.pem ...``) during a rotation
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
@@ -30,9 +31,16 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from htsec import _fs
 from htsec.config import param
 from htsec.errors import ConfigError, UsageError
-from htsec.tokens.idtoken import b64url_encode
 
 __all__ = ["IssuerConfig", "LocalIssuer", "generate_key", "load_issuer", "public_jwk"]
+
+
+def _b64url(data: bytes) -> str:
+    """Base64url without padding (RFC 7515 section 2). Not imported from htsec.tokens: that
+    package (the IDTOKENS authority, ClassAd revocation) is not needed to refresh tokens, and
+    every credmon process would pay for its import."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -136,8 +144,8 @@ def public_jwk(key: PublicKey, kid: str) -> dict[str, str]:
             "alg": "ES256",
             "use": "sig",
             "kid": kid,
-            "x": b64url_encode(nums.x.to_bytes(32, "big")),
-            "y": b64url_encode(nums.y.to_bytes(32, "big")),
+            "x": _b64url(nums.x.to_bytes(32, "big")),
+            "y": _b64url(nums.y.to_bytes(32, "big")),
         }
     nums_r = key.public_numbers()
     n = nums_r.n.to_bytes((nums_r.n.bit_length() + 7) // 8, "big")
@@ -147,8 +155,8 @@ def public_jwk(key: PublicKey, kid: str) -> dict[str, str]:
         "alg": "RS256",
         "use": "sig",
         "kid": kid,
-        "n": b64url_encode(n),
-        "e": b64url_encode(e),
+        "n": _b64url(n),
+        "e": _b64url(e),
     }
 
 
@@ -193,7 +201,7 @@ class LocalIssuer:
                 f"{config.private_key} is a {self.key.key_size}-bit RSA key; RS256 needs at "
                 "least 2048 bits (RFC 7518 section 3.3)"
             )
-        self._header = b64url_encode(
+        self._header = _b64url(
             json.dumps(
                 {"alg": config.algorithm, "kid": config.key_id, "typ": "JWT"}, separators=(",", ":")
             ).encode()
@@ -240,9 +248,9 @@ class LocalIssuer:
         else:
             claims["ver"] = "scitoken:2.0"
         signing_input = (
-            self._header + "." + b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+            self._header + "." + _b64url(json.dumps(claims, separators=(",", ":")).encode())
         )
-        return signing_input + "." + b64url_encode(self._sign(signing_input.encode())), c.lifetime
+        return signing_input + "." + _b64url(self._sign(signing_input.encode())), c.lifetime
 
     def _sign(self, data: bytes) -> bytes:
         if isinstance(self.key, ec.EllipticCurvePrivateKey):

@@ -17,8 +17,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from htsec import _fs
 from htsec.config import param
 from htsec.errors import ConfigError
@@ -82,6 +80,8 @@ def _client_id_names() -> list[str]:
 
 def discover(issuer: str, *, timeout: float = 10.0) -> dict[str, str]:
     """OpenID Connect discovery: ``<issuer>/.well-known/openid-configuration``."""
+    import httpx  # only for discovery: not imported by every credmon start-up
+
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
     try:
         doc = httpx.get(url, timeout=timeout).raise_for_status().json()
