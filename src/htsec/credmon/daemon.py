@@ -200,7 +200,8 @@ class Credmon:
                 )
             )
         if item.meta is not None and not item.meta.use_refresh_token:
-            self._leave_unrefreshed(user, name)
+            if info is not None:  # the store had it: a new login says "do not refresh"
+                self._forget_unrefreshed(user, name)
             return False
         top = item.top
         if top is None or not top.refresh_token:
@@ -227,19 +228,17 @@ class Credmon:
             "source": "cred-dir",
         }
 
-    def _leave_unrefreshed(self, user: str, name: TokenName) -> None:
+    def _forget_unrefreshed(self, user: str, name: TokenName) -> None:
         """``"use_refresh_token": false`` in ``.meta``: HTCondor's web server writes it when
         the provider gave no refresh token, and ``condor_credmon_oauth`` then never refreshes
         the token (``OAuthCredmon.should_renew``): its ``.use`` stays as the login left it.
-        So it is not imported, and a credential imported from the directory earlier (the user
-        logged in again, and this time got no refresh token) is forgotten by the store, so
-        that the credmon neither refreshes it nor writes over the new files."""
-        label = f"{user}/{name.stem}"
+        Such a credential is not imported; one imported from the directory earlier (the user
+        logged in again and got no refresh token this time) is forgotten by the store, so that
+        the credmon neither refreshes it nor writes over the new login's files."""
         if (local_user(user), name) not in self.creds.from_directory():
-            log.debug("%s: .meta says use_refresh_token false; not refreshed", label)
-            return
+            return  # stored through htsec itself: not the directory's to change
         self.creds.delete(user, name.service, name.handle or None, actor="credmon", peer="cred-dir")
-        log.info("%s: .meta now says use_refresh_token false; no longer refreshed", label)
+        log.info("%s/%s: .meta now says use_refresh_token false; forgotten", user, name.stem)
 
     def _forget_removed(self) -> list[str]:
         """Credentials imported from the directory whose ``.top`` HTCondor has removed -- the
