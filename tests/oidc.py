@@ -475,8 +475,9 @@ def inject_fault(
     """Make the next ``count`` requests to ``path`` (default: the token endpoint) fail:
     ``kind`` is an HTTP status (500, 503, 429...: an OAuth-style JSON error, or ``body``; with
     ``Retry-After`` if given), ``"malformed"`` (200 with truncated JSON), ``"drop"`` (connection
-    closed without an answer) or ``"slow"`` (sleep ``delay_ms``, default 2000, then answer
-    normally). Faults queue up in order."""
+    closed without an answer), ``"slow"`` (sleep ``delay_ms``, default 2000, then answer
+    normally) or ``"late"`` (process the request -- rotating a refresh token -- then sleep
+    ``delay_ms`` before answering). Faults queue up in order."""
     spec: dict[str, Any] = {"kind": str(kind), "count": count, "path": path}
     if delay_ms is not None:
         spec["delay_ms"] = delay_ms

@@ -10,8 +10,12 @@ HTCondor's ``condor_credmon_oauth`` (FORMATS.md section 3, "the anchor"), it
 * isolates failures: one credential's error never stops the others;
 * marks a credential whose refresh token is refused with ``invalid_grant`` (RFC 6749
   section 5.2) as needing re-authorisation instead of retrying it forever;
-* commits the new refresh token durably, together with the access token, before anything is
-  published (``.use`` files are written after the commit), and redeems a refresh token only
+* commits the new refresh token durably, together with the access token, as soon as the answer
+  arrives and before anything is published (``.use`` files are written after the commit);
+* marks each claimed refresh as in flight in the store before it is sent, so that after a
+  crash a refresh token the provider may have rotated is tried once and, if refused, the
+  credential is marked as needing re-authorisation with the reason (never silently);
+* and redeems a refresh token only
   when the result can be published (the ``precheck`` hook: HTCondor's directory would
   otherwise keep a refresh token the provider has already replaced);
 * runs refreshes concurrently (a bounded pool), rate-limited per provider, with jittered
@@ -34,7 +38,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -58,6 +62,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("htsec.credmon")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -171,62 +176,69 @@ class _Deferred(Exception):
 
 
 class _Failure(Exception):
+    """A refresh that failed. ``sent``: the request may have reached the provider;
+    ``answered``: the provider answered it."""
+
     def __init__(
-        self, reason: str, message: str, *, dead: bool = False, retry_after: float | None = None
+        self,
+        reason: str,
+        message: str,
+        *,
+        dead: bool = False,
+        retry_after: float | None = None,
+        sent: bool = False,
+        answered: bool = False,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.dead = dead
         self.retry_after = retry_after
+        self.sent = sent or answered
+        self.answered = answered
 
 
-class _GroupCommit:
-    """Group commit: refreshes that finish together are written in one transaction (one
-    fsync), at most :attr:`MAX_BATCH` or :attr:`MAX_DELAY` seconds apart. Each caller gets its
-    own result only after the transaction is durable, so nothing is published earlier."""
+class _Batcher(Generic[_T]):
+    """Group commit without a delay: an item that arrives while no write is running is written
+    at once; items that arrive during a write go together in the next one (at most
+    :attr:`MAX_BATCH`). Each caller gets its own result once its write is durable, so nothing
+    is published earlier, and no answer waits for a timer before it is committed."""
 
     MAX_BATCH = 64
-    MAX_DELAY = 0.005
 
-    def __init__(self, leases: Leases) -> None:
-        self.leases = leases
-        self._pending: list[tuple[Claim, dict[str, Any], asyncio.Future[bool]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._writes: set[asyncio.Future[None]] = set()
+    def __init__(self, write: Callable[[list[_T]], list[bool]]) -> None:
+        self._write = write
+        self._pending: list[tuple[_T, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
-    async def commit(self, claim: Claim, values: dict[str, Any]) -> bool:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
-        self._pending.append((claim, values, fut))
-        if len(self._pending) >= self.MAX_BATCH:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.MAX_DELAY, self._flush)
+    async def submit(self, item: _T) -> bool:
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._drain())
         return await fut
 
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.ensure_future(self._write(batch))
-            self._writes.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._writes.discard)
-
-    async def _write(self, batch: list[tuple[Claim, dict[str, Any], asyncio.Future[bool]]]) -> None:
+    async def _drain(self) -> None:
         try:
-            results = await asyncio.to_thread(
-                self.leases.commit_many, [(c, v) for c, v, _ in batch]
-            )
-        except BaseException as exc:  # the transaction failed: every caller hears of it
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for (_, _, fut), ok in zip(batch, results, strict=True):
-            if not fut.done():
-                fut.set_result(ok)
+            while self._pending:
+                batch = self._pending[: self.MAX_BATCH]
+                del self._pending[: self.MAX_BATCH]
+                try:
+                    results = await asyncio.to_thread(self._write, [i for i, _ in batch])
+                except BaseException as exc:  # the transaction failed: every caller hears
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    if not isinstance(exc, Exception):  # cancelled: nobody may wait forever
+                        for _, fut in self._pending:
+                            fut.cancel()
+                        self._pending.clear()
+                        raise
+                    continue
+                for (_, fut), ok in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(ok)
+        finally:
+            self._writer = None
 
 
 _USER_AGENT = f"htsec-credmon/{__version__}"
@@ -366,7 +378,7 @@ class RefreshEngine:
         self.verify = verify
         self.wake = asyncio.Event()
         self._limiter = _RateLimiter()
-        self._group = _GroupCommit(self.leases)
+        self._group: _Batcher[tuple[Claim, dict[str, Any]]] = _Batcher(self.leases.commit_many)
         # A request is sent only while its lease outlasts it with room to commit the result.
         self._lease_margin = min(2 * self.policy.timeout + 5, self.policy.lease / 2)
 
@@ -455,8 +467,9 @@ class RefreshEngine:
         report: RefreshReport,
         sem: asyncio.Semaphore,
     ) -> None:
-        """One credential. ``sem`` bounds the requests in flight to the provider; waiting for
-        the group commit does not hold a slot, so the provider is kept busy meanwhile."""
+        """One credential. ``sem`` bounds the refreshes between being sent and being committed:
+        a slot is held from before the request until its answer is durable, so a SIGKILL can
+        cost at most ``concurrency`` rotated refresh tokens (docs/htsec-credmon.md)."""
         label = f"{claim.user}/{claim.name.stem}"
         now = int(self.clock())
         provider = self.providers.get(claim.provider) or self.providers.get(claim.service)
@@ -468,7 +481,14 @@ class RefreshEngine:
                     "store key file or store the credential again",
                 )
             issuer = self._issuer_for(provider) if provider is not None and provider.local else None
-            if not should_refresh(
+            if claim.sent_at is not None and issuer is None:
+                log.warning(
+                    "%s: a refresh of it was in flight when a credmon stopped %d s ago; "
+                    "trying its refresh token once",
+                    label,
+                    max(0, now - claim.sent_at),
+                )
+            elif not should_refresh(
                 claim.access_expires_at, claim.access_issued_at, now, self.policy
             ):
                 due = refresh_due(claim.access_expires_at, claim.access_issued_at, self.policy)
@@ -485,7 +505,7 @@ class RefreshEngine:
                 return
             async with sem:
                 response = await self._call(client, claim, provider)
-            await self._commit(claim, response, now, report, label, provider)
+                await self._commit(claim, response, now, report, label, provider)
         except _Deferred:
             await asyncio.to_thread(self.leases.release, claim, next_attempt_at=None)
             report.deferred.append(label)
@@ -503,6 +523,7 @@ class RefreshEngine:
                 error=f"{f.reason}: {f}",
                 dead=f.dead,
                 next_attempt_at=None if f.dead else int(self.clock() + max(1.0, delay)),
+                settled=f.answered or (not f.sent and claim.sent_at is None),
             )
             if f.dead:
                 report.dead[label] = str(f)
@@ -595,33 +616,49 @@ class RefreshEngine:
             )
         except TokenTimeout:
             raise _Failure(
-                "timeout", f"no answer from {token_url} within {self.policy.timeout:.0f} s"
+                "timeout",
+                f"no answer from {token_url} within {self.policy.timeout:.0f} s",
+                sent=True,
             ) from None
         except TokenClientError as exc:
-            raise _Failure("unreachable", f"cannot reach {token_url}: {exc}") from None
+            # Perhaps after the request went out: the provider may have processed it.
+            raise _Failure("unreachable", f"cannot reach {token_url}: {exc}", sent=True) from None
         try:
             body = resp.json()
         except ValueError:
             body = None
         if resp.status == 200 and isinstance(body, dict):
             if not isinstance(body.get("access_token"), str) or not body["access_token"]:
-                raise _Failure("bad_response", "the token response has no access_token")
+                raise _Failure(
+                    "bad_response", "the token response has no access_token", answered=True
+                )
             return body
         error = _error_code(body.get("error")) if isinstance(body, dict) else None
         if resp.status == 200:
-            raise _Failure("bad_response", "the token response is not a JSON object")
+            raise _Failure("bad_response", "the token response is not a JSON object", answered=True)
+        if error == "invalid_grant" and claim.sent_at is not None:
+            raise _Failure(
+                "rotation_lost",
+                "rotation lost in a crash: a refresh was in flight when a credmon stopped, and "
+                "the provider now refuses the refresh token held before it (invalid_grant); "
+                "the user must authorise again",
+                dead=True,
+                answered=True,
+            )
         if error == "invalid_grant":
             raise _Failure(
                 "invalid_grant",
                 "the provider refused the refresh token (invalid_grant): "
                 "the user must authorise again",
                 dead=True,
+                answered=True,
             )
         if error in ("invalid_client", "unauthorized_client"):
             raise _Failure(
                 error,
                 f"the provider refused this client ({error}): check "
                 f"{claim.provider.upper()}_CLIENT_ID and _CLIENT_SECRET_FILE",
+                answered=True,
             )
         retry = None
         if resp.status in (429, 503):
@@ -630,6 +667,7 @@ class RefreshEngine:
             f"http_{resp.status}",
             f"{token_url} answered {resp.status}" + (f" ({error})" if error else ""),
             retry_after=retry,
+            answered=True,
         )
 
     async def _commit(
@@ -667,7 +705,7 @@ class RefreshEngine:
             now=now,
             next_attempt_at=due,
         )
-        ok = await self._group.commit(claim, values)
+        ok = await self._group.submit((claim, values))
         if not ok:
             report.lost_lease.append(label)
             log.error(

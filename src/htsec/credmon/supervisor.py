@@ -8,7 +8,11 @@ it holds, commits them, and exits; so killing the daemon at any moment never str
 refresh between the provider's rotation and the store's commit (the window in which a
 rotated refresh token would otherwise be lost and the grant burnt by reuse detection). A
 crashed worker is restarted; the next worker takes over leases of dead local holders at once.
-Only a crash of the machine (or of the worker itself) can still lose that window.
+Only a crash of the machine (or of the worker itself) can still lose that window: at most the
+worker's ``concurrency`` (16) refreshes, each marked in flight in the store, tried once after
+the restart and, if the provider refuses it, marked ``needs_reauth`` ("rotation lost in a
+crash"). The worker is the OOM killer's last pick: it lowers its ``oom_score_adj``, the
+supervisor raises its own (docs/htsec-credmon.md).
 
 For ``--once`` the worker is forked from the supervisor instead of started as a new
 interpreter: the supervisor has already imported everything the worker needs (and holds no
@@ -34,6 +38,7 @@ from types import FrameType
 from typing import Protocol
 
 from htsec.credmon.daemon import tell_master_ready
+from htsec.credmon.worker import OOM_SCORE_STEP
 from htsec.creds.layout import CredDir
 
 __all__ = ["supervise"]
@@ -87,6 +92,7 @@ def supervise(
         directory.write_pid()  # after the handlers: a credd's SIGHUP must not kill us
     failures = 0
     code = 0
+    oom_raised = False
     while not stopping:
         started = time.monotonic()
         # The worker starts with SIGHUP ignored (a disposition exec keeps) until its own
@@ -101,6 +107,9 @@ def supervise(
             )
         if stopping:  # SIGTERM arrived while the worker was starting
             child.send_signal(signal.SIGTERM)
+        if not oom_raised:  # once: later workers inherit the supervisor's raised value
+            _before_the_worker_for_the_oom_killer()
+            oom_raised = True
         if not once and failures == 0:
             tell_master_ready()
         while True:
@@ -121,6 +130,19 @@ def supervise(
         while not stopping and time.monotonic() < deadline:  # SIGTERM ends the wait
             time.sleep(0.1)
     return code
+
+
+def _before_the_worker_for_the_oom_killer() -> None:
+    """Raise this process's ``oom_score_adj`` above the worker's (raising needs no
+    privilege; the worker was started with the old value and lowers its own further where it
+    may): a killed supervisor loses nothing, a killed worker may lose rotated refresh tokens."""
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as f:
+            current = int(f.read())
+            f.seek(0)
+            f.write(str(min(1000, current + OOM_SCORE_STEP)))
+    except (OSError, ValueError) as exc:
+        log.debug("oom_score_adj left as it is: %s", exc)
 
 
 def _ignore_sighup() -> None:

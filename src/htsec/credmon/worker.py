@@ -13,7 +13,35 @@ from htsec.config import load
 from htsec.credmon.daemon import Credmon
 from htsec.errors import HtsecError
 
-__all__ = ["main"]
+__all__ = ["OOM_SCORE_ADJ", "OOM_SCORE_STEP", "main"]
+
+#: The worker's ``oom_score_adj`` where it may set it (root, CAP_SYS_RESOURCE): the last
+#: process an OOM killer picks (-1000 would exempt it entirely). It holds refreshes between the
+#: provider's rotation and the store's commit; the supervisor holds nothing and may go first.
+OOM_SCORE_ADJ = -999
+#: Without the privilege, the supervisor raises its own score by this much instead.
+OOM_SCORE_STEP = 100
+
+
+def _last_for_the_oom_killer() -> None:
+    """Lower this process's ``oom_score_adj`` to :data:`OOM_SCORE_ADJ`, or else as far as an
+    unprivileged process may (back to the value the supervisor had before raising its own)."""
+    path = "/proc/self/oom_score_adj"
+    try:
+        with open(path) as f:
+            current = int(f.read())
+    except (OSError, ValueError) as exc:
+        logging.getLogger("htsec.credmon").debug("no oom_score_adj: %s", exc)
+        return
+    for value in (OOM_SCORE_ADJ, current - OOM_SCORE_STEP):
+        if value >= current:
+            return
+        try:
+            with open(path, "w") as f:
+                f.write(str(max(-1000, value)))
+            return
+        except OSError:
+            continue  # not permitted: try the smaller step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     root.handlers = [handler]
     root.setLevel(logging.DEBUG if args.debug else logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    _last_for_the_oom_killer()
     try:
         credmon = Credmon(load(), cred_dir=args.cred_dir)
         if args.metrics_port is not None and not args.once:

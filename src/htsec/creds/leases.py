@@ -45,6 +45,9 @@ class Claim:
     version: int
     lease_token: str
     lease_until: int
+    #: When a refresh of this credential was sent without its answer being recorded (a
+    #: credmon died meanwhile): the provider may have rotated the refresh token we hold.
+    sent_at: int | None = None
     #: Why a sealed value of the row could not be opened (a damaged row, a data key missing
     #: from the key file); such a claim carries no secrets and is recorded as failed.
     unreadable: str | None = None
@@ -59,7 +62,7 @@ class Claim:
         return TokenName(self.service, self.handle)
 
 
-def _claims(cs: CredStore, rows: Any) -> list[Claim]:
+def _claims(cs: CredStore, rows: Any, prior: dict[int, int | None]) -> list[Claim]:
     """Claims for leased rows. Each row's secrets are opened inside its own error boundary:
     one damaged row (or one sealed under a lost data key) becomes an unreadable claim, and the
     rest of the batch is unaffected."""
@@ -92,6 +95,7 @@ def _claims(cs: CredStore, rows: Any) -> list[Claim]:
                 version=r.version,
                 lease_token=r.lease_token,
                 lease_until=r.lease_until,
+                sent_at=prior.get(r.id),
                 unreadable=unreadable,
             )
         )
@@ -150,32 +154,51 @@ class Leases:
     ) -> list[Claim]:
         """Lease up to ``limit`` credentials due by ``due_by`` (default ``now``) for ``lease_s``
         seconds from ``now``. A pass that refills its claims keeps ``due_by`` at its start (it
-        handles what was due then) while each lease runs from the moment it is taken."""
+        handles what was due then) while each lease runs from the moment it is taken.
+
+        The claim also marks each credential's refresh as in flight (``refresh_sent_at``),
+        durably and before anything is sent, in the same transaction: the mark is cleared when
+        the outcome is recorded (or the credential is handed back unsent), so after a crash it
+        names the refresh tokens the provider may have rotated in an answer that was lost. A
+        claim's :attr:`Claim.sent_at` is the mark an earlier, interrupted holder left."""
         token = secrets.token_hex(16)
         due_by = now if due_by is None else due_by
         due = (
-            select(_C.c.id)
+            select(_C.c.id, _C.c.refresh_sent_at)
             .where(
                 _C.c.state == "active",
                 or_(_C.c.refresh_token.is_not(None), _C.c.provider.in_(self.local_providers)),
                 func.coalesce(_C.c.next_attempt_at, 0) <= due_by,
                 func.coalesce(_C.c.lease_until, 0) < now,
             )
-            .order_by(func.coalesce(_C.c.next_attempt_at, 0), _C.c.id)
+            # Refreshes a dead credmon left in flight first: their outcome is still open.
+            .order_by(
+                _C.c.refresh_sent_at.is_(None), func.coalesce(_C.c.next_attempt_at, 0), _C.c.id
+            )
             .limit(limit)
         )
         if self.creds.store.engine.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
+        # One transaction: PostgreSQL locks the picked rows (skipping rows another credmon
+        # is claiming) and re-checks the lease on each; SQLite's BEGIN IMMEDIATE runs it alone.
         with self.creds.store.session() as s:
+            prior = {r.id: r.refresh_sent_at for r in s.execute(due)}
+            if not prior:
+                return []
             s.execute(
                 update(_C)
-                .where(_C.c.id.in_(due.scalar_subquery()), func.coalesce(_C.c.lease_until, 0) < now)
-                .values(lease_owner=self.holder, lease_token=token, lease_until=now + lease_s)
+                .where(_C.c.id.in_(list(prior)), func.coalesce(_C.c.lease_until, 0) < now)
+                .values(
+                    lease_owner=self.holder,
+                    lease_token=token,
+                    lease_until=now + lease_s,
+                    refresh_sent_at=func.coalesce(_C.c.refresh_sent_at, now),
+                )
                 .execution_options(synchronize_session=False)
             )
         with self.creds.store.engine.connect() as conn:
             rows = conn.execute(select(_C).where(_C.c.lease_token == token)).fetchall()
-        return _claims(self.creds, rows)
+        return _claims(self.creds, rows, prior)
 
     def _fenced(self, claim: Claim, values: dict[str, Any]) -> bool:
         return self.commit_many([(claim, values)])[0]
@@ -261,20 +284,38 @@ class Leases:
                 "last_error": None,
                 "failures": 0,
                 "next_attempt_at": next_attempt_at,
+                "refresh_sent_at": None,
             }
         )
 
-    def fail(self, claim: Claim, *, error: str, dead: bool, next_attempt_at: int | None) -> bool:
-        """Record a failed refresh: back off, or mark the credential as needing re-authorisation."""
+    def fail(
+        self,
+        claim: Claim,
+        *,
+        error: str,
+        dead: bool,
+        next_attempt_at: int | None,
+        settled: bool = False,
+    ) -> bool:
+        """Record a failed refresh: back off, or mark the credential as needing re-authorisation.
+        ``settled``: nothing of it can be in flight any more (the provider answered, or no
+        request was sent and none was left in flight before); else the in-flight mark stays
+        (a timeout, a broken connection: the provider may have rotated the refresh token)."""
         values: dict[str, Any] = {
             "last_error": error[:500],
             "failures": claim.failures + 1,
             "next_attempt_at": next_attempt_at,
         }
+        if settled:
+            values["refresh_sent_at"] = None
         if dead:
             values["state"] = "needs_reauth"
         return self._fenced(claim, values)
 
     def release(self, claim: Claim, *, next_attempt_at: int | None) -> bool:
-        """Nothing to do yet: give the credential back with the time to look again."""
-        return self._fenced(claim, {"next_attempt_at": next_attempt_at})
+        """Nothing to do yet: give the credential back, unsent, with the time to look again
+        (an in-flight mark an earlier holder left stays)."""
+        values: dict[str, Any] = {"next_attempt_at": next_attempt_at}
+        if claim.sent_at is None:
+            values["refresh_sent_at"] = None
+        return self._fenced(claim, values)

@@ -428,6 +428,7 @@ class CredStore:
             "next_attempt_at": None,
             "failures": 0,
             "source": source,
+            "refresh_sent_at": None,  # a new refresh token: nothing of it is in flight
         }
         return _Put(user, name, values, now, actor, peer, expect_version)
 

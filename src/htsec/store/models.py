@@ -153,6 +153,8 @@ class Credential(Base):
     next_attempt_at: Mapped[int | None] = mapped_column(BigInteger)
     # NULL: stored through htsec; "cred-dir": imported from HTCondor's credential directory.
     source: Mapped[str | None] = mapped_column(String(16))
+    # Set before a refresh request is sent, cleared when its answer is recorded (0005).
+    refresh_sent_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PendingAuthorization(Base):

@@ -281,7 +281,7 @@ async function admin(ctx) {
   if (route === 'POST /__rig/fault') {
     const spec = await readJson(ctx.req);
     const kind = String(spec.kind ?? '');
-    if (!/^([1-5]\d\d|slow|malformed|drop)$/.test(kind)) {
+    if (!/^([1-5]\d\d|slow|late|malformed|drop)$/.test(kind)) {
       return reply(ctx, 400, { error: `unknown fault kind ${JSON.stringify(spec.kind)}` });
     }
     const count = spec.count ?? 1;
@@ -377,6 +377,9 @@ provider.use(async (ctx, next) => {
   } else {
     if (fault?.kind === 'slow') await sleep(fault.delay_ms);
     await next();
+    // 'late': the request is processed (a refresh token rotated) before the answer is held
+    // back, as when the network or the client stalls after the provider did its work.
+    if (fault?.kind === 'late') await sleep(fault.delay_ms);
   }
   log(`${ctx.method} ${ctx.path} -> ${ctx.status} ${Date.now() - started}ms`);
 });
