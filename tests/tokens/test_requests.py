@@ -278,7 +278,9 @@ def test_pending_capped_per_peer(authority: Authority) -> None:
     with pytest.raises(RequestError, match="2001:db8:0:1::/64"):
         _ask(reqs, "2001:db8:0:1:ffff::9")
     assert _ask(reqs, "2001:db8:0:2::1") == "pending"
-    reqs.decide(reqs.pending()[0].id, approve=False, by="admin")
+    # Requests made in one second are listed in id order (random): pick one of this peer's.
+    first = next(v for v in reqs.pending() if v.peer == "192.0.2.1")
+    reqs.decide(first.id, approve=False, by="admin")
     assert _ask(reqs, "192.0.2.1") == "pending"  # a decided request frees its place
 
 
