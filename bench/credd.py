@@ -45,7 +45,7 @@ BARE_APP = textwrap.dedent(
     """
     import sys, uvicorn
     from fastapi import FastAPI
-    from htsec._http import bounded_protocol
+    from htsec.web.protocol import bounded_protocol
     from htsec._log import uvicorn_log_config
     app = FastAPI()
     @app.get("/v1/creds/{service}/access-token")

@@ -1,4 +1,4 @@
-"""Bounds on what one peer can make 'htsec serve' hold (htsec._http): request heads, header
+"""Bounds on what one peer can make 'htsec serve' hold (htsec.web.protocol): request heads, header
 counts, connections and slow heads are refused with problem documents. Real servers and raw
 TLS sockets: the attacks are byte streams no HTTP client library would send."""
 
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from htsec._http import MAX_HEAD, MAX_HEADERS, bounded_protocol
+from htsec.web.bounds import MAX_HEAD, MAX_HEADERS
+from htsec.web.protocol import bounded_protocol
 from tests.conftest import free_port, run, serving
 
 

@@ -13,6 +13,7 @@ message on one line and exits with its ``exit_code``. Anything else is a bug: th
     +-- KeyError_              (KeyNotFound, BadKeyName) signing keys
     +-- TokenError
     |   +-- TokenRejected      a token failed verification (exit 1); ``reason`` is a short code
+    +-- Forbidden              the caller's token does not grant what was asked (403)
     +-- StoreError             the database
     |   +-- CredStoreError     a credential cannot be stored or used (``status`` for the API)
     |   +-- NotFound           no such credential
@@ -39,6 +40,7 @@ __all__ = [
     "CredentialError",
     "CredentialFileError",
     "FileSecurityError",
+    "Forbidden",
     "HtsecError",
     "KeyNotFound",
     "LockError",
@@ -124,6 +126,14 @@ class TokenRejected(TokenError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class Forbidden(HtsecError):
+    """The caller's token does not grant the permission the action needs
+    (:func:`htsec.web.auth.require`)."""
+
+    status = 403
+    code = "forbidden"
 
 
 class StoreError(HtsecError):

@@ -1,18 +1,33 @@
-"""``htsec serve``: every service in one process, on the embedded default."""
+"""``htsec serve``: every service in one process, on the embedded default; ``htsec credd``:
+the API alone.
+
+The app is composed by :mod:`htsec.server`; this module runs it under uvicorn with the bounded
+HTTP protocol (:mod:`htsec.web.protocol`) and, for ``htsec serve``, runs the credmon inside
+it (:func:`in_process_credmon`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import socket
 import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from htsec.config import Settings, param
-from htsec.errors import ConfigError
+from htsec.errors import ConfigError, HtsecError
 from htsec.tokens.authority import Authority
 from htsec.tokens.keys import POOL
 
-__all__ = ["run"]
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from htsec.server import Lifespan
+
+__all__ = ["in_process_credmon", "run"]
 
 log = logging.getLogger("htsec.serve")
 
@@ -26,8 +41,43 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def in_process_credmon(settings: Settings) -> Lifespan:
+    """The all-in-one server refreshes credentials too: its credmon runs as a task of the app's
+    lifespan, supervised (:mod:`htsec.credmon.service`: restarted with back-off) and reported
+    in ``/v1/health``; a new credential wakes it at once (``app.state.credmon_wake``)."""
+    from htsec.credmon.daemon import Credmon
+    from htsec.credmon.service import CredmonService
+    from htsec.server import add_health_check
+
+    @contextlib.asynccontextmanager
+    async def credmon_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            credmon = Credmon(settings, cred_dir=settings.cred_dir, creds=app.state.credstore)
+        except HtsecError as exc:
+            log.warning("credmon not started: %s", exc)
+            failure = {"state": "not started", "error": exc.__class__.__name__}
+            add_health_check(app, "credmon", lambda: (False, failure))
+            yield
+            return
+        service = CredmonService(credmon)
+        add_health_check(app, "credmon", lambda: (service.healthy, service.health()))
+        # Routes run in worker threads; an asyncio.Event is set only from its own loop.
+        loop = asyncio.get_running_loop()
+        app.state.credmon_wake = lambda: loop.call_soon_threadsafe(credmon.engine.wake.set)
+        app.state.metrics.extra.append(credmon.engine.metrics.registry)
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+    return credmon_lifespan
+
+
 def _max_connections() -> int:
-    from htsec._http import MAX_CONNECTIONS
+    from htsec.web.bounds import MAX_CONNECTIONS
 
     raw = (param("HTSEC_SERVE_MAX_CONNECTIONS") or "").strip()
     if not raw:
@@ -47,10 +97,10 @@ def run(
     """Serve the API; ``credmon`` None follows ``HTSEC_SERVE_CREDMON`` (default on)."""
     import uvicorn
 
-    from htsec._http import bounded_protocol
     from htsec._log import uvicorn_log_config
     from htsec._tls import ensure_tls
     from htsec.server import create_app
+    from htsec.web.protocol import bounded_protocol
 
     if port is None:
         port = urlsplit(settings.server_url).port or 9680
@@ -74,7 +124,9 @@ def run(
             "0",
         )
     max_connections = _max_connections()
-    app = create_app(settings, authority, with_credmon=credmon)
+    app = create_app(
+        settings, authority, lifespan=in_process_credmon(settings) if credmon else None
+    )
     url = f"https://{host if ':' not in host else f'[{host}]'}:{port}"
     lines = [
         f"htsec serve: listening on {url} (trust domain {settings.trust_domain})",

@@ -13,8 +13,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from htsec.config import Settings
-from htsec.server import MAX_BODY, create_app
+from htsec.server import create_app
 from htsec.tokens.authority import Authority
+from htsec.web.bounds import MAX_BODY
 from tests.creds.test_fastpath import AT, _app
 
 

@@ -25,8 +25,8 @@ from htsec.authz import Perm, credential_owner, grants
 from htsec.creds.layout import CredDir
 from htsec.creds.store import MAX_TOKEN_TEXT, CredentialInfo, CredStore
 from htsec.errors import CredentialFileError, CredStoreError, HtsecError
-from htsec.server import Caller, authenticate
-from htsec.tokens.idtoken import VerifiedToken
+from htsec.web.auth import Caller, authenticate, peer, require
+from htsec.web.verifier import VerifiedCaller
 
 __all__ = ["fetch_access_token", "router"]
 
@@ -93,7 +93,7 @@ def _uid_domain(request: Request) -> str:
     return domain
 
 
-def _no_owner(caller: VerifiedToken, uid_domain: str) -> CredStoreError:
+def _no_owner(caller: VerifiedCaller, uid_domain: str) -> CredStoreError:
     return CredStoreError(
         f"{caller.subject} owns no credentials: they belong to user@{uid_domain} "
         "(UID_DOMAIN); identities of other domains reach a user's credentials only with "
@@ -102,24 +102,16 @@ def _no_owner(caller: VerifiedToken, uid_domain: str) -> CredStoreError:
     )
 
 
-def _lacks(caller: VerifiedToken, perm: Perm) -> CredStoreError:
-    return CredStoreError(f"{caller.subject}'s token lacks {perm} authorization", status=403)
-
-
-def _target(caller: VerifiedToken, user: str | None, *, perm: Perm, uid_domain: str) -> str:
+def _target(caller: VerifiedCaller, user: str | None, *, perm: Perm, uid_domain: str) -> str:
     """The user whose credentials the caller acts on, or 403."""
-    if not grants(caller, perm):
-        raise _lacks(caller, perm)
+    require(caller, perm)
     me = credential_owner(caller.subject, uid_domain)
     if user is None or user == me:
         if me is None:
             raise _no_owner(caller, uid_domain)
         return me
-    if grants(caller, Perm.ADMINISTRATOR):
-        return user
-    raise CredStoreError(
-        f"{caller.subject} may not act on {user}'s credentials (needs ADMINISTRATOR)", status=403
-    )
+    require(caller, Perm.ADMINISTRATOR, to=f"act on {user}'s credentials")
+    return user
 
 
 def _outcome(exc: HtsecError) -> str:
@@ -128,7 +120,7 @@ def _outcome(exc: HtsecError) -> str:
 
 def _audit_refusal(
     request: Request,
-    caller: VerifiedToken,
+    caller: VerifiedCaller,
     action: str,
     user: str | None,
     service: str,
@@ -140,14 +132,10 @@ def _audit_refusal(
         user=user or credential_owner(caller.subject, _uid_domain(request)) or "",
         service=service,
         handle=handle,
-        peer=_peer(request),
+        peer=peer(request.scope),
         outcome=_outcome(exc),
         action=action,
     )
-
-
-def _peer(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 _FETCH_PARAMS = {
@@ -165,7 +153,7 @@ _FETCH_PARAMS = {
 
 def fetch_access_token(
     cs: CredStore,
-    caller: VerifiedToken,
+    caller: VerifiedCaller,
     service: str,
     user: str | None,
     handle: str | None,
@@ -184,15 +172,11 @@ def fetch_access_token(
     target = user if user is not None else me
     outcome = "ok"
     try:
-        if not grants(caller, Perm.READ):
-            raise _lacks(caller, Perm.READ)
+        require(caller, Perm.READ)
         if target is None:
             raise _no_owner(caller, uid_domain)
-        if target != me and not grants(caller, Perm.DAEMON):
-            raise CredStoreError(
-                f"{caller.subject} may not fetch {target}'s tokens (needs DAEMON authorization)",
-                status=403,
-            )
+        if target != me:
+            require(caller, Perm.DAEMON, to=f"fetch {target}'s tokens")
         return cs.access_token(target, service, handle).use_json()
     except HtsecError as exc:
         outcome = _outcome(exc)
@@ -226,7 +210,7 @@ async def access_token(service: Service, request: Request) -> dict[str, Any]:
         service,
         query.get("user"),
         query.get("handle"),
-        _peer(request),
+        peer(request.scope),
         _uid_domain(request),
     )
     request.app.state.metrics.fetches.inc()
@@ -256,7 +240,7 @@ def _store(
     service: str,
     body: CredIn,
     request: Request,
-    caller: VerifiedToken,
+    caller: VerifiedCaller,
     handle: str | None,
     if_match: str | None,
 ) -> CredentialInfo:
@@ -279,7 +263,7 @@ def _store(
         audience=body.audience,
         provider=body.provider,
         actor=caller.subject,
-        peer=_peer(request),
+        peer=peer(request.scope),
         expect_version=expect,
     )
 
@@ -291,7 +275,7 @@ def list_credentials(
     """The caller's credentials (ADMINISTRATOR: ``?user=NAME`` or ``?all_users=true``)."""
     domain = _uid_domain(request)
     if all_users:
-        _target(caller, "\x00all", perm=Perm.READ, uid_domain=domain)
+        require(caller, Perm.ADMINISTRATOR, to="list every user's credentials")
         rows = _creds(request).credentials()
     else:
         rows = _creds(request).credentials(_target(caller, user, perm=Perm.READ, uid_domain=domain))
@@ -314,7 +298,7 @@ def delete_credential(
         target = _target(caller, user, perm=Perm.WRITE, uid_domain=_uid_domain(request))
         cs = _creds(request)
         cs.info(target, service, handle)  # 404 when absent
-        cs.delete(target, service, handle, actor=caller.subject, peer=_peer(request))
+        cs.delete(target, service, handle, actor=caller.subject, peer=peer(request.scope))
     except HtsecError as exc:
         _audit_refusal(request, caller, "delete", user, service, handle, exc)
         raise

@@ -18,8 +18,9 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from htsec.creds.api import fetch_access_token
-from htsec.errors import CredStoreError, HtsecError, TokenRejected
-from htsec.server import problem
+from htsec.errors import CredStoreError, HtsecError
+from htsec.web.auth import authenticate_scope, peer
+from htsec.web.problems import error_problem
 
 __all__ = ["AccessTokenFastPath"]
 
@@ -51,9 +52,7 @@ class AccessTokenFastPath:
             # scope["path"] is already percent-decoded: decoding again would let b%256Fx be box.
             body = self._handle(scope, match.group(1), state)
         except HtsecError as exc:
-            await problem(exc.status, exc.__class__.__name__, str(exc), code=exc.code)(
-                scope, receive, send
-            )
+            await error_problem(exc)(scope, receive, send)
             return
         state.metrics.fetches.inc()
         payload = json.dumps(body, separators=(",", ":")).encode()
@@ -72,30 +71,18 @@ class AccessTokenFastPath:
 
     @staticmethod
     def _handle(scope: Scope, service: str, state: Any) -> dict[str, Any]:
-        token = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, raw = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and raw.strip():
-                    token = raw.strip()
-                break
-        if token is None:
-            raise TokenRejected(
-                "no_token", "this endpoint needs an ID token: Authorization: Bearer <token>"
-            )
-        caller = state.verifiers.get().verify(token)
+        caller = authenticate_scope(scope, state.verifiers)
         raw_query = scope.get("query_string", b"")
         if len(raw_query) > _MAX_QUERY:
             raise CredStoreError(f"the query string is limited to {_MAX_QUERY} bytes", status=414)
         # As Starlette parses it for the documented route (blank values kept: ?user= is "").
         query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
-        client = scope.get("client")
         return fetch_access_token(
             state.credstore,
             caller,
             service,
             query.get("user"),
             query.get("handle"),
-            client[0] if client else "unknown",
+            peer(scope),
             state.settings.uid_domain,
         )

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, Field
 
-from htsec.authz import Perm, granted, grants, in_order
+from htsec.authz import Perm, granted, in_order
 from htsec.config import param
-from htsec.errors import ConfigError, RequestError
-from htsec.server import Caller
-from htsec.tokens.idtoken import VerifiedToken
+from htsec.errors import ConfigError
 from htsec.tokens.requests import MAX_PENDING_PER_PEER, Requests
+from htsec.web.auth import Caller, peer, require
+from htsec.web.verifier import VerifiedCaller
 
 __all__ = ["router"]
 
@@ -56,16 +56,9 @@ def _requests(request: Request) -> Requests:
     return reqs
 
 
-def _admin(caller: VerifiedToken) -> str:
-    if not grants(caller, Perm.ADMINISTRATOR):
-        raise RequestError(
-            f"{caller.subject} needs a token with ADMINISTRATOR authorization", status=403
-        )
+def _admin(caller: VerifiedCaller) -> str:
+    require(caller, Perm.ADMINISTRATOR)
     return caller.subject
-
-
-def _peer(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 @router.post("/token-requests", status_code=201)
@@ -77,7 +70,7 @@ def submit(body: RequestIn, request: Request) -> dict[str, Any]:
         lifetime=body.lifetime,
         client_id=body.client_id,
         requester=body.client_id or "anonymous",
-        peer=_peer(request),
+        peer=peer(request.scope),
     )
     return {"request": view.__dict__, "secret": secret}
 

@@ -7,13 +7,15 @@ any size and any number of headers: ten unfinished 50 MiB headers took a server 
 what it sent.) This subclass refuses, with an RFC 9457 problem document and a closed
 connection:
 
-* a request line plus headers over :data:`MAX_HEAD` bytes, or more than :data:`MAX_HEADERS`
+* a request line plus headers over ``MAX_HEAD`` bytes, or more than ``MAX_HEADERS``
   header fields: 431 (RFC 6585 section 5), counted as bytes arrive, before the parser has
   buffered more than one read beyond the bound;
-* a head not complete :data:`HEAD_TIMEOUT` seconds after the connection or the request began:
+* a head not complete ``HEAD_TIMEOUT`` seconds after the connection or the request began:
   408 (a trickled head cannot hold a connection slot for ever);
 * a connection beyond ``max_connections`` (``HTSEC_SERVE_MAX_CONNECTIONS``): 503;
 * a malformed request: 400 (uvicorn answers ``text/plain`` there).
+
+The figures are in :mod:`htsec.web.bounds`, beside the bound on bodies.
 """
 
 from __future__ import annotations
@@ -25,31 +27,16 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = [
-    "HEAD_TIMEOUT",
-    "MAX_CONNECTIONS",
-    "MAX_HEAD",
-    "MAX_HEADERS",
-    "BoundedHttpToolsProtocol",
-    "bounded_protocol",
-]
+from htsec.web.bounds import HEAD_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD, MAX_HEADERS
+from htsec.web.problems import problem_body
 
-#: Request line and header fields together, in bytes (an ID token is at most 8 KiB).
-MAX_HEAD = 32 * 1024
-#: Header fields per request.
-MAX_HEADERS = 100
-#: Seconds a peer has to send a complete request head.
-HEAD_TIMEOUT = 30.0
-#: Default bound on open connections.
-MAX_CONNECTIONS = 1000
+__all__ = ["BoundedHttpToolsProtocol", "bounded_protocol", "problem_bytes"]
 
 
 def problem_bytes(status: int, detail: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
     """A complete HTTP/1.1 response carrying a problem document; the connection closes."""
     title = HTTPStatus(status).phrase
-    body = json.dumps(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    ).encode()
+    body = json.dumps(problem_body(status, title, detail)).encode()
     lines = [f"HTTP/1.1 {status} {title}".encode()]
     lines += [name + b": " + value for name, value in default_headers]
     lines += [
