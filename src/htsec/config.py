@@ -55,6 +55,7 @@ KNOBS: dict[str, str] = {
     "HTSEC_SERVE_CREDMON": "whether 'htsec serve' also runs the credmon (true)",
     "HTSEC_SERVE_API_DOCS": "whether 'htsec serve' serves /docs, /redoc, /openapi.json (false)",
     "HTSEC_TOKEN_REQUEST_MAX_PER_PEER": "pending token requests one address may have (50)",
+    "HTSEC_SERVE_MAX_CONNECTIONS": "open connections 'htsec serve'/'credd' accept (1000)",
     "HTSEC_STORE_KEY_FILE": "0600 file of the data keys sealing secrets in the store",
     "SEC_CREDENTIAL_DIRECTORY_OAUTH": "HTCondor's OAuth credential directory (credmon output)",
     "HTSEC_CA_FILE": "CA certificate the CLI trusts for HTSEC_SERVER_URL",
