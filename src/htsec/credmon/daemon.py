@@ -20,6 +20,7 @@ holds the refresh token the provider has already rotated away. A ``.meta`` sayin
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import signal
@@ -359,6 +360,14 @@ class Credmon:
         if self.cred_dir is not None:
             self.cred_dir.check_root()
         loop = asyncio.get_running_loop()
+        # A thread for each refresh in flight (publishing its files: four fsyncs) and a few
+        # for the store (claims, group commits): with asyncio's default of cores + 4 threads,
+        # commits of rotated refresh tokens queued behind file writes.
+        loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(
+                self.engine.policy.concurrency + 4, thread_name_prefix="credmon"
+            )
+        )
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGHUP, self.engine.wake.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
