@@ -170,6 +170,29 @@ def test_put_many_commits_once_and_stores_each_like_put(creds: CredStore, store:
     assert {(e["user"], e["actor"]) for e in stores} >= {(f"u{i}", "credmon") for i in range(20)}
 
 
+def test_put_many_in_order_like_puts(creds: CredStore) -> None:
+    """Entries naming one credential twice are applied in order (versions 1 and 2), and an
+    entry whose expected version does not match is refused alone."""
+    creds.put("ann", "box", refresh_token="a1")
+    results = creds.put_many(
+        [
+            {"user": "bob", "service": "box", "refresh_token": "b1"},
+            {"user": "ann", "service": "box", "refresh_token": "a2", "expect_version": 7},
+            {"user": "bob", "service": "box", "refresh_token": "b2"},
+            {"user": "cy", "service": "box", "refresh_token": "c1", "expect_version": 1},
+        ]
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], CredStoreError) and results[1].status == 409
+    assert isinstance(results[3], CredStoreError) and results[3].status == 409
+    assert creds.refresh_token("bob", "box") == "b2" and creds.info("bob", "box").version == 2
+    assert creds.refresh_token("ann", "box") == "a1"
+    with pytest.raises(NotFound):
+        creds.info("cy", "box")
+    details = [e["detail"] for e in creds.audit_log("bob") if e["action"] == "store"]
+    assert details == ["version 2", "version 1"]
+
+
 def test_refresh_token_read_waits_for_no_writer(creds: CredStore, db_url: str) -> None:
     """The credmon reads a refresh token (import, publish) without a write transaction: on
     SQLite it is not queued behind a writer holding the database's write lock."""

@@ -353,32 +353,111 @@ class CredStore:
 
     def put_many(self, entries: Sequence[Mapping[str, Any]]) -> list[HtsecError | None]:
         """Several :meth:`put` calls (each entry holds one call's keyword arguments, ``user``
-        and ``service`` included), committed together: one transaction, one fsync, instead of
-        one per credential. Each entry is sealed and audited exactly as :meth:`put` does it;
-        for each entry the result is None or the error that refused it (the others are
-        stored). An entry that lost a race with a concurrent writer is stored again on its own.
-        """
+        and ``service`` included), committed together: one transaction (one fsync) per
+        :data:`PUT_BATCH` credentials, new ones written with one statement each for users,
+        credentials and audit rows. Each credential is sealed, versioned and audited exactly as
+        :meth:`put` does it; for each entry the result is None or the error that refused it
+        (the others are stored). An entry that lost a race with a concurrent writer, or that
+        names a credential an earlier entry named, is stored again on its own afterwards."""
         results: list[HtsecError | None] = [None] * len(entries)
         prepared: list[tuple[int, _Put]] = []
+        again: list[int] = []
+        seen: set[tuple[str, TokenName]] = set()
         for i, entry in enumerate(entries):
             try:
-                prepared.append((i, self._prepare_put(**entry)))
+                put = self._prepare_put(**entry)
             except HtsecError as exc:
                 results[i] = exc
-        again: list[int] = []
+                continue
+            if (put.user, put.name) in seen:
+                again.append(i)
+            else:
+                seen.add((put.user, put.name))
+                prepared.append((i, put))
         for start in range(0, len(prepared), PUT_BATCH):
             with self.store.session() as s:
-                again += [
-                    i
-                    for i, put in prepared[start : start + PUT_BATCH]
-                    if not self._apply_put(s, put)
-                ]
-        for i in again:
+                again += self._apply_puts(s, prepared[start : start + PUT_BATCH], results)
+        for i in sorted(again):
             try:
                 self.put(**entries[i])
             except HtsecError as exc:
                 results[i] = exc
         return results
+
+    def _apply_puts(
+        self, s: Any, batch: list[tuple[int, _Put]], results: list[HtsecError | None]
+    ) -> list[int]:
+        """:meth:`_apply_put` for many credentials of distinct names inside session ``s``;
+        refusals go into ``results``, and the indexes of entries to put again are returned."""
+        users = {put.user for _, put in batch}
+        versions = {
+            (u, svc, h): v
+            for u, svc, h, v in s.execute(
+                select(_C.c.user, _C.c.service, _C.c.handle, _C.c.version).where(
+                    _C.c.user.in_(users)
+                )
+            )
+        }
+        new: list[tuple[int, _Put]] = []
+        again: list[int] = []
+        for i, put in batch:
+            current = versions.get((put.user, put.name.service, put.name.handle or ""))
+            if current is None and put.expect_version is None:
+                new.append((i, put))
+                continue
+            try:
+                if not self._apply_put(s, put):  # an update: version-checked, one by one
+                    again.append(i)
+            except CredStoreError as exc:  # expect_version did not match
+                results[i] = exc
+        if not new:
+            return again
+        known_users = set(s.scalars(select(User.name).where(User.name.in_(users))))
+        missing = sorted({put.user for _, put in new} - known_users)
+        if missing:
+            try:
+                with s.begin_nested():
+                    s.execute(
+                        insert(cast(Table, User.__table__)),
+                        [{"name": u, "created_at": int(time.time())} for u in missing],
+                    )
+            except IntegrityError:  # a concurrent writer created one of them: one by one
+                for u in missing:
+                    _ensure_user(s, u, int(time.time()))
+        rows = [
+            {
+                "user": put.user,
+                "service": put.name.service,
+                "handle": put.name.handle or "",
+                "version": 1,
+                "created_at": put.now,
+                **put.values,
+            }
+            for _, put in new
+        ]
+        try:
+            with s.begin_nested():
+                s.execute(insert(_C), rows)
+        except IntegrityError:  # one of them was created meanwhile: each on its own
+            return again + [i for i, put in new if not self._apply_put(s, put)]
+        s.execute(
+            insert(cast(Table, AuditEntry.__table__)),
+            [
+                {
+                    "at": time.time(),
+                    "actor": put.actor,
+                    "action": "store",
+                    "user": put.user,
+                    "service": put.name.service,
+                    "handle": put.name.handle or "",
+                    "peer": put.peer,
+                    "outcome": "ok",
+                    "detail": "version 1",
+                }
+                for _, put in new
+            ],
+        )
+        return again
 
     def _prepare_put(
         self,
