@@ -187,7 +187,9 @@ class Provider:
 
     def stats(self) -> dict[str, Any]:
         """``requests`` (count per path, admin calls excluded), ``pending_faults``, ``grants``
-        (grant ids per account)."""
+        (grant ids per account), ``refresh_token_uses``: ``presented`` (refresh grants that
+        reached the provider), ``distinct`` (refresh tokens among them) and ``reused`` (a hash
+        of each refresh token presented more than once -> how often)."""
         return dict(self.admin("GET", "stats"))
 
     def stop(self) -> None:

@@ -11,7 +11,8 @@
 //   POST   /__rig/fault   {"kind", "count", "delay_ms", "path", "status", "body"}  queue faults
 //   DELETE /__rig/fault                                                        clear them
 //   POST   /__rig/revoke  {"account"} or {"grant_id"}           revoke grants and their tokens
-//   GET    /__rig/stats   request counts per path, pending faults, grants per account
+//   GET    /__rig/stats   request counts per path, pending faults, grants per account, and how
+//                         often each refresh token was presented (by a hash of it)
 //   POST   /__rig/mint-refresh {"client_id", "count", "prefix", "scope"}  refresh tokens in bulk
 
 import * as crypto from 'node:crypto';
@@ -261,6 +262,17 @@ for (const event of ['authorization.error', 'grant.error', 'introspection.error'
 
 const faults = []; // queue of {kind, path, delay_ms, status, body}
 const requestCounts = {};
+// sha256 prefix of each refresh token presented to the token endpoint -> how often: a count
+// above one is a double redemption (and, with rotation, trips reuse detection).
+const refreshUses = new Map();
+
+function countRefreshUse(ctx) {
+  const params = ctx.oidc?.params;
+  if (ctx.path !== '/token' || params?.grant_type !== 'refresh_token') return;
+  if (typeof params.refresh_token !== 'string') return;
+  const h = crypto.createHash('sha256').update(params.refresh_token).digest('hex').slice(0, 16);
+  refreshUses.set(h, (refreshUses.get(h) ?? 0) + 1);
+}
 
 async function readJson(req) {
   const chunks = [];
@@ -341,6 +353,11 @@ async function admin(ctx) {
       requests: requestCounts,
       pending_faults: faults.map((f) => ({ kind: f.kind, path: f.path })),
       grants: Object.fromEntries([...grantsByAccount].map(([a, s]) => [a, [...s]])),
+      refresh_token_uses: {
+        presented: [...refreshUses.values()].reduce((a, b) => a + b, 0),
+        distinct: refreshUses.size,
+        reused: Object.fromEntries([...refreshUses].filter(([, n]) => n > 1)),
+      },
     });
   }
   return reply(ctx, 404, { error: `no admin route ${route}` });
@@ -377,6 +394,7 @@ provider.use(async (ctx, next) => {
   } else {
     if (fault?.kind === 'slow') await sleep(fault.delay_ms);
     await next();
+    countRefreshUse(ctx);
     // 'late': the request is processed (a refresh token rotated) before the answer is held
     // back, as when the network or the client stalls after the provider did its work.
     if (fault?.kind === 'late') await sleep(fault.delay_ms);
