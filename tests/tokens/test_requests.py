@@ -14,7 +14,7 @@ import pytest
 from htsec.config import Settings
 from htsec.errors import RequestError, UsageError
 from htsec.tokens.authority import Authority
-from htsec.tokens.requests import MAX_PENDING, Requests
+from htsec.tokens.requests import COLLECT_GRACE, MAX_PENDING, Requests
 from tests.conftest import run
 
 
@@ -355,3 +355,64 @@ def test_auto_rule_bounds(reqs: Requests) -> None:
         now=1061,
     )
     assert (outside.state, late.state) == ("pending", "pending")
+
+
+def test_forwarded_for_does_not_choose_the_peer(server: dict[str, str], home: Path) -> None:
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 unless told not to; auto-approval
+    rules match on the peer address, so any local client could pick one."""
+    run("token", "create", "-i", "admin@pool.example.org", "--authz", "ADMINISTRATOR",
+        "--token", "admin")  # fmt: skip
+    rule = run("token", "request", "auto-approve", "--netblock", "10.1.2.0/24",
+               "--lifetime", "600", env=server)  # fmt: skip
+    assert rule.code == 0, rule.err
+    r = httpx.post(
+        server["_CONDOR_HTSEC_SERVER_URL"] + "/v1/token-requests",
+        json={"identity": "condor@pool.example.org", "authz": ["ADVERTISE_STARTD"]},
+        headers={"X-Forwarded-For": "10.1.2.3", "Forwarded": "for=10.1.2.3"},
+        verify=str(home / "tls" / "ca.pem"),
+    )
+    assert r.status_code == 201, r.text
+    request = r.json()["request"]
+    assert request["peer"] == "127.0.0.1" and request["state"] == "pending", request
+
+
+def test_requester_text_cannot_drive_the_terminal(server: dict[str, str], home: Path) -> None:
+    run("token", "create", "-i", "admin@pool.example.org", "--authz", "ADMINISTRATOR",
+        "--token", "admin")  # fmt: skip
+    url = server["_CONDOR_HTSEC_SERVER_URL"] + "/v1/token-requests"
+    ca = str(home / "tls" / "ca.pem")
+    body = {"identity": "admin@pool.example.org", "authz": ["ADMINISTRATOR"]}
+    hostile = httpx.post(url, json={**body, "client_id": "\r\x1b[2KRequest ok"}, verify=ca)
+    assert hostile.status_code == 400 and "control" in hostile.json()["detail"]
+    markup = httpx.post(url, json={**body, "client_id": "[/nope] [bold]x"}, verify=ca)
+    assert markup.status_code == 201
+    listing = run("token", "request", "list", env=server)
+    assert listing.code == 0, listing.err
+    assert "[/nope] [bold]x" in listing.out
+
+
+def test_approved_requests_expire_if_never_collected(authority: Authority) -> None:
+    reqs = Requests(authority)
+    t = 1_000_000
+    view, secret = reqs.submit(
+        identity="condor@pool.example.org",
+        authz=["ADVERTISE_STARTD"],
+        lifetime=None,
+        client_id="",
+        requester="",
+        peer="p",
+        now=t,
+    )
+    reqs.decide(view.id, approve=True, by="admin", now=t + 10)
+    late = view.expires_at + COLLECT_GRACE + 1
+    done, token = reqs.collect(view.id, secret, now=late)
+    assert token is None and done.state == "expired"
+
+
+def test_ipv4_mapped_peers_match_ipv4_rules(authority: Authority) -> None:
+    reqs = Requests(authority)
+    reqs.add_rule("10.9.0.0/16", 60, by="admin", now=1000)
+    view, _ = reqs.submit(identity="condor@pool.example.org", authz=["ADVERTISE_STARTD"],
+                          lifetime=None, client_id="", requester="", peer="::ffff:10.9.1.1",
+                          now=1010)  # fmt: skip
+    assert view.state == "approved"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from htsec.errors import TokenRejected
-from htsec.tokens.idtoken import MAX_TOKEN_BYTES, Verifier, b64url_encode, mint
+from htsec.tokens.idtoken import MAX_TOKEN_BYTES, Verifier, b64url_decode, b64url_encode, mint
 from htsec.tokens.keys import Keyring
 
 NOW = 1_700_000_000
@@ -226,3 +226,56 @@ def test_scope_split_on_commas_like_htcondor(verifier: Verifier, keyring: Keyrin
         claims(scope="condor:/READ,condor:/WRITE storage.read:/ condor:/DAEMON"),
     )
     assert verifier.verify(tok, now=NOW).authorizations == ("READ", "WRITE", "DAEMON")
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"iat": 10**400}, {"exp": -(10**20)}, {"iat": -(10**20)}, {"exp": 2**63}],
+    ids=["iat-huge", "exp-negative", "iat-negative", "exp-2^63"],
+)
+def test_out_of_range_times_are_rejected_not_crashes(
+    verifier: Verifier, keyring: Keyring, over: dict[str, int]
+) -> None:
+    token = forge(keyring, {"alg": "HS256", "kid": "POOL"}, claims(**over))
+    assert reason(verifier, token) == "bad_claims"
+    aged = Verifier(keyring, trust_domain=TD, max_age=60)
+    assert reason(aged, token) == "bad_claims"
+
+
+def test_null_exp_is_not_no_expiry(verifier: Verifier, keyring: Keyring) -> None:
+    payload = json.dumps({**claims(), "exp": None}).encode()
+    token = forge(keyring, {"alg": "HS256", "kid": "POOL"}, payload)
+    assert reason(verifier, token) == "bad_claims"
+
+
+def test_one_spelling_per_signature(verifier: Verifier, keyring: Keyring) -> None:
+    token = forge(keyring, {"alg": "HS256", "kid": "POOL"}, claims())
+    assert verifier.verify(token, now=NOW).subject == "alice@pool.example.org"
+    head, _, sig = token.rpartition(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    others = [c for c in alphabet if c != sig[-1]]
+    same = [
+        c for c in others if b64url_decode((sig[:-1] + c).encode()) == b64url_decode(sig.encode())
+    ]
+    assert len(same) == 3  # 43 characters carry 256 bits: 2 spare bits in the last one
+    for c in same:
+        assert reason(verifier, f"{head}.{sig[:-1]}{c}") == "malformed"
+    assert b64url_encode(b64url_decode(sig.encode())) == sig
+
+
+def test_unreadable_key_is_a_rejection(keyring: Keyring, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verifier running as another user meets a root-owned 0600 key (open() fails with
+    EACCES after the mode checks pass): a clean rejection, not a traceback. Simulated with a
+    failing open(): this machine's interpreter lives under /root, so a child process cannot
+    drop to another user and still run it."""
+    import htsec._fs
+
+    token = forge(keyring, {"alg": "HS256", "kid": "site-a"}, claims(), key="site-a")
+    pool = keyring.path_of("POOL")
+    fresh = Verifier(Keyring(pool.parent, pool), trust_domain=TD)  # nothing cached yet
+
+    def denied(*args: object, **kw: object) -> object:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(htsec._fs, "open", denied, raising=False)
+    assert reason(fresh, token) == "key_unusable"
