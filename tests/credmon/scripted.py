@@ -10,6 +10,10 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from htsec.credmon.providers import Provider, ProviderSet
+from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
+from htsec.creds.store import CredStore
+
 OK_JSON = b'{"access_token":"at","expires_in":60}'
 
 
@@ -103,3 +107,41 @@ def headers_of(request: bytes) -> dict[bytes, bytes]:
     """A recorded request's header fields, names lower-cased (the last of repeated ones)."""
     head = request.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]
     return {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in head)}
+
+
+# -- the refresh engine against a scripted endpoint ----------------------------------------
+
+SECRET = "pool-wide-secret"
+FAST = Policy(timeout=2.0, backoff_base=1.0, lease=30)
+
+
+def provider_set(token_url: str, **kw: object) -> ProviderSet:
+    """One provider, ``oidc``, at ``token_url`` with the pool's client secret, no rate limit;
+    ``kw`` overrides its fields."""
+    p = Provider(
+        name="oidc", client_id="pool-client", client_secret=SECRET, token_url=token_url, rate=0
+    )
+    if kw:
+        p = Provider(**{**p.__dict__, **kw})  # type: ignore[arg-type]
+    return ProviderSet({"oidc": p}, set())
+
+
+def refresh_pass(
+    creds: CredStore, providers: ProviderSet, policy: Policy = FAST
+) -> tuple[RefreshReport, RefreshEngine]:
+    engine = RefreshEngine(creds, providers, holder="test", policy=policy)
+    return asyncio.run(engine.run_pass()), engine
+
+
+def serve_and_refresh(
+    creds: CredStore, answer: bytes, providers_for: object = None
+) -> tuple[RefreshReport, Seen]:
+    """One refresh pass against an endpoint answering every request with ``answer``."""
+
+    async def main() -> tuple[RefreshReport, Seen]:
+        async with scripted(replying(answer)) as (url, seen):
+            providers = providers_for(url) if callable(providers_for) else provider_set(url)
+            engine = RefreshEngine(creds, providers, holder="test", policy=FAST)
+            return await engine.run_pass(), seen
+
+    return asyncio.run(main())
