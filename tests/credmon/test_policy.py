@@ -16,12 +16,15 @@ P = Policy(fraction=0.5, min_remaining=60)
 
 def test_refresh_on_real_expiry_not_file_age() -> None:
     """HTCondor's credmon refreshes when the .use file is older than expires_in x 0.5. A token
-    imported late (issued 50 min ago, expiring in 10 min, .use written just now) looks fresh by
-    file age but is nearly dead: htsec refreshes it at once."""
+    imported late (a 4000 s lifetime, issued 3400 s ago, expiring in 10 min, .use written just
+    now) looks fresh by file age but is nearly dead: htsec counts half its lifetime back from
+    its expiry, so it was due 1400 s ago and is refreshed at once."""
     now = 1_000_000
-    issued, expires = now - 3000, now + 600
-    file_age_rule = (now - now) > 0.5 * 3600  # the anchor: .use age vs expires_in
-    assert file_age_rule is False
+    issued, expires = now - 3400, now + 600
+    by_file_age = now + 0.5 * 4000  # the anchor's rule: the .use, written now, ages first
+    due = refresh_due(expires, issued, P)
+    assert due == expires - 2000 == now - 1400
+    assert due < now < by_file_age
     assert should_refresh(expires, issued, now, P) is True
 
 
