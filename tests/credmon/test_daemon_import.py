@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event
 
-from htsec.config import Settings
+from htsec.config import Settings, load
 from htsec.credmon.daemon import Credmon
 from htsec.credmon.providers import ProviderSet
 from htsec.creds.crypto import Sealer, generate_key_file
+from htsec.creds.layout import parse_top
 from htsec.creds.store import CredStore
-from htsec.store import Store
+from htsec.store import Store, open_store
+from tests.conftest import run
 
 USERS = 30
 
@@ -74,3 +77,69 @@ def test_first_import_is_one_transaction(
     assert credmon._import() == ([], [])
     assert commits == []
     event.remove(store.engine, "commit", count)
+
+
+def test_a_top_removed_during_the_pass_is_a_problem_not_a_crash(
+    cred_root: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The credd deletes a .top between the directory scan and the import's stat."""
+    import asyncio
+
+    from htsec.credmon import daemon
+    from htsec.credmon.daemon import Credmon
+    from htsec.creds.layout import TopFile
+
+    monkeypatch.setenv("_CONDOR_OIDC_CLIENT_ID", "c")
+    monkeypatch.setenv("_CONDOR_OIDC_TOKEN_URL", "https://provider.example.org/token")
+    credmon = Credmon(load(), cred_dir=cred_root)
+    credmon.creds.put("alice", "oidc", refresh_token="old")
+    (cred_root / "alice" / "oidc.top").write_bytes(b'{"refresh_token": "new"}')
+    (cred_root / "alice" / "oidc.top").chmod(0o600)
+    assert parse_top(b'{"refresh_token": "new"}') == TopFile(refresh_token="new")
+
+    real_stat = os.stat
+
+    def vanished(path: object, *a: object, **k: object) -> os.stat_result:
+        if str(path).endswith("oidc.top"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_stat(path, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon.os, "stat", vanished)
+    result = asyncio.run(credmon.one_pass())
+    assert any("alice/oidc" in p for p in result.problems), result.problems
+    assert (cred_root / "CREDMON_COMPLETE").exists()
+
+
+def _store() -> CredStore:
+    s = load()
+    return CredStore(open_store(s.database_url), Sealer(s.store_key_file))
+
+
+@pytest.mark.parametrize("how", ["condor_store_cred delete", "sweep"])
+def test_credentials_htcondor_removed_are_forgotten(cred_root: Path, home: Path, how: str) -> None:
+    """HTCondor's credd deletes .top and .use (or sweeps the whole user directory): the store
+    forgets the credential and no .use comes back. Credentials stored through htsec itself
+    (no .top) are left alone."""
+    import shutil
+
+    assert run("credmon", "--cred-dir", str(cred_root), "--once").code == 0
+    creds = _store()
+    creds.put("bob", "box", access_token="bob-at", expires_at=int(time.time()) + 3600)
+    assert run("credmon", "--cred-dir", str(cred_root), "--once").code == 0
+    assert (cred_root / "bob" / "box.use").is_file()
+    alice = cred_root / "alice"
+    if how == "sweep":
+        shutil.rmtree(alice)
+    else:
+        (alice / "scitokens.top").unlink()
+        (alice / "scitokens.use").chmod(0o600)
+        (alice / "scitokens.use").unlink()
+    r = run("credmon", "--cred-dir", str(cred_root), "--once")
+    assert r.code == 0, r.err
+    assert [(c.user, c.service) for c in creds.credentials()] == [("bob", "box")]
+    assert not (alice / "scitokens.use").exists()
+    assert alice.exists() == (how != "sweep")  # a swept directory is not re-created
+    assert (cred_root / "bob" / "box.use").is_file()
+    audit = [r for r in creds.audit_log("alice") if r["action"] == "delete"]
+    assert audit and audit[-1]["actor"] == "credmon"
+    creds.store.close()

@@ -11,28 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from htsec.credmon.issuer import generate_key
 from tests.conftest import run
-
-
-@pytest.fixture
-def cred_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    key = tmp_path / "issuer.pem"
-    monkeypatch.setenv("_CONDOR_LOCAL_CREDMON_PRIVATE_KEY", str(key))
-    monkeypatch.setenv("_CONDOR_LOCAL_CREDMON_ISSUER", "https://issuer.example.org")
-    monkeypatch.setenv("_CONDOR_LOCAL_CREDMON_TOKEN_AUDIENCE", "https://storage.example.org")
-    monkeypatch.setenv("_CONDOR_LOCAL_CREDMON_TOKEN_LIFETIME", "1200")
-    generate_key(key, kid="local")
-    root = tmp_path / "oauth_credentials"
-    root.mkdir(mode=0o700)
-    os.chmod(root, 0o2770)
-    user = root / "alice"
-    user.mkdir(mode=0o700)
-    # What HTCondor's credd writes for a local-issuer service: the user name, not JSON.
-    fd = os.open(user / "scitokens.top", os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, b"alice")
-    os.close(fd)
-    return root
 
 
 def test_once_issues_use_file(cred_root: Path, home: Path) -> None:
@@ -72,3 +51,42 @@ def test_debug_flag_like_the_anchor(cred_root: Path, home: Path) -> None:
     assert loud.code == 0 and " DEBUG " in loud.err, loud.err
     token = json.loads((cred_root / "alice" / "scitokens.use").read_text())["access_token"]
     assert token not in loud.err and token.split(".")[2] not in loud.err
+
+
+def add_user(root: Path, user: str) -> None:
+    d = root / user
+    d.mkdir(mode=0o700)
+    fd = os.open(d / "scitokens.top", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, user.encode())
+    os.close(fd)
+
+
+def test_one_bad_user_directory_does_not_stop_the_pass(cred_root: Path, home: Path) -> None:
+    add_user(cred_root, "bob")
+    assert run("credmon", "--cred-dir", str(cred_root), "--once").code == 0
+    for user in ("alice", "bob"):
+        use = cred_root / user / "scitokens.use"
+        use.chmod(0o600)
+        use.unlink()
+    (cred_root / "CREDMON_COMPLETE").unlink()
+    (cred_root / "alice").chmod(0o775)  # group-writable: unsafe
+    r = run("credmon", "--cred-dir", str(cred_root), "--once")
+    assert "Traceback" not in r.err, r.err
+    assert (cred_root / "bob" / "scitokens.use").is_file(), r.err
+    assert (cred_root / "CREDMON_COMPLETE").exists()
+    assert "alice" in r.err and "0775" in r.err
+
+
+def test_bare_tokens_stay_bare_when_republished(
+    cred_root: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("_CONDOR_LOCAL_CREDMON_TOKEN_USE_JSON", "false")
+    use = cred_root / "alice" / "scitokens.use"
+    assert run("credmon", "--cred-dir", str(cred_root), "--once").code == 0
+    first = use.read_text()
+    assert not first.startswith("{") and first.count(".") == 2
+    use.chmod(0o600)
+    use.unlink()
+    assert run("credmon", "--cred-dir", str(cred_root), "--once").code == 0
+    again = use.read_text()
+    assert not again.startswith("{") and again.count(".") == 2, again[:40]

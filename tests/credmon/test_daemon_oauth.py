@@ -9,66 +9,10 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import run
-from tests.oidc import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    REDIRECT_URI,
-    default_config,
-    introspect,
-    obtain_refresh_token,
-    provider_fixture,
-)
+from tests.credmon.webserver import top_rt, web_server_writes, write
+from tests.oidc import CLIENT_ID, CLIENT_SECRET, introspect
 from tests.oidc import Provider as OidcProvider
-
-oidc = provider_fixture(default_config())
-
-
-def write(path: Path, data: str, mode: int = 0o400) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(data)
-
-
-@pytest.fixture
-def cred_dir(tmp_path: Path, oidc: OidcProvider, monkeypatch: pytest.MonkeyPatch) -> Path:
-    secret = tmp_path / "oidc.secret"
-    write(secret, CLIENT_SECRET, 0o600)
-    monkeypatch.setenv("_CONDOR_OIDC_CLIENT_ID", CLIENT_ID)
-    monkeypatch.setenv("_CONDOR_OIDC_CLIENT_SECRET_FILE", str(secret))
-    monkeypatch.setenv("_CONDOR_OIDC_TOKEN_URL", oidc.token_url)
-    root = tmp_path / "oauth_credentials"
-    root.mkdir()
-    os.chmod(root, 0o2770)
-    (root / "alice").mkdir(mode=0o700)
-    return root
-
-
-def web_server_writes(root: Path, oidc: OidcProvider, user: str) -> str:
-    """What HTCondor's credmon web server writes after a browser login (FORMATS.md 3)."""
-    tokens = obtain_refresh_token(oidc, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, user, "openid")
-    write(
-        root / user / "oidc.top",
-        json.dumps({"refresh_token": tokens["refresh_token"], "scopes": "openid", "audience": ""}),
-    )
-    write(
-        root / user / "oidc.meta",
-        json.dumps(
-            {
-                "client_id": CLIENT_ID,
-                "client_secret": CLIENT_SECRET,
-                "token_url": oidc.token_url,
-                "use_refresh_token": True,
-            }
-        ),
-    )
-    return str(tokens["refresh_token"])
-
-
-def top_rt(root: Path, user: str) -> str:
-    return str(json.loads((root / user / "oidc.top").read_text())["refresh_token"])
 
 
 def test_once_imports_refreshes_and_publishes(

@@ -14,6 +14,7 @@ import pytest
 
 from htsec.credmon.issuer import generate_key
 from tests.conftest import HTSEC, free_port
+from tests.credmon.conftest import wait_for_text
 
 
 def wait_for(cond, timeout: float) -> bool:  # type: ignore[no-untyped-def]
@@ -73,3 +74,25 @@ def test_sighup_rescans_and_sigterm_stops(
             proc.wait(5)
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_sighup_while_the_worker_starts_does_not_kill_it(cred_root: Path, home: Path) -> None:
+    """HTCondor's credd SIGHUPs the pid in the directory after every store; the worker
+    needs a second or so of imports before its handler is installed."""
+    err = home.parent / "credmon.err"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([HTSEC, "credmon", "--cred-dir", str(cred_root)], stderr=fh)
+    try:
+        wait_for_text(cred_root / "pid", str(proc.pid), 10)
+        for _ in range(20):
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.05)
+        wait_for_text(cred_root / "CREDMON_COMPLETE", "", 30)
+        time.sleep(0.5)
+        assert proc.poll() is None
+        log = err.read_text()
+        assert "killed by SIGHUP" not in log and "exited with -1" not in log, log
+        assert (cred_root / "alice" / "scitokens.use").is_file()
+    finally:
+        proc.terminate()
+        proc.wait(20)

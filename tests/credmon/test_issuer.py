@@ -8,8 +8,11 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.testclient import TestClient
 
+from htsec import _fs
 from htsec.config import load
 from htsec.credmon.issuer import LocalIssuer, generate_key, load_config, load_issuer
 from htsec.errors import ConfigError, UsageError
@@ -170,3 +173,22 @@ def test_scitokens_python_library_verifies(
         scitokens.SciToken.deserialize(
             token[:-4] + "AAAA", audience="https://storage.example.org", public_key=pem
         )
+
+
+def test_issuer_keys_must_fit_the_algorithm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from htsec.credmon.issuer import load_issuer
+
+    key = tmp_path / "p384.pem"
+    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _fs.write_atomic(key, pem, 0o600)
+    monkeypatch.setenv("_CONDOR_LOCAL_CREDMON_PRIVATE_KEY", str(key))
+    monkeypatch.setenv("_CONDOR_LOCAL_CREDMON_ISSUER", "https://issuer.example.org")
+    load()
+    with pytest.raises(ConfigError, match="P-256"):
+        load_issuer("scitokens")

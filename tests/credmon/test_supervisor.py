@@ -13,12 +13,10 @@ import time
 from pathlib import Path
 
 from tests.conftest import HTSEC, run
-from tests.credmon.test_daemon_local import cred_root
-from tests.credmon.test_daemon_oauth import cred_dir, oidc, top_rt, web_server_writes
+from tests.credmon.conftest import wait_for_text
+from tests.credmon.webserver import top_rt, web_server_writes
 from tests.oidc import Provider as OidcProvider
 from tests.oidc import inject_fault
-
-__all__ = ["cred_dir", "cred_root", "oidc"]  # the fixtures, shared
 
 
 def _imported(stderr: str, module: str) -> int:
@@ -76,3 +74,24 @@ def test_once_pass_survives_a_sigkill_of_the_supervisor(
     os.unlink(cred_dir / "alice" / "oidc.use")
     again = run("credmon", "--cred-dir", str(cred_dir), "--once")
     assert again.code == 0 and "0 need re-authorisation" in again.out, again.out + again.err
+
+
+def test_sigterm_during_the_restart_backoff_stops_at_once(cred_root: Path, home: Path) -> None:
+    """A worker that cannot start (its database is unusable) is restarted after a back-off;
+    SIGTERM during that wait ends the credmon then, not after the wait and another start."""
+    err = home.parent / "credmon.err"
+    (home.parent / "not-a-dir").write_text("a file where the database's directory should be")
+    env = {**os.environ, "_CONDOR_HTSEC_DATABASE_URL": f"sqlite:///{home.parent}/not-a-dir/h.db"}
+    with open(err, "w") as fh:
+        proc = subprocess.Popen(
+            [HTSEC, "credmon", "--cred-dir", str(cred_root)], stderr=fh, stdout=fh, env=env
+        )
+    try:
+        wait_for_text(err, "restarting in 2 s", 30)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -15,7 +15,8 @@
 4. renames them into place in the order ``.use``, ``.top``, ``.meta``, each after ``chmod 0400``
    (``credmon.utils.atomic_rename``).
 
-:func:`login` does exactly that, with the tokens of a real login at the test provider.
+:func:`login` does exactly that, with the tokens of a real login at the test provider;
+:func:`web_server_writes` is the short form (``.top`` and ``.meta`` written in place).
 """
 
 from __future__ import annotations
@@ -117,3 +118,36 @@ def token_requests(oidc: OidcProvider) -> int:
 
 def read_json(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
+
+
+def write(path: Path, data: str, mode: int = 0o400) -> None:
+    """Write ``data`` to ``path`` with ``mode`` (created or truncated)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(data)
+
+
+def web_server_writes(root: Path, oidc: OidcProvider, user: str) -> str:
+    """What HTCondor's credmon web server writes after a browser login (FORMATS.md 3)."""
+    tokens = obtain_refresh_token(oidc, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, user, "openid")
+    write(
+        root / user / "oidc.top",
+        json.dumps({"refresh_token": tokens["refresh_token"], "scopes": "openid", "audience": ""}),
+    )
+    write(
+        root / user / "oidc.meta",
+        json.dumps(
+            {
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "token_url": oidc.token_url,
+                "use_refresh_token": True,
+            }
+        ),
+    )
+    return str(tokens["refresh_token"])
+
+
+def top_rt(root: Path, user: str) -> str:
+    """The refresh token in ``user``'s ``oidc.top``."""
+    return str(json.loads((root / user / "oidc.top").read_text())["refresh_token"])

@@ -7,6 +7,15 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
+from htsec import _fs
+from htsec.creds.crypto import Sealer, generate_key_file
+from htsec.creds.importer import import_directory
+from htsec.creds.layout import parse_top
+from htsec.creds.store import CredStore
+from htsec.errors import CredentialFileError
+from htsec.store import open_store
 from tests.conftest import run
 
 RT = "htcondor-written-REFRESH-token"
@@ -122,3 +131,26 @@ def test_rekey_after_import(home: Path, tmp_path: Path) -> None:
         assert cs.client_secret("alice", "box", "work") == SECRET
     finally:
         cs.store.close()
+
+
+def test_hostile_numbers_in_imported_files(tmp_path: Path) -> None:
+    with pytest.raises(CredentialFileError, match="out of range"):
+        parse_top(b'{"refresh_token": "r", "x": 1e400}')
+    root = tmp_path / "creds"
+    root.mkdir(mode=0o700)
+    for user, use in (
+        ("ann", b'{"access_token": "a", "expires_in": 1e400}'),
+        ("ben", b'{"access_token": "b", "expires_at": 1e30}'),
+        ("cid", b'{"access_token": "c", "expires_in": 600}'),
+    ):
+        (root / user).mkdir(mode=0o700)
+        _fs.write_atomic(root / user / "box.use", use, 0o400)
+    store = open_store(f"sqlite:///{tmp_path / 'h.db'}")
+    generate_key_file(tmp_path / "k")
+    creds = CredStore(store, Sealer(tmp_path / "k"))
+    result = import_directory(creds, root, actor="test")
+    users = sorted(i["user"] for i in result["imported"])
+    assert users == ["ben", "cid"], result
+    assert creds.info("ben", "box").access_expires_at is None
+    assert any("ann" in p["path"] for p in result["problems"])
+    store.close()

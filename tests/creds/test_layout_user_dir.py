@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from htsec.creds.layout import CredDir, TokenName
-from htsec.errors import FileSecurityError
+from htsec.errors import CredentialFileError, FileSecurityError
 
 USE = {"access_token": "at"}
 BOX = TokenName("box")
@@ -112,3 +112,37 @@ def test_an_owner_who_cannot_write_the_root_is_refused(creds: CredDir) -> None:
     with pytest.raises(FileSecurityError, match="chown"):
         creds.check_user_dir("alice")
     assert CredDir(creds.root, uid=account.pw_uid).check_user_dir("alice") is None
+
+
+def test_a_user_directory_swapped_for_a_symlink_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone who can write to the credential root swaps alice's directory for a symlink
+    right after it was checked: the write, the read and the delete refuse to follow it, and
+    nothing appears in (or disappears from) the link's target."""
+    from htsec.creds.layout import UseFile
+
+    root = tmp_path / "creds"
+    root.mkdir()
+    os.chmod(root, 0o2770)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "box.top").write_text('{"refresh_token": "victim"}')
+    cd = CredDir(root)
+    checked = cd.ensure_user_dir
+
+    def check_then_swap(user: str) -> Path:
+        path = checked(user)
+        os.rename(path, tmp_path / "moved-away")
+        os.symlink(target, path)
+        return path
+
+    monkeypatch.setattr(cd, "ensure_user_dir", check_then_swap)
+    with pytest.raises(FileSecurityError, match="symlink"):
+        cd.write_use("alice", TokenName("box"), UseFile.from_response({"access_token": "at"}))
+    assert sorted(p.name for p in target.iterdir()) == ["box.top"]
+    with pytest.raises(CredentialFileError, match="symlink"):
+        cd.read_top("alice", TokenName("box"))
+    with pytest.raises(FileSecurityError):
+        cd.delete("alice", TokenName("box"))
+    assert (target / "box.top").read_text() == '{"refresh_token": "victim"}'
