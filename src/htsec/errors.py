@@ -1,28 +1,35 @@
 """The exceptions htsec raises, one tree.
 
 Every error a person can cause or fix derives from :class:`HtsecError`; the CLI prints its
-message on one line and exits with its ``exit_code``. Anything else is a bug: the CLI prints
-"unexpected error" and the traceback goes to the log only.
-
-::
+message on one line and exits with its ``exit_code``, the web layer answers with a problem
+document of its ``status`` and ``code`` (:mod:`htsec.web.problems`). Each class sets all three;
+no two classes share a ``code``. Anything else is a bug: the CLI prints "unexpected error" and
+the traceback goes to the log only. tests/test_errors.py checks this drawing against the classes::
 
     HtsecError
-    +-- ConfigError            bad or missing configuration (names the knob or file)
-    +-- UsageError             bad command-line input (exit 2)
-    +-- FileSecurityError      a secret file with unsafe owner or mode
-    +-- KeyError_              (KeyNotFound, BadKeyName) signing keys
+    +-- ConfigError              bad or missing configuration (names the knob or file)
+    +-- UsageError               bad command-line input or request body (400, exit 2)
+    +-- FileSecurityError        a secret file or directory with unsafe owner or mode
+    +-- SigningKeyError          a signing key cannot be used
+    |   +-- KeyNotFound          no key file of that name (404)
+    |   +-- BadKeyName           a key name HTCondor would not accept (400)
     +-- TokenError
-    |   +-- TokenRejected      a token failed verification (exit 1); ``reason`` is a short code
-    +-- Forbidden              the caller's token does not grant what was asked (403)
-    +-- StoreError             the database
-    |   +-- CredStoreError     a credential cannot be stored or used (``status`` for the API)
-    |   +-- NotFound           no such credential
-    +-- RequestError           token requests (unknown id, wrong state, over limits)
-    +-- RemoteError            the htsec server answered with an error
-    +-- LockError              another daemon holds the state directory
-    +-- CredentialError        HTCondor's OAuth credential directory (htsec.creds.layout)
-        +-- BadCredentialName  a user, service or handle HTCondor would not accept (exit 2)
-        +-- CredentialFileError  a credential file that cannot be read or parsed (``path``)
+    |   +-- TokenRejected        a token failed verification (401); ``reason`` is a short code
+    +-- Forbidden                the caller may not do this (403)
+    +-- NotFound                 no such credential, token request ... (404)
+    +-- Conflict                 the thing is not in the state the action needs (409)
+    |   +-- CredentialInactive   the credential needs re-authorisation (or is otherwise dead)
+    +-- UriTooLong               the request target is over its limit (414)
+    +-- TooManyRequests          this client has too much pending; wait (429)
+    +-- Busy                     the server is at a limit or contended; try again (503)
+    +-- StoreError               the database cannot be opened, migrated or read
+    |   +-- CredStoreError       a credential cannot be stored or used as asked (400)
+    +-- RemoteError              the htsec server could not be reached or answered an error
+    +-- CredentialError          HTCondor's OAuth credential directory (htsec.creds)
+    |   +-- BadCredentialName    a user, service or handle HTCondor would not accept (400)
+    |   +-- CredentialFileError  a credential file that cannot be read or parsed (``path``)
+    +-- CredmonError             the credmon
+        +-- RefreshFailed        one credential's refresh failed (``reason``, ``dead`` ...)
 
 Messages name the thing (file, knob, key, jti) and say how to fix it; they never hold secret
 bytes.
@@ -35,22 +42,27 @@ import os
 __all__ = [
     "BadCredentialName",
     "BadKeyName",
+    "Busy",
     "ConfigError",
+    "Conflict",
     "CredStoreError",
     "CredentialError",
     "CredentialFileError",
+    "CredentialInactive",
+    "CredmonError",
     "FileSecurityError",
     "Forbidden",
     "HtsecError",
     "KeyNotFound",
-    "LockError",
     "NotFound",
+    "RefreshFailed",
     "RemoteError",
-    "RequestError",
     "SigningKeyError",
     "StoreError",
     "TokenError",
     "TokenRejected",
+    "TooManyRequests",
+    "UriTooLong",
     "UsageError",
 ]
 
@@ -67,6 +79,7 @@ class ConfigError(HtsecError):
     """The configuration is missing, unreadable or holds a bad value."""
 
     exit_code = 2
+    status = 500
     code = "config_error"
 
 
@@ -82,12 +95,15 @@ class FileSecurityError(HtsecError):
     """A secret file or directory has an unsafe owner or mode."""
 
     exit_code = 2
+    status = 500
     code = "unsafe_file"
 
 
 class SigningKeyError(HtsecError):
     """A signing key cannot be used."""
 
+    exit_code = 1
+    status = 500
     code = "key_error"
 
 
@@ -110,6 +126,8 @@ class BadKeyName(SigningKeyError):
 class TokenError(HtsecError):
     """Problems with tokens other than verification failures."""
 
+    exit_code = 1
+    status = 500
     code = "token_error"
 
 
@@ -120,6 +138,7 @@ class TokenRejected(TokenError):
     scripts and the JSON output; the message explains it to a person.
     """
 
+    exit_code = 1
     status = 401
     code = "token_rejected"
 
@@ -129,65 +148,96 @@ class TokenRejected(TokenError):
 
 
 class Forbidden(HtsecError):
-    """The caller's token does not grant the permission the action needs
-    (:func:`htsec.web.auth.require`)."""
+    """The caller may not do what it asked: its token does not grant the permission the action
+    needs (:func:`htsec.web.auth.require`), it owns no credentials, or it asked a token request
+    for authorizations beyond ``SEC_TOKEN_REQUEST_LIMITS``."""
 
+    exit_code = 1
     status = 403
     code = "forbidden"
 
 
-class StoreError(HtsecError):
-    """The database cannot be opened or migrated."""
-
-    code = "store_error"
-
-
-class CredStoreError(StoreError):
-    """A credential cannot be stored or used (conflict, dead credential, contention)."""
-
-    status = 400
-    code = "credential_error"
-
-    def __init__(self, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class NotFound(StoreError):
-    """The credential (or other named thing) does not exist."""
+class NotFound(HtsecError):
+    """The credential, token request (or other named thing) does not exist."""
 
     exit_code = 1
     status = 404
     code = "not_found"
 
 
-class RequestError(HtsecError):
-    """A token request cannot be made, found or decided."""
+class Conflict(HtsecError):
+    """The thing exists but is not in the state the action needs: a credential at another
+    version than ``If-Match`` named, a token request already decided."""
 
+    exit_code = 1
+    status = 409
+    code = "conflict"
+
+
+class CredentialInactive(Conflict):
+    """The credential is not active (``needs_reauth`` ...): its access token is not handed out
+    until its owner logs in again. The message says the state and why."""
+
+    exit_code = 1
+    status = 409
+    code = "credential_inactive"
+
+
+class UriTooLong(HtsecError):
+    """The request target (path and query) is longer than htsec reads."""
+
+    exit_code = 1
+    status = 414
+    code = "uri_too_long"
+
+
+class TooManyRequests(HtsecError):
+    """This client already has as much pending as it may; it waits for some to be decided."""
+
+    exit_code = 1
+    status = 429
+    code = "too_many_requests"
+
+
+class Busy(HtsecError):
+    """The server is at a limit or too contended to do it now; trying again later may work."""
+
+    exit_code = 1
+    status = 503
+    code = "busy"
+
+
+class StoreError(HtsecError):
+    """The database cannot be opened, migrated or read (a damaged sealed value included)."""
+
+    exit_code = 1
+    status = 500
+    code = "store_error"
+
+
+class CredStoreError(StoreError):
+    """A credential cannot be stored or used as asked (a bad name or version header, a row
+    that could not be re-sealed)."""
+
+    exit_code = 1
     status = 400
-    code = "request_error"
-
-    def __init__(self, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+    code = "credential_error"
 
 
 class RemoteError(HtsecError):
     """The htsec server could not be reached or answered with an error."""
 
+    exit_code = 1
+    status = 500
     code = "remote_error"
-
-
-class LockError(HtsecError):
-    """Another process holds the lock on a state directory."""
-
-    code = "lock_error"
 
 
 class CredentialError(HtsecError):
     """HTCondor's OAuth credential directory cannot be used as asked."""
 
-    code = "credential_error"
+    exit_code = 1
+    status = 500
+    code = "credential_directory_error"
 
 
 class BadCredentialName(CredentialError):
@@ -204,9 +254,50 @@ class CredentialFileError(CredentialError):
     ``path`` names the file; the message never quotes the file's content.
     """
 
+    exit_code = 1
+    status = 500
     code = "bad_credential_file"
 
     def __init__(self, path: str | os.PathLike[str], message: str) -> None:
         super().__init__(f"{os.fspath(path)}: {message}")
         self.path = path
         self.detail = message
+
+
+class CredmonError(HtsecError):
+    """The credmon cannot do its work."""
+
+    exit_code = 1
+    status = 500
+    code = "credmon_error"
+
+
+class RefreshFailed(CredmonError):
+    """One credential's refresh failed; the credmon records it and goes on with the others.
+
+    ``reason`` is a short code for metrics and the stored ``last_error`` (``invalid_grant``,
+    ``unreachable``, ``http_500`` ...); ``dead``: the credential needs re-authorisation;
+    ``retry_after``: seconds to wait instead of the back-off; ``sent``: the request may have
+    reached the provider; ``answered``: the provider answered it.
+    """
+
+    exit_code = 1
+    status = 500
+    code = "refresh_failed"
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        dead: bool = False,
+        retry_after: float | None = None,
+        sent: bool = False,
+        answered: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.dead = dead
+        self.retry_after = retry_after
+        self.sent = sent or answered
+        self.answered = answered

@@ -18,7 +18,7 @@ from htsec.credmon.refresh import Policy, RefreshEngine
 from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.leases import Claim
 from htsec.creds.store import CredStore
-from htsec.errors import CredStoreError
+from htsec.errors import CredentialInactive
 from htsec.store import Store
 from tests.oidc import (
     CLIENT_ID,
@@ -132,7 +132,7 @@ def test_invalid_grant_marks_dead_and_jobs_get_nothing(
     assert list(report.dead) == ["carol/oidc"]
     info = creds.info("carol", "oidc")
     assert info.state == "needs_reauth" and "invalid_grant" in (info.last_error or "")
-    with pytest.raises(CredStoreError, match="needs_reauth"):
+    with pytest.raises(CredentialInactive, match="needs_reauth"):
         creds.access_token("carol", "oidc")
     before = oidc.stats()["requests"].get("/token", 0)
     assert asyncio.run(engine(creds, oidc).run_pass()).dead == {}  # not retried forever

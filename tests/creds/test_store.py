@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.layout import TokenName
 from htsec.creds.store import MAX_TOKEN_TEXT, CredStore
-from htsec.errors import CredStoreError, NotFound, UsageError
+from htsec.errors import Conflict, CredentialInactive, NotFound, UsageError
 from htsec.store import Store
 
 RT = "rt-0123456789-SECRET-refresh"
@@ -96,7 +96,7 @@ def test_sealed_value_cannot_move_rows(creds: CredStore, store: Store) -> None:
 def test_versions_and_conditional_put(creds: CredStore) -> None:
     creds.put("alice", "box", refresh_token="1")
     assert creds.put("alice", "box", refresh_token="2").version == 2
-    with pytest.raises(CredStoreError, match="version 2, not 1") as info:
+    with pytest.raises(Conflict, match="version 2, not 1") as info:
         creds.put("alice", "box", refresh_token="3", expect_version=1)
     assert info.value.status == 409
     assert creds.put("alice", "box", refresh_token="3", expect_version=2).version == 3
@@ -183,8 +183,8 @@ def test_put_many_in_order_like_puts(creds: CredStore) -> None:
         ]
     )
     assert results[0] is None and results[2] is None
-    assert isinstance(results[1], CredStoreError) and results[1].status == 409
-    assert isinstance(results[3], CredStoreError) and results[3].status == 409
+    assert isinstance(results[1], Conflict) and results[1].status == 409
+    assert isinstance(results[3], Conflict) and results[3].status == 409
     assert creds.refresh_token("bob", "box") == "b2" and creds.info("bob", "box").version == 2
     assert creds.refresh_token("ann", "box") == "a1"
     with pytest.raises(NotFound):
@@ -213,7 +213,7 @@ def test_delete_state_and_status(creds: CredStore) -> None:
     creds.put("bob", "box", refresh_token="x")
     creds.set_state("bob", "box", None, "needs_reauth", "invalid_grant")
     assert creds.status() == {"box": {"active": 1, "needs_reauth": 1}}
-    with pytest.raises(CredStoreError, match="needs_reauth: invalid_grant"):
+    with pytest.raises(CredentialInactive, match="needs_reauth: invalid_grant"):
         creds.access_token("bob", "box")
     assert creds.delete("alice", "box", actor="alice")
     assert not creds.delete("alice", "box", actor="alice")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from htsec.config import Settings
-from htsec.errors import RequestError, UsageError
+from htsec.errors import Busy, Conflict, Forbidden, TooManyRequests, UsageError
 from htsec.tokens.authority import Authority
 from htsec.tokens.requests import COLLECT_GRACE, MAX_PENDING, Requests
 from tests.conftest import run
@@ -200,7 +200,7 @@ def test_ids_expiry_and_restart(reqs: Requests, settings: Settings, authority: A
     again = Requests(Authority(settings))
     assert [v.id for v in again.pending(now=1001)] == [view.id]
     assert again.pending(now=1001 + settings.request_lifetime) == []
-    with pytest.raises(RequestError, match="expired"):
+    with pytest.raises(Conflict, match="expired"):
         again.decide(view.id, approve=True, by="admin", now=1002 + settings.request_lifetime)
 
 
@@ -220,11 +220,11 @@ def test_lifetime_capped_by_issued_token_expiration(
 def test_request_limits(authority: Authority) -> None:
     r = Requests(authority, limits=["READ", "ADVERTISE_STARTD"])
     r.submit(identity="a@b", authz=["READ"], lifetime=None, client_id="", requester="", peer="p")
-    with pytest.raises(RequestError, match="SEC_TOKEN_REQUEST_LIMITS"):
+    with pytest.raises(Forbidden, match="SEC_TOKEN_REQUEST_LIMITS"):
         r.submit(
             identity="a@b", authz=["WRITE"], lifetime=None, client_id="", requester="", peer="p"
         )
-    with pytest.raises(RequestError, match="unrestricted"):
+    with pytest.raises(Forbidden, match="unrestricted"):
         r.submit(identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="p")
 
 
@@ -252,7 +252,7 @@ def _fill_pending(reqs: Requests, n: int = MAX_PENDING) -> None:
 
 def test_at_most_1000_pending(reqs: Requests) -> None:
     _fill_pending(reqs)
-    with pytest.raises(RequestError, match="1000 token requests"):
+    with pytest.raises(Busy, match="1000 token requests"):
         reqs.submit(identity="a@b", authz=[], lifetime=None, client_id="", requester="", peer="p")
 
 
@@ -269,13 +269,13 @@ def test_pending_capped_per_peer(authority: Authority) -> None:
     reqs = Requests(authority, max_per_peer=3)
     for _ in range(3):
         assert _ask(reqs, "192.0.2.1") == "pending"
-    with pytest.raises(RequestError, match=r"3 token requests from 192\.0\.2\.1") as exc:
+    with pytest.raises(TooManyRequests, match=r"3 token requests from 192\.0\.2\.1") as exc:
         _ask(reqs, "::ffff:192.0.2.1")
     assert exc.value.status == 429
     assert _ask(reqs, "192.0.2.2") == "pending"
     for last in range(1, 4):
         _ask(reqs, f"2001:db8:0:1::{last}")
-    with pytest.raises(RequestError, match="2001:db8:0:1::/64"):
+    with pytest.raises(TooManyRequests, match="2001:db8:0:1::/64"):
         _ask(reqs, "2001:db8:0:1:ffff::9")
     assert _ask(reqs, "2001:db8:0:2::1") == "pending"
     # Requests made in one second are listed in id order (random): pick one of this peer's.
@@ -289,7 +289,7 @@ def test_default_cap_per_peer(reqs: Requests) -> None:
 
     for _ in range(MAX_PENDING_PER_PEER):
         _ask(reqs, "203.0.113.5")
-    with pytest.raises(RequestError, match="already pending"):
+    with pytest.raises(TooManyRequests, match="already pending"):
         _ask(reqs, "203.0.113.5")
 
 
@@ -299,10 +299,10 @@ def test_auto_approved_requests_pass_a_full_queue(reqs: Requests) -> None:
     reqs.add_rule("10.1.0.0/16", 600, by="admin")
     _fill_pending(reqs)
     assert _ask(reqs, "10.1.2.3", "condor@ep1.example.org", ["ADVERTISE_STARTD"]) == "approved"
-    with pytest.raises(RequestError, match="1000 token requests") as exc:
+    with pytest.raises(Busy, match="1000 token requests") as exc:
         _ask(reqs, "10.1.2.3", "condor@ep1.example.org", ["READ"])
     assert exc.value.status == 503
-    with pytest.raises(RequestError, match="1000 token requests"):
+    with pytest.raises(Busy, match="1000 token requests"):
         _ask(reqs, "10.9.9.9", "condor@ep1.example.org", ["ADVERTISE_STARTD"])
 
 

@@ -47,6 +47,7 @@ from htsec.credmon.issuer import LocalIssuer
 from htsec.credmon.providers import Provider, ProviderSet
 from htsec.creds.leases import Claim, Leases
 from htsec.creds.store import CredStore
+from htsec.errors import RefreshFailed
 
 if TYPE_CHECKING:  # aiohttp is imported by the process that refreshes, not its supervisor
     from htsec.credmon.token_client import TokenClient
@@ -173,28 +174,6 @@ class _RateLimiter:
 
 class _Deferred(Exception):
     """Not tried now (its lease is nearly over); handed back untouched for the next pass."""
-
-
-class _Failure(Exception):
-    """A refresh that failed. ``sent``: the request may have reached the provider;
-    ``answered``: the provider answered it."""
-
-    def __init__(
-        self,
-        reason: str,
-        message: str,
-        *,
-        dead: bool = False,
-        retry_after: float | None = None,
-        sent: bool = False,
-        answered: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.dead = dead
-        self.retry_after = retry_after
-        self.sent = sent or answered
-        self.answered = answered
 
 
 class _Batcher(Generic[_T]):
@@ -475,7 +454,7 @@ class RefreshEngine:
         provider = self.providers.get(claim.provider) or self.providers.get(claim.service)
         try:
             if claim.unreadable is not None:
-                raise _Failure(
+                raise RefreshFailed(
                     "unreadable",
                     f"cannot unseal the stored secrets ({claim.unreadable}); restore the "
                     "store key file or store the credential again",
@@ -497,7 +476,7 @@ class RefreshEngine:
                 return
             problem = self.precheck(claim) if self.precheck is not None else None
             if problem is not None:  # checked again at the next pass (1 s at the earliest)
-                raise _Failure("unpublishable", problem, retry_after=0.0)
+                raise RefreshFailed("unpublishable", problem, retry_after=0.0)
             if issuer is not None:
                 token, lifetime = issuer.mint(claim.user, now=now)
                 body = {"access_token": token, "expires_in": lifetime}
@@ -509,7 +488,7 @@ class RefreshEngine:
         except _Deferred:
             await asyncio.to_thread(self.leases.release, claim, next_attempt_at=None)
             report.deferred.append(label)
-        except _Failure as f:
+        except RefreshFailed as f:
             name = provider.name if provider else claim.provider
             self.metrics.failures.labels(name, f.reason).inc()
             delay = (
@@ -562,7 +541,7 @@ class RefreshEngine:
     def _issuer_for(self, provider: Provider) -> LocalIssuer:
         issuer = self.issuers(provider.name)
         if issuer is None:
-            raise _Failure("no_issuer", f"no local issuer is configured for {provider.name}")
+            raise RefreshFailed("no_issuer", f"no local issuer is configured for {provider.name}")
         return issuer
 
     async def _call(
@@ -583,15 +562,17 @@ class RefreshEngine:
             client_id, secret = claim.client_id, claim.client_secret
         if not token_url or not client_id:
             up = claim.provider.upper()
-            raise _Failure(
+            raise RefreshFailed(
                 "not_configured",
                 f"no token URL or client id for provider {claim.provider} "
                 f"(set {up}_TOKEN_URL and {up}_CLIENT_ID)",
             )
         if not claim.refresh_token:
-            raise _Failure("no_refresh_token", "the credential has no refresh token", dead=True)
+            raise RefreshFailed(
+                "no_refresh_token", "the credential has no refresh token", dead=True
+            )
         if not _secure_url(token_url):
-            raise _Failure(
+            raise RefreshFailed(
                 "insecure_token_url",
                 f"refusing to send a refresh token to {token_url}: only https "
                 "(or http to this host's loopback) is allowed",
@@ -615,29 +596,33 @@ class RefreshEngine:
                 token_url, form, headers=headers, timeout=self.policy.timeout
             )
         except TokenTimeout:
-            raise _Failure(
+            raise RefreshFailed(
                 "timeout",
                 f"no answer from {token_url} within {self.policy.timeout:.0f} s",
                 sent=True,
             ) from None
         except TokenClientError as exc:
             # Perhaps after the request went out: the provider may have processed it.
-            raise _Failure("unreachable", f"cannot reach {token_url}: {exc}", sent=True) from None
+            raise RefreshFailed(
+                "unreachable", f"cannot reach {token_url}: {exc}", sent=True
+            ) from None
         try:
             body = resp.json()
         except ValueError:
             body = None
         if resp.status == 200 and isinstance(body, dict):
             if not isinstance(body.get("access_token"), str) or not body["access_token"]:
-                raise _Failure(
+                raise RefreshFailed(
                     "bad_response", "the token response has no access_token", answered=True
                 )
             return body
         error = _error_code(body.get("error")) if isinstance(body, dict) else None
         if resp.status == 200:
-            raise _Failure("bad_response", "the token response is not a JSON object", answered=True)
+            raise RefreshFailed(
+                "bad_response", "the token response is not a JSON object", answered=True
+            )
         if error == "invalid_grant" and claim.sent_at is not None:
-            raise _Failure(
+            raise RefreshFailed(
                 "rotation_lost",
                 "rotation lost in a crash: a refresh was in flight when a credmon stopped, and "
                 "the provider now refuses the refresh token held before it (invalid_grant); "
@@ -646,7 +631,7 @@ class RefreshEngine:
                 answered=True,
             )
         if error == "invalid_grant":
-            raise _Failure(
+            raise RefreshFailed(
                 "invalid_grant",
                 "the provider refused the refresh token (invalid_grant): "
                 "the user must authorise again",
@@ -654,7 +639,7 @@ class RefreshEngine:
                 answered=True,
             )
         if error in ("invalid_client", "unauthorized_client"):
-            raise _Failure(
+            raise RefreshFailed(
                 error,
                 f"the provider refused this client ({error}): check "
                 f"{claim.provider.upper()}_CLIENT_ID and _CLIENT_SECRET_FILE",
@@ -663,7 +648,7 @@ class RefreshEngine:
         retry = None
         if resp.status in (429, 503):
             retry = _retry_after(resp.headers.get("retry-after", ""), self.policy.backoff_max)
-        raise _Failure(
+        raise RefreshFailed(
             f"http_{resp.status}",
             f"{token_url} answered {resp.status}" + (f" ({error})" if error else ""),
             retry_after=retry,

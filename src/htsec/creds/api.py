@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from htsec.authz import Perm, credential_owner, grants
 from htsec.creds.layout import CredDir
 from htsec.creds.store import MAX_TOKEN_TEXT, CredentialInfo, CredStore
-from htsec.errors import CredentialFileError, CredStoreError, HtsecError
+from htsec.errors import CredentialFileError, CredStoreError, Forbidden, HtsecError
 from htsec.web.auth import Caller, authenticate, peer, require
 from htsec.web.verifier import VerifiedCaller
 
@@ -93,12 +93,11 @@ def _uid_domain(request: Request) -> str:
     return domain
 
 
-def _no_owner(caller: VerifiedCaller, uid_domain: str) -> CredStoreError:
-    return CredStoreError(
+def _no_owner(caller: VerifiedCaller, uid_domain: str) -> Forbidden:
+    return Forbidden(
         f"{caller.subject} owns no credentials: they belong to user@{uid_domain} "
         "(UID_DOMAIN); identities of other domains reach a user's credentials only with "
-        "ADMINISTRATOR or DAEMON authorization, naming the user",
-        status=403,
+        "ADMINISTRATOR or DAEMON authorization, naming the user"
     )
 
 
@@ -115,7 +114,7 @@ def _target(caller: VerifiedCaller, user: str | None, *, perm: Perm, uid_domain:
 
 
 def _outcome(exc: HtsecError) -> str:
-    return "denied" if exc.status == 403 else exc.code
+    return "denied" if isinstance(exc, Forbidden) else exc.code
 
 
 def _audit_refusal(

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from htsec.creds.api import fetch_access_token
-from htsec.errors import CredStoreError, HtsecError
+from htsec.errors import HtsecError, UriTooLong
 from htsec.web.auth import authenticate_scope, peer
 from htsec.web.problems import error_problem
 
@@ -74,7 +74,7 @@ class AccessTokenFastPath:
         caller = authenticate_scope(scope, state.verifiers)
         raw_query = scope.get("query_string", b"")
         if len(raw_query) > _MAX_QUERY:
-            raise CredStoreError(f"the query string is limited to {_MAX_QUERY} bytes", status=414)
+            raise UriTooLong(f"the query string is limited to {_MAX_QUERY} bytes")
         # As Starlette parses it for the documented route (blank values kept: ?user= is "").
         query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
         return fetch_access_token(

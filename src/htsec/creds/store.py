@@ -22,7 +22,16 @@ from sqlalchemy.exc import IntegrityError
 
 from htsec.creds.crypto import Sealer, aad_for
 from htsec.creds.layout import TokenName, local_user, split_scopes
-from htsec.errors import CredentialError, CredStoreError, HtsecError, NotFound, UsageError
+from htsec.errors import (
+    Busy,
+    Conflict,
+    CredentialError,
+    CredentialInactive,
+    CredStoreError,
+    HtsecError,
+    NotFound,
+    UsageError,
+)
 from htsec.store import Store
 from htsec.store.models import AuditEntry, Credential, User
 
@@ -347,9 +356,7 @@ class CredStore:
                 done = self._apply_put(s, put)
             if done:
                 return self.info(put.user, put.name.service, put.name.handle)
-        raise CredStoreError(
-            f"too much contention storing {put.name.stem} of {put.user}; try again", status=503
-        )
+        raise Busy(f"too much contention storing {put.name.stem} of {put.user}; try again")
 
     def put_many(self, entries: Sequence[Mapping[str, Any]]) -> list[HtsecError | None]:
         """Several :meth:`put` calls (each entry holds one call's keyword arguments, ``user``
@@ -408,7 +415,7 @@ class CredStore:
             try:
                 if not self._apply_put(s, put):  # an update: version-checked, one by one
                     again.append(i)
-            except CredStoreError as exc:  # expect_version did not match
+            except Conflict as exc:  # expect_version did not match
                 results[i] = exc
         if not new:
             return again
@@ -518,10 +525,9 @@ class CredStore:
         key = _where(user, name)
         current = s.execute(select(_C.c.version).where(key)).scalar()
         if put.expect_version is not None and current != put.expect_version:
-            raise CredStoreError(
+            raise Conflict(
                 f"credential {name.stem} of {user} is at version {current}, "
-                f"not {put.expect_version}; re-read and retry",
-                status=409,
+                f"not {put.expect_version}; re-read and retry"
             )
         if current is None:
             _ensure_user(s, user, now)
@@ -710,9 +716,8 @@ class CredStore:
             self._access_sql, user, name
         )
         if state != "active":
-            raise CredStoreError(
-                f"credential {name.stem} of {user} is {state}: {last_error or 'no detail'}",
-                status=409,
+            raise CredentialInactive(
+                f"credential {name.stem} of {user} is {state}: {last_error or 'no detail'}"
             )
         token = self._open(None if sealed is None else bytes(sealed), "access_token", user, name)
         if token is None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from htsec.errors import RequestError, UsageError
+from htsec.errors import Busy, Conflict, Forbidden, NotFound, TooManyRequests, UsageError
 from htsec.store.models import AutoApproveRule, TokenRequest
 from htsec.tokens.authority import Authority, validate_identity
 from htsec.tokens.idtoken import normalize_authz
@@ -118,17 +118,15 @@ class Requests:
         """Room for one more pending request: globally, and from this peer."""
         peers = list(s.scalars(select(TokenRequest.peer).where(TokenRequest.state == "pending")))
         if len(peers) >= self.max_pending:
-            raise RequestError(
+            raise Busy(
                 f"{self.max_pending} token requests are already pending; ask an administrator "
-                "to approve or deny some",
-                status=503,
+                "to approve or deny some"
             )
         key = _peer_key(peer)
         if sum(1 for p in peers if _peer_key(p) == key) >= self.max_per_peer:
-            raise RequestError(
+            raise TooManyRequests(
                 f"{self.max_per_peer} token requests from {key} are already pending; wait for "
-                "an administrator to decide them or for them to expire",
-                status=429,
+                "an administrator to decide them or for them to expire"
             )
 
     def _expire(self, now: int) -> None:
@@ -169,9 +167,8 @@ class Requests:
         if self.limits is not None:
             beyond = [a for a in authz if a not in self.limits] if authz else ["(unrestricted)"]
             if beyond:
-                raise RequestError(
-                    f"authorizations {', '.join(beyond)} exceed SEC_TOKEN_REQUEST_LIMITS",
-                    status=403,
+                raise Forbidden(
+                    f"authorizations {', '.join(beyond)} exceed SEC_TOKEN_REQUEST_LIMITS"
                 )
         if lifetime is not None and lifetime < 0:
             raise UsageError("lifetime must be zero or more seconds")
@@ -186,7 +183,7 @@ class Requests:
                 if s.get(TokenRequest, rid) is None:
                     break
             else:  # pragma: no cover - 20 collisions among 10^7 ids
-                raise RequestError("could not allocate a request id; try again", status=503)
+                raise Busy("could not allocate a request id; try again")
             row = TokenRequest(
                 id=rid,
                 client_secret_hash=_hash(secret),
@@ -241,9 +238,9 @@ class Requests:
         with self.store.session() as s:
             row = s.get(TokenRequest, rid, with_for_update=True)
             if row is None:
-                raise RequestError(f"no token request {rid}", status=404)
+                raise NotFound(f"no token request {rid}")
             if row.state != "pending":
-                raise RequestError(f"token request {rid} is {row.state}, not pending", status=409)
+                raise Conflict(f"token request {rid} is {row.state}, not pending")
             row.state = "approved" if approve else "denied"
             row.decided_by = by
             row.decided_at = t
@@ -258,7 +255,7 @@ class Requests:
         with self.store.session() as s:
             row = s.get(TokenRequest, rid, with_for_update=True)
             if row is None or not hmac.compare_digest(row.client_secret_hash, _hash(secret)):
-                raise RequestError(f"no token request {rid} for this client", status=404)
+                raise NotFound(f"no token request {rid} for this client")
             if row.state != "approved":
                 return _view(row), None
             token = self.authority.mint(
