@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from htsec.config import Settings, load
 from htsec.server import create_app
 from htsec.tokens.authority import Authority
-from tests.creds.test_fastpath import AT, _app
+from tests.creds.conftest import AT, credd_app
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
@@ -60,7 +60,7 @@ def test_access_token_answers_are_no_store(
 ) -> None:
     """The access-token fetch is no-store on the fast path and on the documented route."""
     alice = {"Authorization": f"Bearer {authority.mint(identity='alice@pool.example.org')}"}
-    with TestClient(_app(settings, authority, fast=fast)) as client:  # type: ignore[arg-type]
+    with TestClient(credd_app(settings, authority, fast=fast)) as client:  # type: ignore[arg-type]
         put = client.put("/v1/creds/box", headers=alice, json={"access_token": AT})
         assert put.status_code == 200, put.text
         r = client.get("/v1/creds/box/access-token", headers=alice)

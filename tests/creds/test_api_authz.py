@@ -1,6 +1,7 @@
 """The credd and token API on a real ``htsec serve``: authorizations imply others as in HTCondor
 (htsec.authz), and credentials belong to ``user@$(UID_DOMAIN)``: identities of other domains and
-glidein pilots reach no user's credentials without ADMINISTRATOR or DAEMON."""
+glidein pilots reach no user's credentials without ADMINISTRATOR or DAEMON. In process, on both
+the fast path and the route: reading one's own access token needs READ or a level implying it."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
+from htsec.tokens.authority import Authority
 from tests.conftest import REPO, run, serving
+from tests.creds.conftest import AT as STORED_AT
+from tests.creds.conftest import bearer
 
 RT = "refresh-SECRET-0123456789abcdef"
 AT = "access-SECRET-fedcba9876543210"
@@ -165,3 +170,27 @@ def test_glidein_pilot_of_site_alice_reaches_none_of_alices_credentials(
                 assert AT not in r.text
             own = api.get("/v1/creds/box/access-token", headers=auth(alice))
             assert own.json()["access_token"] == AT
+
+
+@pytest.mark.parametrize("path", ["fast", "route"])
+def test_own_fetch_needs_read(
+    both: dict[str, TestClient], authority: Authority, alice: dict[str, str], path: str
+) -> None:
+    """A token whose scope grants no READ (ALLOW only; OWNER, no level since HTCondor 9.0)
+    cannot read the secret. READ can, and so can every level that implies READ (WRITE,
+    ADVERTISE_STARTD: htsec.authz, HTCondor's permission hierarchy), and an unlimited token."""
+    client = both[path]
+    cases = (
+        (["ALLOW"], 403),
+        (["OWNER"], 403),
+        (["READ"], 200),
+        (["WRITE"], 200),
+        (["ADVERTISE_STARTD"], 200),
+    )
+    for authz, expected in cases:
+        h = bearer(authority.mint(identity="alice@pool.example.org", authz=authz))
+        r = client.get("/v1/creds/box/access-token", headers=h)
+        assert r.status_code == expected, (authz, r.text)
+        assert (STORED_AT in r.text) == (expected == 200)
+    own = client.get("/v1/creds/box/access-token", headers=alice)
+    assert own.json()["access_token"] == STORED_AT

@@ -1,36 +1,23 @@
-"""The access-token fast path answers exactly as the documented FastAPI route does, and every
-fetch is audited (batched, flushed on shutdown)."""
+"""The access-token fast path answers exactly as the documented FastAPI route does (service
+names decoded once, blank and excessive query fields alike), and every fetch is audited
+(batched, flushed on shutdown)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
 
 import pytest
 from starlette.testclient import TestClient
 
 from htsec.config import Settings
-from htsec.creds.fastpath import AccessTokenFastPath
 from htsec.server import create_app
 from htsec.tokens.authority import Authority
-
-AT = "access-SECRET-token"
-
-
-def _app(settings: Settings, authority: Authority, *, fast: bool) -> object:
-    app = create_app(settings, authority)
-    if not fast:
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not AccessTokenFastPath]
-        app.middleware_stack = None
-    return app
+from tests.creds.conftest import AT
 
 
 @pytest.fixture
-def clients(settings: Settings, authority: Authority) -> Iterator[tuple[TestClient, TestClient]]:
-    with (
-        TestClient(_app(settings, authority, fast=True)) as fast,
-        TestClient(_app(settings, authority, fast=False)) as slow,
-    ):
-        yield fast, slow
+def clients(both: dict[str, TestClient]) -> tuple[TestClient, TestClient]:
+    return both["fast"], both["route"]
 
 
 def test_same_answers(clients: tuple[TestClient, TestClient], authority: Authority) -> None:
@@ -95,3 +82,49 @@ def test_fetches_audited_and_flushed_on_shutdown(settings: Settings, authority: 
     assert sorted(r["outcome"] for r in rows) == ["not_found", "ok", "ok", "ok"]
     assert all(r["actor"] == "alice@pool.example.org" and r["peer"] for r in rows)
     assert AT not in repr(rows)
+
+
+@pytest.mark.parametrize("path", ["fast", "route"])
+def test_service_names_are_decoded_once(
+    both: dict[str, TestClient], alice: dict[str, str], path: str
+) -> None:
+    """``/v1/creds/b%256Fx/...`` names the service ``b%6Fx`` (refused), never ``box``. The
+    test client decodes paths itself, so the ASGI app is called with the server's scope."""
+    app = both[path].app
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/v1/creds/b%6Fx/access-token",  # what uvicorn puts there: decoded once
+        "raw_path": b"/v1/creds/b%256Fx/access-token",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"authorization", alice["Authorization"].encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type,operator]
+    assert sent[0]["status"] == 400, sent
+    assert AT.encode() not in b"".join(m.get("body", b"") for m in sent)  # type: ignore[misc]
+
+
+def test_query_strings_answer_the_same_on_both_paths(
+    both: dict[str, TestClient], alice: dict[str, str]
+) -> None:
+    for query in ("?user=", "?a&a&a&a&a&a&a&a&a&a&a", "?handle=&user=alice", "?x=" + "y" * 2000):
+        a = both["fast"].get("/v1/creds/box/access-token" + query, headers=alice)
+        b = both["route"].get("/v1/creds/box/access-token" + query, headers=alice)
+        assert a.status_code < 500, (query, a.text)
+        if len(query) < 1000:
+            assert a.status_code == b.status_code, (query, a.text, b.text)
+        assert a.headers["content-type"].startswith("application/")
