@@ -19,6 +19,7 @@ import pytest
 from htsec.config import Settings, load
 
 if TYPE_CHECKING:
+    from htsec.creds.store import CredStore
     from htsec.store.db import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,6 +87,22 @@ def run(
 @pytest.fixture
 def cli() -> object:
     return run
+
+
+def stored_client_secret(creds: CredStore, user: str, service: str, handle: str = "") -> str | None:
+    """The client secret a credential's row holds, opened with the store's key under the
+    row's associated data (the store has no reader for it: only the credmon's lease opens it)."""
+    from sqlalchemy import select
+
+    from htsec.creds.crypto import aad_for
+    from htsec.store.models import Credential
+
+    c = Credential.__table__.c
+    query = select(c.client_secret).where(c.user == user, c.service == service, c.handle == handle)
+    with creds.store.engine.connect() as conn:
+        sealed = conn.execute(query).scalar_one()
+    aad = aad_for("credentials", "client_secret", user, service, handle)
+    return None if sealed is None else creds.sealer.open(sealed, aad)
 
 
 # -- databases -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.layout import parse_top
 from htsec.creds.store import CredStore
 from htsec.store import Store, open_store
-from tests.conftest import run
+from tests.conftest import run, stored_client_secret
 
 USERS = 30
 
@@ -68,7 +68,7 @@ def test_first_import_is_one_transaction(
     assert sorted(imported) == sorted(f"u{i}/oidc" for i in range(USERS))
     assert len(commits) == 1
     assert creds.refresh_token("u7", "oidc") == "rt-7"
-    assert creds.client_secret("u7", "oidc") == "s3cret"
+    assert stored_client_secret(creds, "u7", "oidc") == "s3cret"
     assert creds.info("u7", "oidc").scopes == ["openid"]
     stores = [e for e in creds.audit_log(limit=1000) if e["action"] == "store"]
     assert len(stores) == USERS and {e["actor"] for e in stores} == {"credmon"}

@@ -16,7 +16,7 @@ from htsec.creds.layout import parse_top
 from htsec.creds.store import CredStore
 from htsec.errors import CredentialFileError
 from htsec.store import open_store
-from tests.conftest import run
+from tests.conftest import run, stored_client_secret
 
 RT = "htcondor-written-REFRESH-token"
 AT = "htcondor-written-ACCESS-token"
@@ -87,7 +87,7 @@ def test_import_condor_directory(home: Path, tmp_path: Path) -> None:
     cs = CredStore(open_store(s.database_url), Sealer(s.store_key_file))
     try:
         assert cs.refresh_token("alice", "box", "work") == RT
-        assert cs.client_secret("alice", "box", "work") == SECRET
+        assert stored_client_secret(cs, "alice", "box", "work") == SECRET
         tok = cs.access_token("alice", "box", "work")
         assert tok.access_token == AT and tok.token_type == "Bearer"
         info = cs.info("alice", "box", "work")
@@ -128,7 +128,7 @@ def test_rekey_after_import(home: Path, tmp_path: Path) -> None:
     cs = CredStore(open_store(s.database_url), Sealer(s.store_key_file))
     try:
         assert cs.refresh_token("alice", "box", "work") == RT
-        assert cs.client_secret("alice", "box", "work") == SECRET
+        assert stored_client_secret(cs, "alice", "box", "work") == SECRET
     finally:
         cs.store.close()
 

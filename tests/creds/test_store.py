@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,11 @@ from sqlalchemy import event, text
 
 from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.layout import TokenName
+from htsec.creds.leases import Leases
 from htsec.creds.store import MAX_TOKEN_TEXT, CredStore
 from htsec.errors import Conflict, CredentialInactive, NotFound, UsageError
 from htsec.store import Store
+from tests.conftest import stored_client_secret
 
 RT = "rt-0123456789-SECRET-refresh"
 AT = "at-abcdefghij-SECRET-access"
@@ -43,7 +46,7 @@ def test_put_get_and_no_secret_in_info(creds: CredStore) -> None:
     tok = creds.access_token("alice", "box")
     assert tok.access_token == AT and "secure" in repr(tok) and AT not in repr(tok)
     assert creds.refresh_token("alice", "box") == RT
-    assert creds.client_secret("alice", "box") == CS
+    assert stored_client_secret(creds, "alice", "box") == CS
     use = tok.use_json(now=1_999_999_000)
     assert use == {
         "access_token": AT,
@@ -160,7 +163,7 @@ def test_put_many_commits_once_and_stores_each_like_put(creds: CredStore, store:
         f"rt-{i}" for i in range(20)
     ]
     assert creds.info("u1", "box").version == 2 and creds.info("u2", "box").version == 1
-    assert creds.client_secret("u98", "box", "work") == CS
+    assert stored_client_secret(creds, "u98", "box", "work") == CS
     assert creds.access_token("u98", "box", "work").access_token == AT
     assert creds.from_directory() == [("u98", TokenName("box", "work"))]
     with pytest.raises(NotFound):
@@ -211,7 +214,12 @@ def test_refresh_token_read_waits_for_no_writer(creds: CredStore, db_url: str) -
 def test_delete_state_and_status(creds: CredStore) -> None:
     creds.put("alice", "box", refresh_token="x", access_token="y")
     creds.put("bob", "box", refresh_token="x")
-    creds.set_state("bob", "box", None, "needs_reauth", "invalid_grant")
+    # The credmon marks bob's credential dead through its lease (invalid_grant from the
+    # provider); it hands alice's back untouched.
+    leases = Leases(creds, "test", set())
+    claims = {c.user: c for c in leases.claim(now=int(time.time()), lease_s=30, limit=2)}
+    assert leases.fail(claims["bob"], error="invalid_grant", dead=True, next_attempt_at=None)
+    assert leases.release(claims["alice"], next_attempt_at=None)
     assert creds.status() == {"box": {"active": 1, "needs_reauth": 1}}
     with pytest.raises(CredentialInactive, match="needs_reauth: invalid_grant"):
         creds.access_token("bob", "box")

@@ -640,23 +640,6 @@ class CredStore:
             )
         return bool(n)
 
-    def set_state(
-        self, user: str, service: str, handle: str | None, state: str, error: str | None = None
-    ) -> None:
-        user, name = self._name(user, service, handle)
-        key = _where(user, name)
-        with self.store.session() as s:
-            s.execute(
-                update(_C)
-                .where(key)
-                .values(
-                    state=state,
-                    last_error=error,
-                    version=_C.c.version + 1,
-                    updated_at=int(time.time()),
-                )
-            )
-
     # -- reads -----------------------------------------------------------------------------
     def _row(self, user: str, name: TokenName) -> Any:
         params = {"u": user, "s": name.service, "h": name.handle or ""}
@@ -730,10 +713,6 @@ class CredStore:
         (sealed,) = self._raw_row(self._refresh_sql, user, name)
         return self._open(None if sealed is None else bytes(sealed), "refresh_token", user, name)
 
-    def client_secret(self, user: str, service: str, handle: str | None = None) -> str | None:
-        user, name = self._name(user, service, handle)
-        return self._open(self._row(user, name).client_secret, "client_secret", user, name)
-
     def status(self) -> dict[str, dict[str, int]]:
         """Per service, how many credentials are in each state."""
         q = select(_C.c.service, _C.c.state, func.count()).group_by(_C.c.service, _C.c.state)
@@ -744,6 +723,10 @@ class CredStore:
         return out
 
     def audit_log(self, user: str | None = None, limit: int = 100) -> list[Mapping[str, Any]]:
+        """The newest ``limit`` audit rows (of ``user``), newest first, pending fetches flushed.
+
+        Nothing in htsec shows the audit yet: the tests read it here, and the portal's token
+        inventory will, to show users the history of their own credentials."""
         self.flush_audit()
         q = select(AuditEntry.__table__).order_by(AuditEntry.id.desc()).limit(limit)
         if user is not None:
