@@ -2,7 +2,9 @@
 
 The floor does only what any HS256 token needs (json + base64url + hmac, inline, no checks);
 htsec's ``mint`` and ``Verifier.verify`` are measured in the same run, as are PyJWT and joserfc
-for the dependency choice (docs/dependencies.md). Prints a table, then one JSON line.
+for the dependency choice (docs/dependencies.md). The local SciTokens issuer's ES256 mint (on
+joserfc) is measured beside its own floor (cryptography's ECDSA + json + base64url inline, the
+issuer's former hand-written path). Prints a table, then one JSON line.
 
     .venv/bin/python bench/tokens.py [--n 20000] [--repeat 5]
 """
@@ -144,6 +146,8 @@ def main() -> None:
     except ImportError:
         pass
 
+    extra.update(issuer_rates(tmp, max(1, n // 10), r))
+
     print(f"{'':16} {'per second':>12} {'us/token':>9}")
     for name, rate in {**rows, **extra}.items():
         print(f"{name:16} {rate:12,.0f} {1e6 / rate:9.1f}")
@@ -162,6 +166,58 @@ def main() -> None:
         "mint_vs_floor, verify_vs_floor: htsec's time per token over the floor's (lower is better)"
     )
     print(json.dumps(result))
+
+
+def issuer_rates(tmp: Path, n: int, r: int) -> dict[str, float]:
+    """The local issuer's ES256 mint beside a floor doing the same signature inline."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    from htsec.credmon.issuer import IssuerConfig, LocalIssuer, generate_key
+
+    generate_key(tmp / "issuer.pem", "ES256", kid="local")
+    config = IssuerConfig(
+        provider="scitokens",
+        private_key=tmp / "issuer.pem",
+        key_id="local",
+        algorithm="ES256",
+        issuer="https://issuer.example.org",
+        authz_template="read:/user/{username} write:/user/{username}",
+        lifetime=1200,
+        audience=["https://storage.example.org"],
+        version="scitoken:2.0",
+        use_json=True,
+    )
+    issuer = LocalIssuer(config)
+    key = issuer.key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    header = b64(b'{"alg":"ES256","kid":"local","typ":"JWT"}')
+
+    def floor() -> str:
+        claims = {
+            "sub": "alice",
+            "iss": config.issuer,
+            "iat": NOW,
+            "nbf": NOW,
+            "exp": NOW + 1200,
+            "jti": os.urandom(16).hex(),
+            "scope": "read:/user/alice write:/user/alice",
+            "aud": config.audience[0],
+            "ver": "scitoken:2.0",
+        }
+        si = header + "." + b64(json.dumps(claims, separators=(",", ":")).encode())
+        rr, ss = decode_dss_signature(key.sign(si.encode(), ec.ECDSA(hashes.SHA256())))
+        return si + "." + b64(rr.to_bytes(32, "big") + ss.to_bytes(32, "big"))
+
+    return {
+        "issuer floor": best_rate(floor, n, r),
+        "issuer joserfc": best_rate(lambda: issuer.mint("alice", now=NOW), n, r),
+    }
 
 
 if __name__ == "__main__":

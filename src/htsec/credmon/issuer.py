@@ -8,39 +8,32 @@ FORMATS.md section 5 and seed 004. Knobs, each ``LOCAL_CREDMON_<PROVIDER>_<X>`` 
 profile), ``TOKEN_USE_JSON`` (True).
 
 Tokens are JWS compact serializations (RFC 7515) signed with ES256 (RFC 7518 section 3.4: the
-signature is R || S, 32 bytes each) or RS256. Claims: ``sub`` (the local user), ``scope``
-(space separated), ``aud``, ``iss``, ``iat``, ``nbf``, ``exp``, ``jti``, and ``ver: scitoken:2.0``
-or ``wlcg.ver: "1.0"``. The public keys are published as a JWKS (RFC 7517), with the previous
-keys of ``HTSEC_ISSUER_PREVIOUS_KEYS`` (``kid:/path.pem ...``) during a rotation.
+signature is R || S, 32 bytes each) or RS256, by joserfc (docs/dependencies.md); the JWKs are
+joserfc's too (HTCondor's ID tokens keep their own byte-exact path, ``tokens.idtoken``).
+Claims: ``sub`` (the local user), ``scope`` (space separated), ``aud``, ``iss``, ``iat``,
+``nbf``, ``exp``, ``jti``, and ``ver: scitoken:2.0`` or ``wlcg.ver: "1.0"``. The public keys
+are published as a JWKS (RFC 7517), with the previous keys of ``HTSEC_ISSUER_PREVIOUS_KEYS``
+(``kid:/path.pem ...``) during a rotation.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
 
 from htsec import _fs
 from htsec.config import param
 from htsec.errors import ConfigError, UsageError
 
 __all__ = ["IssuerConfig", "LocalIssuer", "generate_key", "load_issuer", "public_jwk"]
-
-
-def _b64url(data: bytes) -> str:
-    """Base64url without padding (RFC 7515 section 2). Not imported from htsec.tokens: that
-    package (the IDTOKENS authority, ClassAd revocation) is not needed to refresh tokens, and
-    every credmon process would pay for its import."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -132,32 +125,18 @@ def _load_private(path: Path) -> PrivateKey:
     return key
 
 
-def public_jwk(key: PublicKey, kid: str) -> dict[str, str]:
-    """RFC 7517 / RFC 7518 section 6 public JWK."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
+def _jose_key(key: PrivateKey | PublicKey, kid: str) -> ECKey | RSAKey:
+    """The key as joserfc's JWK, with its ``kid``, ``alg`` and ``use``."""
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
         if key.curve.name != "secp256r1":
             raise ConfigError("ES256 needs a P-256 key")
-        nums = key.public_numbers()
-        return {
-            "kty": "EC",
-            "crv": "P-256",
-            "alg": "ES256",
-            "use": "sig",
-            "kid": kid,
-            "x": _b64url(nums.x.to_bytes(32, "big")),
-            "y": _b64url(nums.y.to_bytes(32, "big")),
-        }
-    nums_r = key.public_numbers()
-    n = nums_r.n.to_bytes((nums_r.n.bit_length() + 7) // 8, "big")
-    e = nums_r.e.to_bytes((nums_r.e.bit_length() + 7) // 8, "big")
-    return {
-        "kty": "RSA",
-        "alg": "RS256",
-        "use": "sig",
-        "kid": kid,
-        "n": _b64url(n),
-        "e": _b64url(e),
-    }
+        return ECKey.import_key(key, parameters={"kid": kid, "alg": "ES256", "use": "sig"})
+    return RSAKey.import_key(key, parameters={"kid": kid, "alg": "RS256", "use": "sig"})
+
+
+def public_jwk(key: PublicKey, kid: str) -> dict[str, str]:
+    """RFC 7517 / RFC 7518 section 6 public JWK."""
+    return {k: str(v) for k, v in _jose_key(key, kid).as_dict(private=False).items()}
 
 
 def generate_key(path: Path, algorithm: str = "ES256", *, kid: str = "local") -> dict[str, str]:
@@ -201,11 +180,9 @@ class LocalIssuer:
                 f"{config.private_key} is a {self.key.key_size}-bit RSA key; RS256 needs at "
                 "least 2048 bits (RFC 7518 section 3.3)"
             )
-        self._header = _b64url(
-            json.dumps(
-                {"alg": config.algorithm, "kid": config.key_id, "typ": "JWT"}, separators=(",", ":")
-            ).encode()
-        )
+        self._jose = _jose_key(self.key, config.key_id)
+        self._header = {"alg": config.algorithm, "kid": config.key_id, "typ": "JWT"}
+        self._algorithms = [config.algorithm]
         self.previous: list[dict[str, str]] = []
         for item in (param("HTSEC_ISSUER_PREVIOUS_KEYS") or "").split():
             kid, _, p = item.partition(":")
@@ -247,16 +224,7 @@ class LocalIssuer:
             claims["wlcg.ver"] = "1.0"
         else:
             claims["ver"] = "scitoken:2.0"
-        signing_input = (
-            self._header + "." + _b64url(json.dumps(claims, separators=(",", ":")).encode())
-        )
-        return signing_input + "." + _b64url(self._sign(signing_input.encode())), c.lifetime
-
-    def _sign(self, data: bytes) -> bytes:
-        if isinstance(self.key, ec.EllipticCurvePrivateKey):
-            r, s = decode_dss_signature(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
-            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return jwt.encode(self._header, claims, self._jose, algorithms=self._algorithms), c.lifetime
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         current = public_jwk(self.key.public_key(), self.config.key_id)
