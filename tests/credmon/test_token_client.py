@@ -231,6 +231,11 @@ def test_a_reused_connection_closed_unanswered_is_not_retried() -> None:
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello", "malformed"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", "malformed"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "malformed"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n\r\n",
+            "malformed",
+        ),
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", "switched protocols"),
         (response(b"\x1f\x8b" + b"\0" * 30, extra=b"Content-Encoding: gzip\r\n"), "compressed"),
         (
@@ -253,6 +258,7 @@ def test_a_reused_connection_closed_unanswered_is_not_retried() -> None:
         "two-lengths",
         "repeated-length",
         "negative-length",
+        "length-and-chunked",
         "101",
         "gzip",
         "gzip-transfer-coding",
