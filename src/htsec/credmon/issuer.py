@@ -22,16 +22,17 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from joserfc import jwt
-from joserfc.jwk import ECKey, RSAKey
 
 from htsec import _fs
 from htsec.config import param
 from htsec.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:  # imported where a key is used: a credmon without a local issuer never pays
+    from joserfc.jwk import ECKey, RSAKey
 
 __all__ = ["IssuerConfig", "LocalIssuer", "generate_key", "load_issuer", "public_jwk"]
 
@@ -127,6 +128,8 @@ def _load_private(path: Path) -> PrivateKey:
 
 def _jose_key(key: PrivateKey | PublicKey, kid: str) -> ECKey | RSAKey:
     """The key as joserfc's JWK, with its ``kid``, ``alg`` and ``use``."""
+    from joserfc.jwk import ECKey, RSAKey
+
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
         if key.curve.name != "secp256r1":
             raise ConfigError("ES256 needs a P-256 key")
@@ -180,6 +183,9 @@ class LocalIssuer:
                 f"{config.private_key} is a {self.key.key_size}-bit RSA key; RS256 needs at "
                 "least 2048 bits (RFC 7518 section 3.3)"
             )
+        from joserfc import jwt
+
+        self._encode = jwt.encode
         self._jose = _jose_key(self.key, config.key_id)
         self._header = {"alg": config.algorithm, "kid": config.key_id, "typ": "JWT"}
         self._algorithms = [config.algorithm]
@@ -224,7 +230,8 @@ class LocalIssuer:
             claims["wlcg.ver"] = "1.0"
         else:
             claims["ver"] = "scitoken:2.0"
-        return jwt.encode(self._header, claims, self._jose, algorithms=self._algorithms), c.lifetime
+        token = self._encode(self._header, claims, self._jose, algorithms=self._algorithms)
+        return token, c.lifetime
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         current = public_jwk(self.key.public_key(), self.config.key_id)
