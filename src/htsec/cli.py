@@ -1150,11 +1150,12 @@ def issuer() -> None:
 @click.option("--kid", help="Key id (default LOCAL_CREDMON_KEY_ID, 'local').")
 def issuer_keygen(algorithm: str, output: Path | None, kid: str | None) -> None:
     """Write a new issuer private key (0600) and print its public JWK."""
-    from htsec.credmon.issuer import generate_key
+    from htsec.credmon.issuer import generate_key, key_location
 
     settings()
-    path = output or Path(param("LOCAL_CREDMON_PRIVATE_KEY") or "/etc/condor/scitokens-private.pem")
-    jwk = generate_key(path, algorithm, kid=kid or (param("LOCAL_CREDMON_KEY_ID") or "local"))
+    configured_path, configured_kid = key_location()
+    path = output or configured_path
+    jwk = generate_key(path, algorithm, kid=kid or configured_kid)
     err.print(f"private key written to {path}")
     click.echo(json.dumps(jwk, indent=2))
 

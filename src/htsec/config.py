@@ -10,6 +10,12 @@ variable is refused, so a misspelt one is never silently ignored.
 With no ``CONDOR_CONFIG`` in the environment, htsec writes and uses a built-in default
 configuration rooted at ``HTSEC_HOME`` (default ``~/.htsec``, created 0700), so a newcomer needs
 no HTCondor installation. On an HTCondor host, set ``CONDOR_CONFIG=/etc/condor/condor_config``.
+
+Knobs are read once, when a process starts: :func:`load` reads every knob of the core into
+:class:`Settings`; the credmon reads its providers' and local issuer's knobs into
+:class:`~htsec.credmon.providers.ProviderSet` and :class:`~htsec.credmon.issuer.IssuerConfig`
+with the helpers here. A bad value is a :class:`ConfigError` naming the knob and the form it
+needs. The process environment is read, never written.
 """
 
 from __future__ import annotations
@@ -26,7 +32,18 @@ from typing import Any
 from htsec import _fs
 from htsec.errors import ConfigError
 
-__all__ = ["DEFAULT_PORT", "ENV_KNOBS", "KNOBS", "Settings", "check_environment", "load", "param"]
+__all__ = [
+    "DEFAULT_PORT",
+    "ENV_KNOBS",
+    "KNOBS",
+    "Settings",
+    "bool_knob",
+    "check_environment",
+    "float_knob",
+    "load",
+    "param",
+    "positive_int_knob",
+]
 
 DEFAULT_PORT = 9680
 
@@ -129,6 +146,27 @@ def check_environment(environ: Mapping[str, str]) -> None:
             )
 
 
+def _reload(source: str) -> None:
+    """Make htcondor2 read the configuration ``source``, leaving ``os.environ`` as it was.
+
+    htcondor2 finds its configuration only through ``CONDOR_CONFIG`` in the environment
+    (``reload_config(root_config_file)`` does not load the file in the 25.x wheel), and its
+    import sets ``CONDOR_CONFIG=/dev/null`` when it finds none: both edits are undone here, so
+    a child process still sees the environment htsec was started with.
+    """
+    saved = os.environ.get("CONDOR_CONFIG")
+    os.environ["CONDOR_CONFIG"] = source
+    try:
+        _htcondor().reload_config()
+    except Exception as exc:  # htcondor2 raises its own types for syntax errors
+        raise ConfigError(f"cannot read the configuration {source}: {exc}") from None
+    finally:
+        if saved is None:
+            del os.environ["CONDOR_CONFIG"]
+        else:
+            os.environ["CONDOR_CONFIG"] = saved
+
+
 def _home(environ: dict[str, str] | os._Environ[str]) -> Path:
     raw = environ.get("HTSEC_HOME")
     return Path(raw).expanduser() if raw else Path.home() / ".htsec"
@@ -141,6 +179,47 @@ def _prepare_builtin(home: Path) -> Path:
     if not path.exists():
         _fs.write_atomic(path, _BUILTIN.format(home=home).encode(), 0o600)
     return path
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def bool_knob(knob: str, default: bool) -> bool:
+    """A true/false knob (also yes/no, on/off, 1/0, any case); unset or empty is ``default``."""
+    raw = (param(knob) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ConfigError(f"{knob} = {raw!r} is not true or false")
+
+
+def positive_int_knob(knob: str, default: int | None) -> int | None:
+    """A whole number of at least 1; unset or empty is ``default``."""
+    raw = (param(knob) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{knob} = {raw!r} is not a positive whole number")
+    return int(raw)
+
+
+def float_knob(knob: str, default: float, *, what: str) -> float:
+    """A number of zero or more (``what`` says its unit in the message); unset or empty is
+    ``default``."""
+    raw = (param(knob) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise ConfigError(f"{knob} = {raw!r} is not a number of {what} (0 or more)")
+    return value
 
 
 def _int_knob(knob: str, default: int | None) -> int | None:
@@ -166,6 +245,14 @@ def _uid_domain() -> str:
             f"UID_DOMAIN = {value!r} must be a domain name, without spaces, ',' or '@'"
         )
     return value
+
+
+def _request_limits() -> tuple[str, ...] | None:
+    """SEC_TOKEN_REQUEST_LIMITS: the authorizations a token request may ask for (None: any)."""
+    raw = param("SEC_TOKEN_REQUEST_LIMITS")
+    if not raw:
+        return None
+    return tuple(x.strip().upper() for x in raw.replace(",", " ").split())
 
 
 def _glidein_key_name() -> str:
@@ -204,6 +291,16 @@ class Settings:
     cred_dir: Path | None
     glidein_key_name: str
     glidein_lifetime: int
+    #: ``htsec serve``: run the credmon in-process; serve /docs; open connections accepted
+    #: (None: the web layer's default, :data:`htsec.web.bounds.MAX_CONNECTIONS`).
+    serve_credmon: bool = True
+    serve_api_docs: bool = False
+    serve_max_connections: int | None = None
+    #: Token requests: pending requests per peer (None: :mod:`htsec.tokens.requests`'
+    #: default); the authorizations one may ask for (None: any); the key that signs them.
+    token_request_max_per_peer: int | None = None
+    token_request_limits: tuple[str, ...] | None = None
+    token_issuer_key: str = "POOL"  # noqa: S105 - the name of a signing key
 
     @property
     def tls_dir(self) -> Path:
@@ -226,7 +323,6 @@ def load(environ: dict[str, str] | os._Environ[str] | None = None) -> Settings:
     builtin = not source
     if builtin:
         source = str(_prepare_builtin(home))
-        os.environ["CONDOR_CONFIG"] = source
     else:
         assert source is not None
         if source != "ONLY_ENV" and not os.access(source, os.R_OK):
@@ -234,10 +330,7 @@ def load(environ: dict[str, str] | os._Environ[str] | None = None) -> Settings:
                 f"CONDOR_CONFIG={source} cannot be read; fix the path or unset CONDOR_CONFIG "
                 "to use htsec's built-in default"
             )
-    try:
-        _htcondor().reload_config()
-    except Exception as exc:  # htcondor2 raises its own types for syntax errors
-        raise ConfigError(f"cannot read the configuration {source}: {exc}") from None
+    _reload(source)
 
     home_knob = param("HTSEC_HOME")
     if home_knob and not env.get("HTSEC_HOME"):
@@ -292,4 +385,10 @@ def load(environ: dict[str, str] | os._Environ[str] | None = None) -> Settings:
         cred_dir=Path(v) if (v := param("SEC_CREDENTIAL_DIRECTORY_OAUTH")) else None,
         glidein_key_name=_glidein_key_name(),
         glidein_lifetime=_int_knob("HTSEC_GLIDEIN_LIFETIME", 86400) or 86400,
+        serve_credmon=bool_knob("HTSEC_SERVE_CREDMON", True),
+        serve_api_docs=bool_knob("HTSEC_SERVE_API_DOCS", False),
+        serve_max_connections=positive_int_knob("HTSEC_SERVE_MAX_CONNECTIONS", None),
+        token_request_max_per_peer=positive_int_knob("HTSEC_TOKEN_REQUEST_MAX_PER_PEER", None),
+        token_request_limits=_request_limits(),
+        token_issuer_key=_str_knob("SEC_TOKEN_ISSUER_KEY", "POOL") or "POOL",
     )

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from htsec.config import Settings, param
+from htsec.config import Settings
 from htsec.errors import ConfigError, HtsecError
 from htsec.tokens.authority import Authority
 from htsec.tokens.keys import POOL
@@ -76,17 +76,6 @@ def in_process_credmon(settings: Settings) -> Lifespan:
     return credmon_lifespan
 
 
-def _max_connections() -> int:
-    from htsec.web.bounds import MAX_CONNECTIONS
-
-    raw = (param("HTSEC_SERVE_MAX_CONNECTIONS") or "").strip()
-    if not raw:
-        return MAX_CONNECTIONS
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"HTSEC_SERVE_MAX_CONNECTIONS = {raw!r} is not a positive number")
-    return int(raw)
-
-
 def run(
     settings: Settings,
     *,
@@ -100,6 +89,7 @@ def run(
     from htsec._log import uvicorn_log_config
     from htsec._tls import ensure_tls
     from htsec.server import create_app
+    from htsec.web.bounds import MAX_CONNECTIONS
     from htsec.web.protocol import bounded_protocol
 
     if port is None:
@@ -118,12 +108,7 @@ def run(
     tls = ensure_tls(settings.tls_dir, () if wildcard else (host,))
     authority.store  # noqa: B018 - open and migrate the store before announcing readiness
     if credmon is None:
-        credmon = (param("HTSEC_SERVE_CREDMON") or "true").strip().lower() not in (
-            "false",
-            "no",
-            "0",
-        )
-    max_connections = _max_connections()
+        credmon = settings.serve_credmon
     app = create_app(
         settings, authority, lifespan=in_process_credmon(settings) if credmon else None
     )
@@ -153,7 +138,7 @@ def run(
         access_log=True,
         server_header=False,
         # Bounded heads, header counts and connections, refused as problem documents.
-        http=bounded_protocol(max_connections),
+        http=bounded_protocol(settings.serve_max_connections or MAX_CONNECTIONS),
         # Peers are who connects: uvicorn would otherwise believe X-Forwarded-For from
         # 127.0.0.1, and auto-approval rules match on the peer's address.
         proxy_headers=False,

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from htsec import __version__
-from htsec.config import Settings, param
+from htsec.config import Settings
 from htsec.credmon import api as issuer_api
 from htsec.creds import api as creds_api
 from htsec.creds.crypto import Sealer, generate_key_file
@@ -30,7 +30,7 @@ from htsec.web.bounds import BoundBody, NoStore
 from htsec.web.problems import install_handlers
 from htsec.web.verifier import VerifierCache
 
-__all__ = ["HealthCheck", "Lifespan", "add_health_check", "api_docs_enabled", "create_app"]
+__all__ = ["HealthCheck", "Lifespan", "add_health_check", "create_app"]
 
 #: ``(healthy, what /v1/health shows)``, asked on every health request.
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
@@ -62,7 +62,7 @@ def create_app(
 
     # The interactive documentation and the schema are served only when asked for
     # (HTSEC_SERVE_API_DOCS = true): anonymous callers learn nothing they need from them.
-    docs = api_docs_enabled()
+    docs = settings.serve_api_docs
     app = FastAPI(
         lifespan=run,
         title="htsec",
@@ -104,9 +104,3 @@ def create_app(
     if issuer is not None:
         app.include_router(issuer)
     return app
-
-
-def api_docs_enabled() -> bool:
-    """``HTSEC_SERVE_API_DOCS`` (default false): serve ``/docs``, ``/redoc``, ``/openapi.json``."""
-    value = (param("HTSEC_SERVE_API_DOCS") or "false").strip().lower()
-    return value in ("true", "yes", "1", "on")

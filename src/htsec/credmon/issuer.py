@@ -57,10 +57,32 @@ class IssuerConfig:
     audience: list[str]
     version: str
     use_json: bool
+    #: Retired keys still published in the JWKS (``HTSEC_ISSUER_PREVIOUS_KEYS``): (kid, file).
+    previous_keys: tuple[tuple[str, Path], ...] = ()
+
+
+def key_location(provider: str = "scitokens") -> tuple[Path, str]:
+    """The issuer's private key file and key id (``LOCAL_CREDMON_PRIVATE_KEY``,
+    ``LOCAL_CREDMON_KEY_ID``), which ``htsec issuer keygen`` writes before the rest of the
+    issuer is configured."""
+    key = _knob(provider, "PRIVATE_KEY") or "/etc/condor/scitokens-private.pem"
+    return Path(key), (_knob(provider, "KEY_ID") or "local").strip()
+
+
+def _previous_keys() -> tuple[tuple[str, Path], ...]:
+    out = []
+    for item in (param("HTSEC_ISSUER_PREVIOUS_KEYS") or "").split():
+        kid, _, p = item.partition(":")
+        if not kid or not p:
+            raise ConfigError(f"HTSEC_ISSUER_PREVIOUS_KEYS item {item!r}: use kid:/path.pem")
+        out.append((kid, Path(p)))
+    return tuple(out)
 
 
 def load_config(provider: str = "scitokens") -> IssuerConfig:
-    key = _knob(provider, "PRIVATE_KEY") or "/etc/condor/scitokens-private.pem"
+    """The local issuer's knobs (``LOCAL_CREDMON_<PROVIDER>_<KNOB>`` before
+    ``LOCAL_CREDMON_<KNOB>``, as HTCondor's credmon reads them), read once."""
+    key, key_id = key_location(provider)
     alg = (_knob(provider, "PRIVATE_KEY_ALGORITHM") or "ES256").strip().upper()
     if alg not in ("ES256", "RS256"):
         raise ConfigError(f"LOCAL_CREDMON_PRIVATE_KEY_ALGORITHM = {alg}: use ES256 or RS256")
@@ -97,8 +119,8 @@ def load_config(provider: str = "scitokens") -> IssuerConfig:
     )
     return IssuerConfig(
         provider=provider,
-        private_key=Path(key),
-        key_id=(_knob(provider, "KEY_ID") or "local").strip(),
+        private_key=key,
+        key_id=key_id,
         algorithm=alg,
         issuer=issuer.rstrip("/"),
         authz_template=_knob(provider, "AUTHZ_TEMPLATE")
@@ -107,6 +129,7 @@ def load_config(provider: str = "scitokens") -> IssuerConfig:
         audience=audience,
         version=version,
         use_json=use_json,
+        previous_keys=_previous_keys(),
     )
 
 
@@ -190,11 +213,8 @@ class LocalIssuer:
         self._header = {"alg": config.algorithm, "kid": config.key_id, "typ": "JWT"}
         self._algorithms = [config.algorithm]
         self.previous: list[dict[str, str]] = []
-        for item in (param("HTSEC_ISSUER_PREVIOUS_KEYS") or "").split():
-            kid, _, p = item.partition(":")
-            if not kid or not p:
-                raise ConfigError(f"HTSEC_ISSUER_PREVIOUS_KEYS item {item!r}: use kid:/path.pem")
-            self.previous.append(public_jwk(self._load_public(Path(p)), kid))
+        for kid, path in config.previous_keys:
+            self.previous.append(public_jwk(self._load_public(path), kid))
 
     @staticmethod
     def _load_public(path: Path) -> PublicKey:

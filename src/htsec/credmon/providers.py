@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from htsec import _fs
-from htsec.config import param
+from htsec.config import float_knob, param
 from htsec.errors import ConfigError
 
 __all__ = ["Provider", "ProviderSet", "load_providers"]
@@ -96,7 +96,7 @@ def load_providers(*, discover_endpoints: bool = True) -> ProviderSet:
     """Every configured provider; a provider whose secret file is unsafe is a ConfigError."""
     local = set(_names("LOCAL_CREDMON_PROVIDER_NAMES") or ["scitokens"])
     names = set(_names("OAUTH2_CREDMON_PROVIDER_NAMES")) | set(_client_id_names())
-    rate = float(param("HTSEC_CREDMON_RATE") or 50)
+    rate = float_knob("HTSEC_CREDMON_RATE", 50.0, what="refreshes per second")
     out: dict[str, Provider] = {}
     for name in sorted(names - local):
         up = name.upper()

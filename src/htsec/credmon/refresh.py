@@ -68,7 +68,9 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class Policy:
-    """When and how to refresh (``HTSEC_CREDMON_*`` knobs)."""
+    """When and how to refresh. No knob sets these (the daemon uses the defaults; tests pass
+    their own); the credmon's one tuning knob, ``HTSEC_CREDMON_RATE``, is a provider's
+    (:mod:`htsec.credmon.providers`)."""
 
     fraction: float = 0.5  # refresh once less than this share of the lifetime is left
     min_remaining: int = 60  # ... or less than this many seconds

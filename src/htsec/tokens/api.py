@@ -8,8 +8,7 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, Field
 
 from htsec.authz import Perm, granted, in_order
-from htsec.config import param
-from htsec.errors import ConfigError
+from htsec.config import Settings
 from htsec.tokens.requests import MAX_PENDING_PER_PEER, Requests
 from htsec.web.auth import Caller, peer, require
 from htsec.web.verifier import VerifiedCaller
@@ -31,26 +30,17 @@ class RuleIn(BaseModel):
     lifetime: int = Field(ge=1, le=10 * 365 * 86400)
 
 
-def _max_per_peer() -> int:
-    raw = (param("HTSEC_TOKEN_REQUEST_MAX_PER_PEER") or "").strip()
-    if not raw:
-        return MAX_PENDING_PER_PEER
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"HTSEC_TOKEN_REQUEST_MAX_PER_PEER = {raw!r} is not a positive number")
-    return int(raw)
-
-
 def _requests(request: Request) -> Requests:
     reqs: Requests | None = getattr(request.app.state, "requests", None)
     if reqs is None:
-        limits = param("SEC_TOKEN_REQUEST_LIMITS")
+        settings: Settings = request.app.state.settings
         reqs = Requests(
             request.app.state.authority,
-            issuer_key=(param("SEC_TOKEN_ISSUER_KEY") or "POOL").strip(),
-            limits=[x.strip().upper() for x in limits.replace(",", " ").split()]
-            if limits
+            issuer_key=settings.token_issuer_key,
+            limits=list(settings.token_request_limits)
+            if settings.token_request_limits is not None
             else None,
-            max_per_peer=_max_per_peer(),
+            max_per_peer=settings.token_request_max_per_peer or MAX_PENDING_PER_PEER,
         )
         request.app.state.requests = reqs
     return reqs
