@@ -71,7 +71,13 @@ def test_sigkill_during_refreshes_loses_nothing(
             proc = subprocess.Popen(
                 [HTSEC, "credmon", "--interval", "0.5"], stdout=log, stderr=log, env={**os.environ}
             )
-            time.sleep(rng.uniform(0.3, 1.5))
+            # Killed once its worker refreshes (on a loaded machine its start-up alone can
+            # outlast the random delay, and a run would then kill only idle supervisors).
+            mark = oidc.stats()["requests"].get("/token", 0)
+            while oidc.stats()["requests"].get("/token", 0) == mark:
+                assert time.monotonic() < deadline, "too slow: credmon stopped refreshing?"
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 1.2))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills += 1
