@@ -115,6 +115,7 @@ def _store() -> CredStore:
     return CredStore(open_store(s.database_url), Sealer(s.store_key_file))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["condor_store_cred delete", "sweep"])
 def test_credentials_htcondor_removed_are_forgotten(cred_root: Path, home: Path, how: str) -> None:
     """HTCondor's credd deletes .top and .use (or sweeps the whole user directory): the store

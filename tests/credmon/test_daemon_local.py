@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import run
 
 
+@pytest.mark.slow
 def test_once_issues_use_file(cred_root: Path, home: Path) -> None:
     r = run("credmon", "--cred-dir", str(cred_root), "--once")
     assert r.code == 0, r.err
@@ -40,6 +41,7 @@ def test_refuses_world_accessible_root(cred_root: Path) -> None:
     assert "chmod" in r.err and "Traceback" not in r.err
 
 
+@pytest.mark.slow
 def test_debug_flag_like_the_anchor(cred_root: Path, home: Path) -> None:
     """condor_credmon_oauth takes --debug after its name; so does htsec credmon. The token it
     issues never appears in the debug log."""

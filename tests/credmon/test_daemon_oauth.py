@@ -9,6 +9,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run
 from tests.credmon.webserver import top_rt, web_server_writes, write
 from tests.oidc import CLIENT_ID, CLIENT_SECRET, introspect
@@ -32,6 +34,7 @@ def test_once_imports_refreshes_and_publishes(
     assert first not in r.out + r.err and rotated not in r.out + r.err
 
 
+@pytest.mark.slow
 def test_stale_top_is_never_reimported(cred_dir: Path, oidc: OidcProvider, home: Path) -> None:
     """A crash between the store's commit and the .top mirror leaves the rotated-away token in
     .top; re-importing it would burn the grant (reuse detection). Older than the store: ignored."""
@@ -47,6 +50,7 @@ def test_stale_top_is_never_reimported(cred_dir: Path, oidc: OidcProvider, home:
     assert "need re-authorisation" in r.out and "0 need" in r.out
 
 
+@pytest.mark.slow
 def test_reauthorised_user_is_imported(cred_dir: Path, oidc: OidcProvider, home: Path) -> None:
     web_server_writes(cred_dir, oidc, "alice")
     assert run("credmon", "--cred-dir", str(cred_dir), "--once").code == 0

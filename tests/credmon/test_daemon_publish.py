@@ -39,6 +39,7 @@ def active(oidc: OidcProvider, token: str) -> bool:
     return bool(introspect(oidc, CLIENT, token)["active"])
 
 
+@pytest.mark.slow
 def test_no_refresh_token_is_redeemed_for_a_directory_that_cannot_take_it(
     root: Path, oidc: OidcProvider, home: Path
 ) -> None:
@@ -74,6 +75,7 @@ def _wait_for_token_requests(oidc: OidcProvider, count: int, timeout: float = 60
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_a_result_not_published_is_published_next_pass_without_a_token_request(
     root: Path, oidc: OidcProvider, home: Path
 ) -> None:

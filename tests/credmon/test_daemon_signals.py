@@ -26,6 +26,7 @@ def wait_for(cond, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
+@pytest.mark.slow
 def test_sighup_rescans_and_sigterm_stops(
     tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -76,6 +77,7 @@ def test_sighup_rescans_and_sigterm_stops(
             proc.stdout.close()
 
 
+@pytest.mark.slow
 def test_sighup_while_the_worker_starts_does_not_kill_it(cred_root: Path, home: Path) -> None:
     """HTCondor's credd SIGHUPs the pid in the directory after every store; the worker
     needs a second or so of imports before its handler is installed."""

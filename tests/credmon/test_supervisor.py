@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import HTSEC, run
 from tests.credmon.conftest import wait_for_text
 from tests.credmon.webserver import top_rt, web_server_writes
@@ -45,6 +47,7 @@ def _wait(condition: object, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_once_pass_survives_a_sigkill_of_the_supervisor(
     cred_dir: Path, oidc: OidcProvider, home: Path
 ) -> None:
@@ -76,6 +79,7 @@ def test_once_pass_survives_a_sigkill_of_the_supervisor(
     assert again.code == 0 and "0 need re-authorisation" in again.out, again.out + again.err
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_restart_backoff_stops_at_once(cred_root: Path, home: Path) -> None:
     """A worker that cannot start (its database is unusable) is restarted after a back-off;
     SIGTERM during that wait ends the credmon then, not after the wait and another start."""

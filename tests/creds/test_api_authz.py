@@ -44,6 +44,7 @@ def api(server: dict[str, str], home: Path) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.mark.slow
 def test_readme_first_steps_let_an_administrator_store_credentials(
     server: dict[str, str], home: Path, tmp_path: Path
 ) -> None:
@@ -68,6 +69,7 @@ def test_readme_first_steps_let_an_administrator_store_credentials(
     assert "grants:  ALLOW, READ, WRITE, ADMINISTRATOR" in verify.out, verify.out
 
 
+@pytest.mark.slow
 def test_levels_imply_others_on_every_route(api: httpx.Client) -> None:
     """WRITE implies READ, ADMINISTRATOR and DAEMON imply WRITE, ADVERTISE_* imply READ; a
     level that implies neither (NEGOTIATOR writes nothing, ALLOW reads nothing) is refused."""
@@ -107,6 +109,7 @@ def test_levels_imply_others_on_every_route(api: httpx.Client) -> None:
     assert api.get("/v1/token-requests", headers=auth(unlimited)).status_code == 403
 
 
+@pytest.mark.slow
 def test_other_domains_reach_no_users_credentials(api: httpx.Client) -> None:
     """alice@other.domain is not alice@$(UID_DOMAIN): it reads, lists and fetches nothing of
     alice's, nor anything as "its own"; ADMINISTRATOR and DAEMON of other domains reach users'
@@ -135,6 +138,7 @@ def test_other_domains_reach_no_users_credentials(api: httpx.Client) -> None:
     assert [c["name"] for c in r.json()["credentials"]] == ["box"]
 
 
+@pytest.mark.slow
 def test_glidein_pilot_of_site_alice_reaches_none_of_alices_credentials(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -108,6 +108,7 @@ def test_import_human_output(home: Path, tmp_path: Path) -> None:
     assert "skipped" in r.err and "onedrive.top" in r.err and "Traceback" not in r.err
 
 
+@pytest.mark.slow
 def test_rekey_after_import(home: Path, tmp_path: Path) -> None:
     root = tmp_path / "oauth_credentials"
     make_condor_dir(root)

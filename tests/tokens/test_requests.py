@@ -18,6 +18,7 @@ from htsec.tokens.requests import COLLECT_GRACE, MAX_PENDING, Requests
 from tests.conftest import run
 
 
+@pytest.mark.slow
 def test_request_approve_collect(server: dict[str, str], home: Path) -> None:
     r = run(
         "token",
@@ -72,6 +73,7 @@ def test_request_approve_collect(server: dict[str, str], home: Path) -> None:
         assert secret_text not in log
 
 
+@pytest.mark.slow
 def test_wrong_secret_and_deny(server: dict[str, str], home: Path) -> None:
     run(
         "token",
@@ -92,6 +94,7 @@ def test_wrong_secret_and_deny(server: dict[str, str], home: Path) -> None:
     assert again.code == 1 and "denied" in again.err
 
 
+@pytest.mark.slow
 def test_auto_approval_waiting_client(server: dict[str, str], home: Path) -> None:
     run(
         "token",
