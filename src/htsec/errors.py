@@ -30,6 +30,8 @@ the traceback goes to the log only. tests/test_errors.py checks this drawing aga
     |   +-- CredentialFileError  a credential file that cannot be read or parsed (``path``)
     +-- CredmonError             the credmon
         +-- RefreshFailed        one credential's refresh failed (``reason``, ``dead`` ...)
+        +-- TokenClientError     an exchange with an OAuth token endpoint failed
+            +-- TokenTimeout     ... with no complete answer within the timeout
 
 Messages name the thing (file, knob, key, jti) and say how to fix it; they never hold secret
 bytes.
@@ -59,8 +61,10 @@ __all__ = [
     "RemoteError",
     "SigningKeyError",
     "StoreError",
+    "TokenClientError",
     "TokenError",
     "TokenRejected",
+    "TokenTimeout",
     "TooManyRequests",
     "UriTooLong",
     "UsageError",
@@ -301,3 +305,21 @@ class RefreshFailed(CredmonError):
         self.retry_after = retry_after
         self.sent = sent or answered
         self.answered = answered
+
+
+class TokenClientError(CredmonError):
+    """An exchange with an OAuth token endpoint failed (no answer, a cut or malformed one, TLS,
+    a proxy); the message says why, quoting no more than a short excerpt of what the server
+    sent. The refresh engine turns it into a :class:`RefreshFailed`."""
+
+    exit_code = 1
+    status = 502
+    code = "token_endpoint_error"
+
+
+class TokenTimeout(TokenClientError):
+    """No complete answer from the token endpoint within the timeout."""
+
+    exit_code = 1
+    status = 504
+    code = "token_endpoint_timeout"

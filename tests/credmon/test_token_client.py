@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from htsec._tls import ensure_tls
-from htsec.credmon.token_client import TokenClient, TokenClientError, TokenResponse, TokenTimeout
+from htsec.credmon.token_client import TokenClient, TokenResponse
+from htsec.errors import TokenClientError, TokenTimeout
 from tests.credmon.scripted import headers_of, replying, response, scripted
 
 FORM = {"grant_type": "refresh_token", "refresh_token": "rt"}

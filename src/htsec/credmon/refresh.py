@@ -47,7 +47,7 @@ from htsec.credmon.issuer import LocalIssuer
 from htsec.credmon.providers import Provider, ProviderSet
 from htsec.creds.leases import Claim, Leases
 from htsec.creds.store import CredStore
-from htsec.errors import RefreshFailed
+from htsec.errors import RefreshFailed, TokenClientError, TokenTimeout
 
 if TYPE_CHECKING:  # aiohttp is imported by the process that refreshes, not its supervisor
     from htsec.credmon.token_client import TokenClient
@@ -551,8 +551,6 @@ class RefreshEngine:
     ) -> dict[str, Any]:
         """One refresh-token grant (RFC 6749 section 6), sent once (never retried, never
         redirected; credmon/token_client.py)."""
-        from htsec.credmon.token_client import TokenClientError, TokenTimeout
-
         configured = provider.token_url if provider else None
         token_url = claim.token_url or configured
         if token_url == configured and provider is not None:

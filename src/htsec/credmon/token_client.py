@@ -32,8 +32,8 @@ a client carrying refresh tokens needs:
   sending, and reading the response to its end. Idle connections are closed after
   ``keepalive_expiry`` seconds, before servers usually close them (node: 5 s).
 
-Every failure is a :class:`TokenClientError` (:class:`TokenTimeout` for the timeout) with a
-short reason; a server's bytes never surface as another exception.
+Every failure is a :class:`~htsec.errors.TokenClientError` (:class:`~htsec.errors.TokenTimeout`
+for the timeout) with a short reason; a server's bytes never surface as another exception.
 """
 
 from __future__ import annotations
@@ -56,17 +56,11 @@ from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-__all__ = ["TokenClient", "TokenClientError", "TokenResponse", "TokenTimeout"]
+from htsec.errors import TokenClientError, TokenTimeout
+
+__all__ = ["TokenClient", "TokenResponse"]
 
 _READ_PIECE = 64 * 1024
-
-
-class TokenClientError(Exception):
-    """The exchange failed; the message says why (no server text beyond a short excerpt)."""
-
-
-class TokenTimeout(TokenClientError):
-    """No complete answer within the timeout."""
 
 
 @dataclass(frozen=True)
