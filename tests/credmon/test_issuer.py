@@ -100,6 +100,7 @@ def test_previous_key_published_during_rotation(
         ("LOCAL_CREDMON_PRIVATE_KEY_ALGORITHM", "HS256", "ES256 or RS256"),
         ("LOCAL_CREDMON_TOKEN_VERSION", "scitoken:1.0", "TOKEN_VERSION"),
         ("LOCAL_CREDMON_TOKEN_LIFETIME", "soon", "whole number"),
+        ("HTSEC_ISSUER_PREVIOUS_KEYS", "old.pem", "use kid:/path.pem"),
     ],
 )
 def test_bad_config(
