@@ -172,6 +172,9 @@ class _ForkedWorker:
         from htsec.credmon import worker  # imported here, before the fork, not by the child
 
         self._status: int | None = None
+        for stream in (sys.stdout, sys.stderr):  # or the child would write it out again
+            with contextlib.suppress(Exception):
+                stream.flush()
         self.pid = os.fork()
         if self.pid == 0:  # pragma: no cover - the child; its outcome is checked by the tests
             code = 70  # EX_SOFTWARE
