@@ -270,8 +270,8 @@ class Credmon:
         missing or holds another token is published again (with the ``.top`` mirror). That
         covers a publish that failed after the provider answered -- the new tokens are
         durable in the store, so no token request is needed -- and a crash between the
-        store's commit and the write. Credentials in ``skip`` (failed in this pass already)
-        are left for the next pass. Returns the failures, one log line each."""
+        store's commit and the write. Credentials in ``skip`` (published or failed in this
+        pass already) are left alone. Returns the failures, one log line each."""
         assert self.cred_dir is not None
         now = time.time()
         failed = {}
@@ -342,7 +342,9 @@ class Credmon:
         report = await self.engine.run_pass(keep_going=keep_going)
         if self.cred_dir is not None:
             cred_dir = self.cred_dir
-            stale = await asyncio.to_thread(self._publish_stale, set(report.failed))
+            # What this pass refreshed it has just published (or counted as failed).
+            done = {*report.failed, *report.refreshed, *report.issued}
+            stale = await asyncio.to_thread(self._publish_stale, done)
             report.failed.update(stale)
             problems += await asyncio.to_thread(
                 self._mark, cred_dir.touch_complete, f"{cred_dir.root / CREDMON_COMPLETE}"
