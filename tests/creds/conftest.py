@@ -1,10 +1,13 @@
-"""Fixtures shared by the credential tests: the credd app in process, with and without its
-access-token fast path, and alice's stored credential ``box``."""
+"""Fixtures shared by the credential tests: a client of a real ``htsec serve`` (``api``) and
+tokens minted by the CLI, the credd app in process with and without its access-token fast
+path (``both``), and alice's stored credential ``box``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -12,6 +15,7 @@ from htsec.config import Settings
 from htsec.creds.fastpath import AccessTokenFastPath
 from htsec.server import create_app
 from htsec.tokens.authority import Authority
+from tests.conftest import run
 
 AT = "access-SECRET-token"
 
@@ -47,3 +51,21 @@ def alice(authority: Authority, both: dict[str, TestClient]) -> dict[str, str]:
     r = both["fast"].put("/v1/creds/box", headers=h, json={"access_token": AT, "expires_in": 600})
     assert r.status_code == 200, r.text
     return h
+
+
+def mint(identity: str, *authz: str) -> str:
+    """A token for ``identity`` from ``htsec token create`` (``--authz`` for each of ``authz``)."""
+    args = ["token", "create", "-i", identity]
+    for a in authz:
+        args += ["--authz", a]
+    r = run(*args)
+    assert r.code == 0, r.err
+    return r.out.strip()
+
+
+@pytest.fixture
+def api(server: dict[str, str], home: Path) -> Iterator[httpx.Client]:
+    """An HTTPS client of the test's ``htsec serve``, trusting its CA."""
+    url, ca = server["_CONDOR_HTSEC_SERVER_URL"], str(home / "tls" / "ca.pem")
+    with httpx.Client(base_url=url, verify=ca) as client:
+        yield client

@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,69 +15,51 @@ from htsec.config import load
 from htsec.store import open_store
 from htsec.tokens.authority import Authority
 from tests.conftest import run
+from tests.creds.conftest import bearer, mint
 
 RT = "refresh-SECRET-0123456789abcdef"
 AT = "access-SECRET-fedcba9876543210"
-
-
-def mint(identity: str, *authz: str) -> str:
-    args = ["token", "create", "-i", identity]
-    for a in authz:
-        args += ["--authz", a]
-    r = run(*args)
-    assert r.code == 0, r.err
-    return r.out.strip()
-
-
-@pytest.fixture
-def api(server: dict[str, str], home: Path) -> Iterator[httpx.Client]:
-    url, ca = server["_CONDOR_HTSEC_SERVER_URL"], str(home / "tls" / "ca.pem")
-    with httpx.Client(base_url=url, verify=ca) as client:
-        yield client
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_store_list_fetch_delete_own(api: httpx.Client, home: Path) -> None:
     alice = mint("alice@pool.example.org")
     r = api.put(
         "/v1/creds/box",
-        headers=auth(alice),
+        headers=bearer(alice),
         json={"refresh_token": RT, "access_token": AT, "expires_in": 600, "scopes": ["read"]},
     )
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["user"], body["name"], body["version"]) == ("alice", "box", 1)
-    listed = api.get("/v1/creds", headers=auth(alice)).json()["credentials"]
+    listed = api.get("/v1/creds", headers=bearer(alice)).json()["credentials"]
     assert [c["name"] for c in listed] == ["box"]
-    use = api.get("/v1/creds/box/access-token", headers=auth(alice)).json()
+    use = api.get("/v1/creds/box/access-token", headers=bearer(alice)).json()
     assert use["access_token"] == AT and 590 <= use["expires_in"] <= 600
     everything = json.dumps(
-        [listed, body, use, api.get("/v1/creds/box", headers=auth(alice)).json()]
+        [listed, body, use, api.get("/v1/creds/box", headers=bearer(alice)).json()]
     )
     assert RT not in everything  # a refresh token is never returned
-    assert api.delete("/v1/creds/box", headers=auth(alice)).status_code == 204
-    gone = api.get("/v1/creds/box", headers=auth(alice))
+    assert api.delete("/v1/creds/box", headers=bearer(alice)).status_code == 204
+    gone = api.get("/v1/creds/box", headers=bearer(alice))
     assert gone.status_code == 404 and gone.headers["content-type"] == "application/problem+json"
 
 
 def test_users_are_isolated(api: httpx.Client) -> None:
     alice, bob = mint("alice@pool.example.org"), mint("bob@pool.example.org")
-    api.put("/v1/creds/box", headers=auth(alice), json={"refresh_token": RT, "access_token": AT})
-    assert api.get("/v1/creds", headers=auth(bob)).json()["credentials"] == []
-    assert api.get("/v1/creds", headers=auth(bob), params={"user": "alice"}).status_code == 403
+    api.put("/v1/creds/box", headers=bearer(alice), json={"refresh_token": RT, "access_token": AT})
+    assert api.get("/v1/creds", headers=bearer(bob)).json()["credentials"] == []
+    assert api.get("/v1/creds", headers=bearer(bob), params={"user": "alice"}).status_code == 403
     assert (
         api.get(
-            "/v1/creds/box/access-token", headers=auth(bob), params={"user": "alice"}
+            "/v1/creds/box/access-token", headers=bearer(bob), params={"user": "alice"}
         ).status_code
         == 403
     )
     assert (
-        api.delete("/v1/creds/box", headers=auth(bob), params={"user": "alice"}).status_code == 403
+        api.delete("/v1/creds/box", headers=bearer(bob), params={"user": "alice"}).status_code
+        == 403
     )
-    assert api.get("/v1/creds/box/access-token", headers=auth(bob)).status_code == 404
+    assert api.get("/v1/creds/box/access-token", headers=bearer(bob)).status_code == 404
 
 
 def test_execution_point_fetches_access_tokens(api: httpx.Client) -> None:
@@ -87,18 +68,18 @@ def test_execution_point_fetches_access_tokens(api: httpx.Client) -> None:
     api.put(
         "/v1/creds/box",
         params={"handle": "work"},
-        headers=auth(alice),
+        headers=bearer(alice),
         json={"refresh_token": RT, "access_token": AT, "expires_in": 60},
     )
     r = api.get(
-        "/v1/creds/box/access-token", headers=auth(ep), params={"user": "alice", "handle": "work"}
+        "/v1/creds/box/access-token", headers=bearer(ep), params={"user": "alice", "handle": "work"}
     )
     assert r.status_code == 200 and r.json()["access_token"] == AT
     # DAEMON does not let it list, read metadata of or delete others' credentials.
-    assert api.get("/v1/creds", headers=auth(ep), params={"user": "alice"}).status_code == 403
+    assert api.get("/v1/creds", headers=bearer(ep), params={"user": "alice"}).status_code == 403
     assert (
         api.delete(
-            "/v1/creds/box", headers=auth(ep), params={"user": "alice", "handle": "work"}
+            "/v1/creds/box", headers=bearer(ep), params={"user": "alice", "handle": "work"}
         ).status_code
         == 403
     )
@@ -107,15 +88,15 @@ def test_execution_point_fetches_access_tokens(api: httpx.Client) -> None:
 @pytest.mark.slow
 def test_scope_limits_and_admin(api: httpx.Client) -> None:
     reader = mint("carol@pool.example.org", "READ")
-    r = api.put("/v1/creds/box", headers=auth(reader), json={"refresh_token": RT})
+    r = api.put("/v1/creds/box", headers=bearer(reader), json={"refresh_token": RT})
     assert r.status_code == 403 and "WRITE" in r.json()["detail"]
     admin = mint("admin@pool.example.org", "ADMINISTRATOR")
     api.put(
-        "/v1/creds/box", headers=auth(mint("dave@pool.example.org")), json={"refresh_token": RT}
+        "/v1/creds/box", headers=bearer(mint("dave@pool.example.org")), json={"refresh_token": RT}
     )
-    everyone = api.get("/v1/creds", headers=auth(admin), params={"all_users": "true"}).json()
+    everyone = api.get("/v1/creds", headers=bearer(admin), params={"all_users": "true"}).json()
     assert [c["user"] for c in everyone["credentials"]] == ["dave"]
-    st = api.get("/v1/creds-status", headers=auth(admin)).json()
+    st = api.get("/v1/creds-status", headers=bearer(admin)).json()
     assert st == {"services": {"box": {"active": 1}}}
 
 
@@ -149,12 +130,12 @@ def test_bad_input_is_problem_json_and_store_untouched(
     api: httpx.Client, method: str, path: str, kwargs: dict, status: int
 ) -> None:
     alice = mint("alice@pool.example.org")
-    headers = {**auth(alice), **kwargs.pop("headers", {})}
+    headers = {**bearer(alice), **kwargs.pop("headers", {})}
     r = getattr(api, method)(path, headers=headers, **kwargs)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["detail"]
-    assert api.get("/v1/creds", headers=auth(alice)).json()["credentials"] == []
+    assert api.get("/v1/creds", headers=bearer(alice)).json()["credentials"] == []
 
 
 def test_wrong_identity_tokens(api: httpx.Client, home: Path) -> None:
@@ -167,25 +148,25 @@ def test_wrong_identity_tokens(api: httpx.Client, home: Path) -> None:
         )
     finally:
         store.close()
-    r = api.get("/v1/creds", headers=auth(expired))
+    r = api.get("/v1/creds", headers=bearer(expired))
     assert r.status_code == 401 and "expired" in r.json()["detail"]
     revoked = mint("mallory@pool.example.org")
     run("token", "revoke", "--identity", "mallory@pool.example.org")
     # The server re-reads revocations at most once a second (tests/web/test_verifier.py pins
     # that with an injected clock): refused within 1.2 s, asked again until then.
     deadline = time.monotonic() + 1.2
-    while (status := api.get("/v1/creds", headers=auth(revoked)).status_code) != 401:
+    while (status := api.get("/v1/creds", headers=bearer(revoked)).status_code) != 401:
         assert time.monotonic() < deadline, status
         time.sleep(0.05)
 
 
 def test_parallel_puts_lose_no_update(api: httpx.Client, home: Path) -> None:
     alice = mint("alice@pool.example.org")
-    api.put("/v1/creds/box", headers=auth(alice), json={"refresh_token": "v0"})
+    api.put("/v1/creds/box", headers=bearer(alice), json={"refresh_token": "v0"})
 
     def put(i: int) -> int:
         return api.put(
-            "/v1/creds/box", headers=auth(alice), json={"refresh_token": f"v{i}"}
+            "/v1/creds/box", headers=bearer(alice), json={"refresh_token": f"v{i}"}
         ).status_code
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -193,7 +174,7 @@ def test_parallel_puts_lose_no_update(api: httpx.Client, home: Path) -> None:
     assert codes == [200] * 40
     # Every write was applied in turn: 41 audited stores, and the version counts at least
     # those (the server's credmon may have recorded its own attempts too).
-    assert api.get("/v1/creds/box", headers=auth(alice)).json()["version"] >= 41
+    assert api.get("/v1/creds/box", headers=bearer(alice)).json()["version"] >= 41
     from sqlalchemy import text
 
     from htsec.config import load
@@ -215,21 +196,21 @@ def test_parallel_puts_lose_no_update(api: httpx.Client, home: Path) -> None:
 
 def test_if_match(api: httpx.Client) -> None:
     alice = mint("alice@pool.example.org")
-    api.put("/v1/creds/box", headers=auth(alice), json={"refresh_token": "a"})
+    api.put("/v1/creds/box", headers=bearer(alice), json={"refresh_token": "a"})
     stale = api.put(
-        "/v1/creds/box", headers={**auth(alice), "If-Match": "7"}, json={"refresh_token": "b"}
+        "/v1/creds/box", headers={**bearer(alice), "If-Match": "7"}, json={"refresh_token": "b"}
     )
     assert stale.status_code == 409
     ok = api.put(
-        "/v1/creds/box", headers={**auth(alice), "If-Match": "1"}, json={"refresh_token": "b"}
+        "/v1/creds/box", headers={**bearer(alice), "If-Match": "1"}, json={"refresh_token": "b"}
     )
     assert ok.status_code == 200 and ok.json()["version"] == 2
 
 
 def test_metrics(api: httpx.Client) -> None:
     alice = mint("alice@pool.example.org")
-    api.put("/v1/creds/box", headers=auth(alice), json={"refresh_token": RT, "access_token": AT})
-    api.get("/v1/creds/box/access-token", headers=auth(alice))
+    api.put("/v1/creds/box", headers=bearer(alice), json={"refresh_token": RT, "access_token": AT})
+    api.get("/v1/creds/box/access-token", headers=bearer(alice))
     text = api.get("/metrics").text
     assert 'htsec_credentials{service="box",state="active"} 1.0' in text
     assert "htsec_access_token_fetches_total 1.0" in text

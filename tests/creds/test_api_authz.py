@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,30 +17,10 @@ from starlette.testclient import TestClient
 from htsec.tokens.authority import Authority
 from tests.conftest import REPO, run, serving
 from tests.creds.conftest import AT as STORED_AT
-from tests.creds.conftest import bearer
+from tests.creds.conftest import bearer, mint
 
 RT = "refresh-SECRET-0123456789abcdef"
 AT = "access-SECRET-fedcba9876543210"
-
-
-def mint(identity: str, *authz: str) -> str:
-    args = ["token", "create", "-i", identity]
-    for a in authz:
-        args += ["--authz", a]
-    r = run(*args)
-    assert r.code == 0, r.err
-    return r.out.strip()
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def api(server: dict[str, str], home: Path) -> Iterator[httpx.Client]:
-    url, ca = server["_CONDOR_HTSEC_SERVER_URL"], str(home / "tls" / "ca.pem")
-    with httpx.Client(base_url=url, verify=ca) as client:
-        yield client
 
 
 @pytest.mark.slow
@@ -75,38 +54,39 @@ def test_levels_imply_others_on_every_route(api: httpx.Client) -> None:
     level that implies neither (NEGOTIATOR writes nothing, ALLOW reads nothing) is refused."""
     writer = mint("alice@pool.example.org", "WRITE")
     put = api.put(
-        "/v1/creds/box", headers=auth(writer), json={"refresh_token": RT, "access_token": AT}
+        "/v1/creds/box", headers=bearer(writer), json={"refresh_token": RT, "access_token": AT}
     )
     assert put.status_code == 200, put.text
-    assert api.get("/v1/creds", headers=auth(writer)).json()["credentials"][0]["name"] == "box"
-    assert api.get("/v1/creds/box", headers=auth(writer)).status_code == 200
-    fetched = api.get("/v1/creds/box/access-token", headers=auth(writer))
+    assert api.get("/v1/creds", headers=bearer(writer)).json()["credentials"][0]["name"] == "box"
+    assert api.get("/v1/creds/box", headers=bearer(writer)).status_code == 200
+    fetched = api.get("/v1/creds/box/access-token", headers=bearer(writer))
     assert fetched.json()["access_token"] == AT, fetched.text
-    assert api.get("/v1/creds-status", headers=auth(writer)).json() == {
+    assert api.get("/v1/creds-status", headers=bearer(writer)).json() == {
         "services": {"box": {"active": 1}}
     }
     startd = mint("alice@pool.example.org", "ADVERTISE_STARTD")
-    assert api.get("/v1/creds/box", headers=auth(startd)).status_code == 200
+    assert api.get("/v1/creds/box", headers=bearer(startd)).status_code == 200
     negotiator = mint("alice@pool.example.org", "NEGOTIATOR")
-    refused = api.put("/v1/creds/gdrive", headers=auth(negotiator), json={"refresh_token": RT})
+    refused = api.put("/v1/creds/gdrive", headers=bearer(negotiator), json={"refresh_token": RT})
     assert refused.status_code == 403 and "WRITE" in refused.json()["detail"]
     allow = mint("alice@pool.example.org", "ALLOW")
-    assert api.get("/v1/creds/box/access-token", headers=auth(allow)).status_code == 403
+    assert api.get("/v1/creds/box/access-token", headers=bearer(allow)).status_code == 403
     daemon = mint("condor@pool.example.org", "DAEMON")
     assert (
-        api.put("/v1/creds/box", headers=auth(daemon), json={"refresh_token": RT}).status_code
+        api.put("/v1/creds/box", headers=bearer(daemon), json={"refresh_token": RT}).status_code
         == 200
     )
     admin = mint("admin@pool.example.org", "ADMINISTRATOR")
     assert (
-        api.put("/v1/creds/box", headers=auth(admin), json={"refresh_token": RT}).status_code == 200
+        api.put("/v1/creds/box", headers=bearer(admin), json={"refresh_token": RT}).status_code
+        == 200
     )
-    assert api.get("/v1/token-requests", headers=auth(admin)).status_code == 200
-    who = api.get("/v1/whoami", headers=auth(admin)).json()
+    assert api.get("/v1/token-requests", headers=bearer(admin)).status_code == 200
+    who = api.get("/v1/whoami", headers=bearer(admin)).json()
     assert who["grants"] == ["ALLOW", "READ", "WRITE", "ADMINISTRATOR"]
     # Unlimited tokens are users' tokens: READ and WRITE, never ADMINISTRATOR.
     unlimited = mint("admin@pool.example.org")
-    assert api.get("/v1/token-requests", headers=auth(unlimited)).status_code == 403
+    assert api.get("/v1/token-requests", headers=bearer(unlimited)).status_code == 403
 
 
 @pytest.mark.slow
@@ -116,25 +96,25 @@ def test_other_domains_reach_no_users_credentials(api: httpx.Client) -> None:
     credentials by naming the user."""
     alice = mint("alice@pool.example.org")
     put = api.put(
-        "/v1/creds/box", headers=auth(alice), json={"refresh_token": RT, "access_token": AT}
+        "/v1/creds/box", headers=bearer(alice), json={"refresh_token": RT, "access_token": AT}
     )
     assert put.status_code == 200, put.text
-    assert api.get("/v1/creds/box/access-token", headers=auth(alice)).status_code == 200
+    assert api.get("/v1/creds/box/access-token", headers=bearer(alice)).status_code == 200
     for other in (mint("alice@other.domain"), mint("alice@pool.example.org.evil", "READ")):
         paths = ("/v1/creds", "/v1/creds/box", "/v1/creds/box/access-token", "/v1/creds-status")
         for path in paths:
-            r = api.get(path, headers=auth(other))
+            r = api.get(path, headers=bearer(other))
             assert r.status_code == 403, (path, r.text)
             assert "owns no credentials" in r.json()["detail"] and AT not in r.text
-        r = api.put("/v1/creds/box", headers=auth(other), json={"refresh_token": "mine"})
+        r = api.put("/v1/creds/box", headers=bearer(other), json={"refresh_token": "mine"})
         assert r.status_code == 403
-        assert api.delete("/v1/creds/box", headers=auth(other)).status_code == 403
-    assert api.get("/v1/creds/box/access-token", headers=auth(alice)).status_code == 200
+        assert api.delete("/v1/creds/box", headers=bearer(other)).status_code == 403
+    assert api.get("/v1/creds/box/access-token", headers=bearer(alice)).status_code == 200
     ep = mint("condor@ep1.other.domain", "DAEMON")
-    r = api.get("/v1/creds/box/access-token", headers=auth(ep), params={"user": "alice"})
+    r = api.get("/v1/creds/box/access-token", headers=bearer(ep), params={"user": "alice"})
     assert r.status_code == 200 and r.json()["access_token"] == AT
     admin = mint("root@other.domain", "ADMINISTRATOR")
-    r = api.get("/v1/creds", headers=auth(admin), params={"user": "alice"})
+    r = api.get("/v1/creds", headers=bearer(admin), params={"user": "alice"})
     assert [c["name"] for c in r.json()["credentials"]] == ["box"]
 
 
@@ -159,7 +139,9 @@ def test_glidein_pilot_of_site_alice_reaches_none_of_alices_credentials(
         url, ca = env["_CONDOR_HTSEC_SERVER_URL"], str(home / "tls" / "ca.pem")
         with httpx.Client(base_url=url, verify=ca) as api:
             put = api.put(
-                "/v1/creds/box", headers=auth(alice), json={"refresh_token": RT, "access_token": AT}
+                "/v1/creds/box",
+                headers=bearer(alice),
+                json={"refresh_token": RT, "access_token": AT},
             )
             assert put.status_code == 200, put.text
             for path, params in (
@@ -169,10 +151,10 @@ def test_glidein_pilot_of_site_alice_reaches_none_of_alices_credentials(
                 ("/v1/creds/box/access-token", {}),
                 ("/v1/creds/box/access-token", {"user": "alice"}),
             ):
-                r = api.get(path, headers=auth(pilot), params=params)
+                r = api.get(path, headers=bearer(pilot), params=params)
                 assert r.status_code == 403, (path, params, r.text)
                 assert AT not in r.text
-            own = api.get("/v1/creds/box/access-token", headers=auth(alice))
+            own = api.get("/v1/creds/box/access-token", headers=bearer(alice))
             assert own.json()["access_token"] == AT
 
 
