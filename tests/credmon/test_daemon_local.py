@@ -11,6 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from htsec.creds.store import CredStore
 from tests.conftest import run
 
 
@@ -92,3 +93,18 @@ def test_bare_tokens_stay_bare_when_republished(
     assert run("credmon", "--cred-dir", str(cred_root), "--once").code == 0
     again = use.read_text()
     assert not again.startswith("{") and again.count(".") == 2, again[:40]
+
+
+def test_issuer_knobs_are_read_when_the_credmon_starts(
+    cred_root: Path, creds: CredStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local issuer's knobs are the ones in force when the credmon started: a configuration
+    reloaded later (by anything else in the process) does not change a running credmon."""
+    from htsec.config import load
+    from htsec.credmon.daemon import Credmon
+
+    credmon = Credmon(load(), cred_dir=cred_root, creds=creds)
+    monkeypatch.setenv("_CONDOR_LOCAL_CREDMON_TOKEN_LIFETIME", "60")
+    load()
+    issuer = credmon._issuer("scitokens")
+    assert issuer is not None and issuer.config.lifetime == 1200

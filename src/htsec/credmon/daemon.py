@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from htsec.config import Settings
-from htsec.credmon.issuer import LocalIssuer, load_issuer
+from htsec.credmon.issuer import IssuerConfig, LocalIssuer, load_config
 from htsec.credmon.providers import ProviderSet, load_providers
 from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
 from htsec.creds.crypto import Sealer, generate_key_file
@@ -48,7 +48,7 @@ from htsec.creds.layout import (
 )
 from htsec.creds.leases import Claim
 from htsec.creds.store import CredentialInfo, CredStore
-from htsec.errors import CredentialFileError, HtsecError
+from htsec.errors import ConfigError, CredentialFileError, HtsecError
 from htsec.store import open_store
 
 __all__ = ["Credmon", "PassResult", "tell_master_ready"]
@@ -90,6 +90,14 @@ class Credmon:
             creds = CredStore(open_store(settings.database_url), Sealer(settings.store_key_file))
         self.creds = creds
         self.providers = providers or load_providers()
+        # The local issuers' knobs are read now; a key is loaded when first needed (a credmon
+        # with no local credentials never needs one) and a bad one is logged then, once.
+        self._issuer_configs: dict[str, IssuerConfig | HtsecError] = {}
+        for name in sorted(self.providers.local_names):
+            try:
+                self._issuer_configs[name] = load_config(name)
+            except HtsecError as exc:
+                self._issuer_configs[name] = exc
         self._issuers: dict[str, LocalIssuer | None] = {}
         holder = str(Holder.this_process())
         self.engine = RefreshEngine(
@@ -105,8 +113,13 @@ class Credmon:
 
     def _issuer(self, name: str) -> LocalIssuer | None:
         if name not in self._issuers:
+            config = self._issuer_configs.get(name.lower())
             try:
-                self._issuers[name] = load_issuer(name)
+                if config is None:
+                    raise ConfigError(f"{name} is not in LOCAL_CREDMON_PROVIDER_NAMES")
+                if isinstance(config, HtsecError):
+                    raise config
+                self._issuers[name] = LocalIssuer(config)
             except HtsecError as exc:
                 log.error("local issuer for %s unusable: %s", name, exc)
                 self._issuers[name] = None
