@@ -201,6 +201,7 @@ def test_if_match(api: httpx.Client) -> None:
         "/v1/creds/box", headers={**bearer(alice), "If-Match": "7"}, json={"refresh_token": "b"}
     )
     assert stale.status_code == 409
+    assert (stale.json()["title"], stale.json()["code"]) == ("Conflict", "conflict")
     ok = api.put(
         "/v1/creds/box", headers={**bearer(alice), "If-Match": "1"}, json={"refresh_token": "b"}
     )

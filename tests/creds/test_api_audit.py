@@ -45,7 +45,7 @@ def test_refusals_and_errors_are_audited(
     seen = {(r["actor"].split("@")[0], r["action"], r["outcome"]) for r in rows}
     assert ("alice", "fetch", "denied") in seen
     assert ("alice", "delete", "denied") in seen
-    assert any(a == "bob" and act == "store" and o not in ("ok",) for a, act, o in seen), seen
+    assert ("bob", "store", "conflict") in seen, seen
     assert ("bob", "fetch", "error") in seen
     assert ("bob", "fetch", "ok") not in seen
     assert AT not in repr(rows)
