@@ -45,6 +45,17 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
+def strict_umask() -> Iterator[None]:
+    """A umask of 077 for the test: every mode it checks must come from htsec, not from a
+    friendly umask."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 

@@ -74,3 +74,26 @@ def test_no_plain_writes_outside_fs() -> None:
             if bad.search(line) and "# fs-ok" not in line:
                 offenders.append(f"{path.relative_to(SRC)}:{n}: {line.strip()}")
     assert offenders == []
+
+
+def test_make_dir_sets_exact_mode(tmp_path: Path, strict_umask: None) -> None:
+    assert _fs.make_dir(tmp_path / "d", 0o2770)
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o2770
+    assert not _fs.make_dir(tmp_path / "d", 0o700)  # existing: untouched
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o2770
+
+
+def test_touch_keeps_or_bumps(tmp_path: Path, strict_umask: None) -> None:
+    p = tmp_path / "m"
+    assert _fs.touch(p, 0o644)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
+    os.utime(p, (5, 5))
+    assert not _fs.touch(p, update_mtime=False)
+    assert p.stat().st_mtime == 5
+    assert not _fs.touch(p)
+    assert p.stat().st_mtime > 5
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        _fs.touch(link)
+    assert not (tmp_path / "elsewhere").exists()

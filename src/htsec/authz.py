@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Protocol
 
-from htsec.creds.layout import local_user
+from htsec.creds.names import local_user
 from htsec.errors import BadCredentialName
 
 __all__ = [

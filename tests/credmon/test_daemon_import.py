@@ -16,7 +16,7 @@ from htsec.config import Settings, load
 from htsec.credmon.daemon import Credmon
 from htsec.credmon.providers import ProviderSet
 from htsec.creds.crypto import Sealer, generate_key_file
-from htsec.creds.layout import parse_top
+from htsec.creds.files import parse_top
 from htsec.creds.store import CredStore
 from htsec.store import Store, open_store
 from tests.conftest import run, stored_client_secret
@@ -87,7 +87,7 @@ def test_a_top_removed_during_the_pass_is_a_problem_not_a_crash(
 
     from htsec.credmon import daemon
     from htsec.credmon.daemon import Credmon
-    from htsec.creds.layout import TopFile
+    from htsec.creds.files import TopFile
 
     monkeypatch.setenv("_CONDOR_OIDC_CLIENT_ID", "c")
     monkeypatch.setenv("_CONDOR_OIDC_TOKEN_URL", "https://provider.example.org/token")

@@ -1,6 +1,7 @@
 """Fixtures shared by the credential tests: a client of a real ``htsec serve`` (``api``) and
 tokens minted by the CLI, the credd app in process with and without its access-token fast
-path (``both``), and alice's stored credential ``box``."""
+path (``both``), alice's stored credential ``box``, and an empty
+credential directory (``creds``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from htsec.config import Settings
+from htsec.creds.creddir import CredDir
 from htsec.creds.fastpath import AccessTokenFastPath
 from htsec.server import create_app
 from htsec.tokens.authority import Authority
@@ -69,3 +71,11 @@ def api(server: dict[str, str], home: Path) -> Iterator[httpx.Client]:
     url, ca = server["_CONDOR_HTSEC_SERVER_URL"], str(home / "tls" / "ca.pem")
     with httpx.Client(base_url=url, verify=ca) as client:
         yield client
+
+
+@pytest.fixture
+def creds(tmp_path: Path) -> CredDir:
+    """An empty credential directory (``2770``) under the test's temporary directory."""
+    c = CredDir(tmp_path / "oauth_credentials")
+    c.ensure_root()
+    return c

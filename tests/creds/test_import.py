@@ -11,8 +11,8 @@ import pytest
 
 from htsec import _fs
 from htsec.creds.crypto import Sealer, generate_key_file
+from htsec.creds.files import parse_top
 from htsec.creds.importer import import_directory
-from htsec.creds.layout import parse_top
 from htsec.creds.store import CredStore
 from htsec.errors import CredentialFileError
 from htsec.store import open_store

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import event, text
 
 from htsec.creds.crypto import Sealer, generate_key_file
-from htsec.creds.layout import TokenName
 from htsec.creds.leases import Leases
+from htsec.creds.names import TokenName
 from htsec.creds.store import MAX_TOKEN_TEXT, CredStore
 from htsec.errors import Conflict, CredentialInactive, NotFound, UsageError
 from htsec.store import Store

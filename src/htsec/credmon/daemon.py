@@ -34,19 +34,13 @@ from htsec.config import Settings
 from htsec.credmon.issuer import IssuerConfig, LocalIssuer, load_config
 from htsec.credmon.providers import ProviderSet, load_providers
 from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
+from htsec.creds.creddir import CREDMON_COMPLETE, CredDir
 from htsec.creds.crypto import Sealer, generate_key_file
+from htsec.creds.files import UseFile
 from htsec.creds.holder import Holder
-from htsec.creds.layout import (
-    CREDMON_COMPLETE,
-    CredDir,
-    FoundCredential,
-    ImportProblem,
-    TokenName,
-    UseFile,
-    import_dir,
-    local_user,
-)
 from htsec.creds.leases import Claim
+from htsec.creds.names import TokenName, local_user
+from htsec.creds.scan import FoundCredential, ImportProblem, import_dir
 from htsec.creds.store import CredentialInfo, CredStore
 from htsec.errors import ConfigError, CredentialFileError, HtsecError
 from htsec.store import open_store

@@ -39,7 +39,7 @@ from typing import Protocol
 
 from htsec.credmon.daemon import tell_master_ready
 from htsec.credmon.worker import OOM_SCORE_STEP
-from htsec.creds.layout import CredDir
+from htsec.creds.creddir import CredDir
 
 __all__ = ["supervise"]
 

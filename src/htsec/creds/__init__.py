@@ -1,67 +1,20 @@
-"""Credentials: HTCondor's OAuth credential directory (:mod:`htsec.creds.layout`).
+"""Credentials: HTCondor's OAuth credential directory and htsec's store of what it holds.
 
-The directory layout is the contract with HTCondor's credd, schedd, shadow, starter and
-credmons (shared/FORMATS.md section 3); htsec writes it from its store and imports existing ones.
+The directory is the contract with HTCondor's credd, schedd, shadow, starter and credmons
+(shared/FORMATS.md section 3); htsec writes it from its store and imports existing ones.
+
+- :mod:`~htsec.creds.names`: credential names (``TokenName``, ``local_user``), no filesystem
+- :mod:`~htsec.creds.files`: the ``.top``/``.use``/``.meta`` formats
+- :mod:`~htsec.creds.pending`: pending web logins (ClassAd files)
+- :mod:`~htsec.creds.creddir`: :class:`~htsec.creds.creddir.CredDir`, the directory on disk
+- :mod:`~htsec.creds.safety`: safe reads and the root's and user directories' checks
+- :mod:`~htsec.creds.scan` and :mod:`~htsec.creds.importer`: importing an existing directory
+- :mod:`~htsec.creds.delivery`: a token into a job's sandbox
+- :mod:`~htsec.creds.store`, :mod:`~htsec.creds.crypto`: the encrypted store
+- :mod:`~htsec.creds.api`, :mod:`~htsec.creds.fastpath`: the credd's HTTP routes
+
+Nothing is imported here, so that importing one of them (the store imports only the names)
+does not load the rest.
 """
 
-from __future__ import annotations
-
-from .layout import (
-    CREDMON_COMPLETE,
-    MAX_CRED_FILE,
-    MAX_NAME,
-    MAX_PENDING_FILE,
-    PENDING_MAX_AGE,
-    SWEEP_DELAY,
-    CredDir,
-    FoundCredential,
-    ImportProblem,
-    MetaFile,
-    PendingLogin,
-    TokenName,
-    TopFile,
-    UseFile,
-    deliver,
-    dump_meta,
-    dump_pending,
-    dump_top,
-    dump_use,
-    import_dir,
-    local_user,
-    parse_meta,
-    parse_pending,
-    parse_top,
-    parse_use,
-    pending_url,
-    split_scopes,
-)
-
-__all__ = [
-    "CREDMON_COMPLETE",
-    "MAX_CRED_FILE",
-    "MAX_NAME",
-    "MAX_PENDING_FILE",
-    "PENDING_MAX_AGE",
-    "SWEEP_DELAY",
-    "CredDir",
-    "FoundCredential",
-    "ImportProblem",
-    "MetaFile",
-    "PendingLogin",
-    "TokenName",
-    "TopFile",
-    "UseFile",
-    "deliver",
-    "dump_meta",
-    "dump_pending",
-    "dump_top",
-    "dump_use",
-    "import_dir",
-    "local_user",
-    "parse_meta",
-    "parse_pending",
-    "parse_top",
-    "parse_use",
-    "pending_url",
-    "split_scopes",
-]
+__all__: list[str] = []

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from htsec.authz import Perm, credential_owner, grants
-from htsec.creds.layout import CredDir
+from htsec.creds.creddir import CredDir
 from htsec.creds.store import MAX_TOKEN_TEXT, CredentialInfo, CredStore
 from htsec.errors import CredentialFileError, CredStoreError, Forbidden, HtsecError
 from htsec.web.auth import Caller, authenticate, peer, require
@@ -33,7 +33,7 @@ __all__ = ["fetch_access_token", "router"]
 router = APIRouter(prefix="/v1", tags=["credentials"])
 log = logging.getLogger("htsec.credd")
 
-# Lengths are bounded here; the characters are checked by htsec.creds.layout (HTCondor's rules),
+# Lengths are bounded here; the characters are checked by htsec.creds.names (HTCondor's rules),
 # whose BadCredentialName becomes a 400 problem document naming the rule.
 _NAME = r"^[A-Za-z0-9=+.-][A-Za-z0-9=+._-]{0,127}$"
 Handle = Annotated[str | None, Query(max_length=200)]

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from htsec.creds.layout import FoundCredential, ImportProblem, import_dir
+from htsec.creds.scan import FoundCredential, ImportProblem, import_dir
 from htsec.creds.store import CredStore
 from htsec.errors import HtsecError
 

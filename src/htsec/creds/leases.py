@@ -14,7 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, or_, select, update
 
 from htsec.creds.holder import Holder
-from htsec.creds.layout import TokenName
+from htsec.creds.names import TokenName
 from htsec.creds.store import CredStore
 from htsec.errors import StoreError
 from htsec.store.models import Credential

@@ -21,7 +21,7 @@ from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, upd
 from sqlalchemy.exc import IntegrityError
 
 from htsec.creds.crypto import Sealer, aad_for
-from htsec.creds.layout import TokenName, local_user, split_scopes
+from htsec.creds.names import TokenName, local_user, split_scopes
 from htsec.errors import (
     Busy,
     Conflict,

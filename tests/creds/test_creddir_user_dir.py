@@ -1,4 +1,4 @@
-"""Which user directories :class:`htsec.creds.layout.CredDir` publishes into.
+"""Which user directories :class:`htsec.creds.creddir.CredDir` publishes into.
 
 HTCondor makes them ``0700`` (condor_credd, ``store_cred.cpp``) or ``2755`` (its OAuth web
 server's ``os.makedirs`` under umask 022 in a ``2770`` root, as user ``condor``); both are
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from htsec.creds.layout import CredDir, TokenName
+from htsec.creds.creddir import CredDir
+from htsec.creds.names import TokenName
 from htsec.errors import CredentialFileError, FileSecurityError
 
 USE = {"access_token": "at"}
@@ -120,7 +121,7 @@ def test_a_user_directory_swapped_for_a_symlink_is_not_followed(
     """Someone who can write to the credential root swaps alice's directory for a symlink
     right after it was checked: the write, the read and the delete refuse to follow it, and
     nothing appears in (or disappears from) the link's target."""
-    from htsec.creds.layout import UseFile
+    from htsec.creds.files import UseFile
 
     root = tmp_path / "creds"
     root.mkdir()
