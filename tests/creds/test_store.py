@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -317,3 +319,21 @@ def test_group_commit_fences_each_outcome(creds: CredStore) -> None:
     assert creds.refresh_token("a", "box") == "a-rt2"
     assert creds.refresh_token("b", "box") == "b-newer"  # the newer credential wins
     assert creds.refresh_token("c", "box") == "c-rt2"
+
+
+def test_store_and_authz_import_names_not_the_credential_directory() -> None:
+    """The store and the permission rules need three name helpers: importing them loads
+    htsec.creds.names, never the directory, file-format or import modules."""
+    code = (
+        "import sys, htsec.creds.store, htsec.authz\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('htsec.creds'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert set(out) == {
+        "htsec.creds",
+        "htsec.creds.crypto",
+        "htsec.creds.names",
+        "htsec.creds.store",
+    }
