@@ -28,8 +28,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Protocol
 
-from htsec.creds.names import local_user
-from htsec.errors import BadCredentialName
+from htsec.creds.names import is_local_user
 
 __all__ = [
     "UNLIMITED",
@@ -149,7 +148,4 @@ def credential_owner(subject: str, uid_domain: str) -> str | None:
     user, at, domain = subject.rpartition("@")
     if not at or not user or domain.casefold() != uid_domain.strip().casefold():
         return None
-    try:
-        return user if local_user(user) == user else None
-    except BadCredentialName:
-        return None
+    return user if is_local_user(user) else None
