@@ -30,6 +30,8 @@ class Provider:
     client_id: str | None
     client_secret: str | None
     token_url: str | None
+    # Where the portal (to come) sends browsers and asks who logged in; the credmon only
+    # refreshes, so nothing reads these two yet.
     authorization_url: str | None = None
     user_url: str | None = None
     issuer: str | None = None
