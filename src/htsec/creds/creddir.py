@@ -358,6 +358,8 @@ class CredDir:
         return removed
 
     # mark and sweep ------------------------------------------------------------------------
+    # What HTCondor's schedd and credd do to the directory; nothing of htsec calls these yet:
+    # the submit part (to come) will, and the tests play HTCondor with them meanwhile.
 
     def mark_path(self, user: str) -> Path:
         return self.root / f"{local_user(user)}.mark"
@@ -402,6 +404,8 @@ class CredDir:
         return sorted(out)
 
     # pending web logins --------------------------------------------------------------------
+    # Written by the submit gate and read by the portal (both to come), as HTCondor's schedd
+    # and OAuth web server do; only the tests call them yet.
 
     def pending_path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -493,6 +497,8 @@ class CredDir:
         _fs.touch(self.root / CREDMON_COMPLETE, _PUBLIC_MODE, uid=self.uid, gid=self.gid)
 
     def is_complete(self) -> bool:
+        """Whether the credmon finished a pass (the submit gate, to come, waits for it as
+        condor_credd does)."""
         return (self.root / CREDMON_COMPLETE).exists()
 
 
