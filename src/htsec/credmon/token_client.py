@@ -165,7 +165,8 @@ class TokenClient:
         self.max_field_size = max_field_size
         self.max_headers = max_headers
         self.max_body_bytes = max_body_bytes
-        self._ssl = ssl_context(verify)
+        self._verify = verify
+        self._ssl: ssl.SSLContext | None = None  # made at the first https request
         self._trust_env = trust_env
         self._proxies: dict[tuple[str, str, int], Proxy | None] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -179,7 +180,6 @@ class TokenClient:
                 limit=self.max_connections,
                 limit_per_host=0,
                 keepalive_timeout=self.keepalive_expiry,
-                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -191,6 +191,16 @@ class TokenClient:
                 max_headers=self.max_headers,
             )
         return self._session
+
+    def _ssl_for(self, url: URL) -> ssl.SSLContext | bool:
+        """The TLS context for an https URL. Loading a CA store costs 50-150 ms here: with
+        ``verify=True`` aiohttp's own verified context (the system's store, loaded once when
+        aiohttp is imported) is used, and another is made only at a pass's first https call."""
+        if url.scheme != "https" or self._verify is True:
+            return True
+        if self._ssl is None:
+            self._ssl = ssl_context(self._verify)
+        return self._ssl
 
     def _proxy_for(self, url: URL) -> Proxy | None:
         if not self._trust_env:
@@ -234,6 +244,7 @@ class TokenClient:
                     data=data,
                     headers=sent,
                     allow_redirects=False,
+                    ssl=self._ssl_for(target),
                     proxy=proxy[0] if proxy else None,
                     proxy_headers=proxy[1] if proxy and target.scheme == "https" else None,
                 ) as resp:
