@@ -38,7 +38,6 @@ for the timeout) with a short reason; a server's bytes never surface as another 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import json
@@ -170,6 +169,8 @@ class TokenClient:
         self._trust_env = trust_env
         self._proxies: dict[tuple[str, str, int], Proxy | None] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}  # parsed once: a pass posts to a few token URLs
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
@@ -219,7 +220,11 @@ class TokenClient:
         timeout: float = 10.0,
     ) -> TokenResponse:
         """POST ``form`` (application/x-www-form-urlencoded) once; the answer, read in full."""
-        target = URL(url)
+        target = self._urls.get(url)
+        if target is None:
+            if len(self._urls) > 1000:
+                self._urls.clear()
+            target = self._urls[url] = URL(url)
         if target.scheme not in ("http", "https") or not target.host:
             raise TokenClientError(f"unsupported URL {url[:80]!r}: use http(s)://host/...")
         sent = {
@@ -237,18 +242,22 @@ class TokenClient:
         if proxy is not None and target.scheme == "http":
             sent.update(proxy[1])  # a forwarded request carries them; https: the CONNECT
         host = f"{target.host}:{target.port}"
+        limit = self._timeouts.get(timeout)
+        if limit is None:
+            # aiohttp's total timeout: the pool wait, connecting, sending and the body's read
+            limit = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
         try:
-            async with asyncio.timeout(timeout):
-                async with session.post(
-                    target,
-                    data=data,
-                    headers=sent,
-                    allow_redirects=False,
-                    ssl=self._ssl_for(target),
-                    proxy=proxy[0] if proxy else None,
-                    proxy_headers=proxy[1] if proxy and target.scheme == "https" else None,
-                ) as resp:
-                    return await self._read(resp)
+            async with session.post(
+                target,
+                data=data,
+                headers=sent,
+                allow_redirects=False,
+                timeout=limit,
+                ssl=self._ssl_for(target),
+                proxy=proxy[0] if proxy else None,
+                proxy_headers=proxy[1] if proxy and target.scheme == "https" else None,
+            ) as resp:
+                return await self._read(resp)
         except TimeoutError:
             raise TokenTimeout(f"no complete answer from {host} within {timeout:g} s") from None
         except aiohttp.ClientConnectorCertificateError as exc:
