@@ -141,6 +141,14 @@ def _freeze(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping))
 
 
+def _extra(extra: Mapping[str, Any], known: tuple[str, ...]) -> Mapping[str, Any]:
+    """The keys a file holds beside the ``known`` ones (kept and written back), frozen."""
+    clash = set(extra) & set(known)
+    if clash:
+        raise TypeError(f"extra may not hold {sorted(clash)}; use the fields")
+    return _freeze(extra)
+
+
 # -- .top ------------------------------------------------------------------------------------
 
 
@@ -174,10 +182,7 @@ class TopFile:
             raise TypeError("refresh_token must be a str or None")
         if not isinstance(self.audience, str):
             raise TypeError("audience must be a str")
-        clash = set(self.extra) & set(_TOP_KEYS)
-        if clash:
-            raise TypeError(f"extra may not hold {sorted(clash)}; use the fields")
-        object.__setattr__(self, "extra", _freeze(self.extra))
+        object.__setattr__(self, "extra", _extra(self.extra, _TOP_KEYS))
         if self.placeholder is not None and (
             self.refresh_token is not None or self.scopes or self.audience or self.extra
         ):
@@ -396,10 +401,7 @@ class MetaFile:
                 raise TypeError(f"{key} must be a str or None")
         if not isinstance(self.use_refresh_token, bool):
             raise TypeError("use_refresh_token must be a bool")
-        clash = set(self.extra) & set(_META_KEYS)
-        if clash:
-            raise TypeError(f"extra may not hold {sorted(clash)}; use the fields")
-        object.__setattr__(self, "extra", _freeze(self.extra))
+        object.__setattr__(self, "extra", _extra(self.extra, _META_KEYS))
 
     def __repr__(self) -> str:
         secret = "None" if self.client_secret is None else "[secure]"

@@ -140,12 +140,7 @@ class TokenName:
     @classmethod
     def parse_wire(cls, text: str) -> TokenName:
         """Parse ``service`` or ``service*handle`` (split at the first ``*``)."""
-        if not isinstance(text, str):
-            raise TypeError(f"token name must be a str, not {type(text).__name__}")
-        service, star, handle = text.partition("*")
-        if star and not handle:
-            raise BadCredentialName(f"token name {text!r} has an empty handle after '*'")
-        return cls(service, handle)
+        return cls._split(text, "*", "token name")
 
     @classmethod
     def parse_stem(cls, text: str) -> TokenName:
@@ -153,11 +148,15 @@ class TokenName:
 
         A stem ending in ``_`` is refused, as the credmon skips it (``OAuthCredmon.py``).
         """
+        return cls._split(text, "_", "token file stem")
+
+    @classmethod
+    def _split(cls, text: str, sep: str, what: str) -> TokenName:
         if not isinstance(text, str):
-            raise TypeError(f"token stem must be a str, not {type(text).__name__}")
-        service, sep, handle = text.partition("_")
-        if sep and not handle:
-            raise BadCredentialName(f"token file stem {text!r} has an empty handle after '_'")
+            raise TypeError(f"{what} must be a str, not {type(text).__name__}")
+        service, found, handle = text.partition(sep)
+        if found and not handle:
+            raise BadCredentialName(f"{what} {text!r} has an empty handle after {sep!r}")
         return cls(service, handle)
 
 
