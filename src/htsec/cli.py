@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from htsec import __version__
+from htsec._time import utc_text
 from htsec.config import KNOBS, Settings, load, param
 from htsec.errors import HtsecError, TokenRejected, UsageError
 
@@ -60,8 +61,8 @@ def when(ts: int | None) -> str:
     if ts is None:
         return "never"
     try:
-        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    except (ValueError, OverflowError, OSError):
+        return utc_text(ts)
+    except ValueError:
         return f"{ts} (not a date)"
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from htsec._b64 import b64url_decode, b64url_encode
 from htsec.errors import TokenRejected
-from htsec.tokens.idtoken import MAX_TOKEN_BYTES, Verifier, b64url_decode, b64url_encode, mint
+from htsec.tokens.idtoken import MAX_TOKEN_BYTES, Verifier, mint
 from htsec.tokens.keys import Keyring
 
 NOW = 1_700_000_000

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from htsec import __version__
+from htsec._b64 import b64url_decode
 from htsec.credmon.issuer import LocalIssuer
 from htsec.credmon.providers import Provider, ProviderSet
 from htsec.creds.leases import Claim, Leases
@@ -279,7 +280,7 @@ def _jwt_times(token: str) -> tuple[int | None, int | None]:
     if len(parts) != 3 or len(parts[1]) > 16384:
         return None, None
     try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        claims = json.loads(b64url_decode(parts[1]))
     except (ValueError, UnicodeDecodeError):
         return None, None
     if not isinstance(claims, dict):

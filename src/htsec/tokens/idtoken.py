@@ -15,7 +15,6 @@ most 60 s ahead, not expired (no leeway, like HTCondor), not revoked.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
 import json
@@ -25,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from htsec._b64 import b64url_decode, b64url_encode
+from htsec._time import utc_text
 from htsec.errors import BadKeyName, FileSecurityError, HtsecError, TokenRejected, UsageError
 from htsec.tokens.keys import Keyring, SigningKey, validate_key_name
 
@@ -33,8 +34,6 @@ __all__ = [
     "MAX_TOKEN_BYTES",
     "VerifiedToken",
     "Verifier",
-    "b64url_decode",
-    "b64url_encode",
     "condor_json",
     "mint",
     "normalize_authz",
@@ -67,22 +66,6 @@ MAX_LIFETIME = 10 * 365 * 86400
 _SIG_LAST = b"AEIMQUYcgkosw048"
 _MAX_TIME = 2**53  # times beyond JSON's exact integers are nonsense (and overflow time.gmtime)
 _SCOPE_PREFIX = "condor:/"
-
-
-def b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-_TO_STD = bytes.maketrans(b"-_", b"+/")
-
-
-def b64url_decode(segment: bytes) -> bytes:
-    """Decode unpadded base64url (RFC 7515 section 2); padding and other characters are refused."""
-    if b"+" in segment or b"/" in segment or b"=" in segment or len(segment) % 4 == 1:
-        raise ValueError("not unpadded base64url")
-    return binascii.a2b_base64(
-        segment.translate(_TO_STD) + b"=" * (-len(segment) % 4), strict_mode=True
-    )
 
 
 def condor_json(obj: Mapping[str, Any]) -> bytes:
@@ -367,7 +350,7 @@ class Verifier:
                 "future_iat", f"issued {int(iat - t)} s in the future (more than {self.skew} s)"
             )
         if exp is not None and t > exp:
-            raise TokenRejected("expired", f"expired at {_iso(exp)}")
+            raise TokenRejected("expired", f"expired at {utc_text(exp)}")
         if self.max_age is not None and t - iat > self.max_age:
             raise TokenRejected(
                 "too_old", f"issued more than SEC_TOKEN_MAX_AGE = {self.max_age} s ago"
@@ -387,7 +370,3 @@ class Verifier:
             if why:
                 raise TokenRejected("revoked", why)
         return verified
-
-
-def _iso(ts: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))

@@ -12,13 +12,13 @@ one ClassAd expression for the ``SEC_TOKEN_REVOCATION_EXPR`` of real HTCondor da
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import classad2
 
+from htsec._time import utc_text
 from htsec.errors import UsageError
 
 __all__ = ["ExprRule", "RevocationSet", "claims_ad", "compile_expr", "expr_revokes"]
@@ -91,7 +91,7 @@ class RevocationSet:
         if isinstance(sub, str) and sub in self.identities and isinstance(iat, int):
             cutoff = self.identities[sub]
             if iat <= cutoff:
-                return f"tokens of {sub} issued up to {_iso(cutoff)} were revoked"
+                return f"tokens of {sub} issued up to {utc_text(cutoff)} were revoked"
         if self.exprs:
             ad = claims_ad(claims)
             for rule in self.exprs:
@@ -108,7 +108,3 @@ class RevocationSet:
         ]
         parts += [f"({r.text})" for r in self.exprs]
         return " || ".join(parts) if parts else "false"
-
-
-def _iso(ts: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
