@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from htsec._b64 import b64url_encode
 from htsec.errors import TokenRejected
-from htsec.tokens.idtoken import Verifier, b64url_encode, mint, parse_unverified
+from htsec.tokens.idtoken import Verifier, mint, parse_unverified
 from htsec.tokens.keys import Keyring
 
 NOW = 1_700_000_000

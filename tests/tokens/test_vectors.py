@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from htsec.tokens.idtoken import Verifier, b64url_decode, condor_json, mint
+from htsec._b64 import b64url_decode
+from htsec.tokens.idtoken import Verifier, condor_json, mint
 from htsec.tokens.keys import Keyring, SigningKey, derive_hmac_key, scramble, unscramble
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "idtokens.json").read_text())
