@@ -64,8 +64,9 @@ from tests.oidc import (  # noqa: E402
     start_provider,
 )
 
+from htsec.credmon.engine import RefreshEngine  # noqa: E402
+from htsec.credmon.policy import Policy  # noqa: E402
 from htsec.credmon.providers import Provider, ProviderSet  # noqa: E402
-from htsec.credmon.refresh import Policy, RefreshEngine  # noqa: E402
 from htsec.creds.crypto import Sealer, generate_key_file  # noqa: E402
 from htsec.creds.store import CredStore  # noqa: E402
 from htsec.store import open_store  # noqa: E402

@@ -10,8 +10,9 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from htsec.credmon.engine import RefreshEngine, RefreshReport
+from htsec.credmon.policy import Policy
 from htsec.credmon.providers import Provider, ProviderSet
-from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
 from htsec.creds.store import CredStore
 
 OK_JSON = b'{"access_token":"at","expires_in":60}'

@@ -9,7 +9,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from htsec.credmon.refresh import Policy, backoff, refresh_due, should_refresh, token_expiry
+from htsec.credmon.policy import Policy, backoff, refresh_due, should_refresh, token_expiry
 
 P = Policy(fraction=0.5, min_remaining=60)
 

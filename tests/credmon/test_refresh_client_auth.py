@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-from htsec.credmon.refresh import RefreshEngine, RefreshReport
+from htsec.credmon.engine import RefreshEngine, RefreshReport
 from htsec.creds.store import CredStore
 from tests.credmon.scripted import (
     FAST,

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
+from htsec.credmon.engine import RefreshEngine, RefreshReport
+from htsec.credmon.policy import Policy
 from htsec.creds.store import CredStore
 from tests.credmon.scripted import (
     FAST,

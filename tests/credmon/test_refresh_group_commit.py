@@ -8,7 +8,7 @@ import asyncio
 import threading
 import time
 
-from htsec.credmon.refresh import _Batcher
+from htsec.credmon.pacing import Batcher
 
 
 def test_an_answer_is_written_at_once_and_later_ones_together() -> None:
@@ -24,7 +24,7 @@ def test_an_answer_is_written_at_once_and_later_ones_together() -> None:
         return [item != "refused" for item in items]
 
     async def main() -> list[bool]:
-        batcher: _Batcher[str] = _Batcher(write)
+        batcher: Batcher[str] = Batcher(write)
         t0 = time.monotonic()
         first = asyncio.ensure_future(batcher.submit("a"))
         await asyncio.to_thread(writing.wait, 5)
@@ -41,7 +41,7 @@ def test_a_failed_write_reaches_each_caller_of_its_batch() -> None:
         raise OSError("disk full")
 
     async def main() -> list[object]:
-        batcher: _Batcher[str] = _Batcher(write)
+        batcher: Batcher[str] = Batcher(write)
         return list(
             await asyncio.gather(*(batcher.submit(x) for x in "abc"), return_exceptions=True)
         )

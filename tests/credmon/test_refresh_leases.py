@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
+from htsec.credmon.engine import RefreshEngine, RefreshReport
+from htsec.credmon.policy import Policy
 from htsec.creds.store import CredStore
 from tests.credmon.scripted import Seen, provider_set, replying, response, scripted
 

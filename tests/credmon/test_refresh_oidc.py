@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from htsec.credmon.engine import RefreshEngine
+from htsec.credmon.policy import Policy
 from htsec.credmon.providers import Provider, ProviderSet
-from htsec.credmon.refresh import Policy, RefreshEngine
 from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.leases import Claim
 from htsec.creds.store import CredStore

@@ -2,7 +2,7 @@
 
 Each pass: delete ``CREDMON_COMPLETE``; import credentials HTCondor's credd or web server wrote
 (``.top`` + ``.meta``; a local-issuer ``.top`` placeholder asks for a local token); refresh what
-is due (:mod:`htsec.credmon.refresh`) -- only where the user's directory can take the result;
+is due (:mod:`htsec.credmon.engine`) -- only where the user's directory can take the result;
 mirror a rotated refresh token into ``.top``, then write the fresh access token as a
 single-line ``.use`` (0400, atomic rename each); publish again every ``.use`` that does not hold
 the store's access token (a publish that failed after the provider answered, a crash); touch
@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from htsec.config import Settings
+from htsec.credmon.engine import RefreshEngine, RefreshReport
 from htsec.credmon.issuer import IssuerConfig, LocalIssuer, load_config
+from htsec.credmon.policy import Policy
 from htsec.credmon.providers import ProviderSet, load_providers
-from htsec.credmon.refresh import Policy, RefreshEngine, RefreshReport
 from htsec.creds.creddir import CREDMON_COMPLETE, CredDir
 from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.files import UseFile

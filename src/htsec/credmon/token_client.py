@@ -34,14 +34,22 @@ a client carrying refresh tokens needs:
 
 Every failure is a :class:`~htsec.errors.TokenClientError` (:class:`~htsec.errors.TokenTimeout`
 for the timeout) with a short reason; a server's bytes never surface as another exception.
+
+:meth:`TokenClient.refresh` is the refresh-token grant itself: the form, client authentication
+(RFC 6749 section 2.3.1) and the answer read as a :class:`Grant` -- the token response, or the
+provider's error code (sanitised) and ``Retry-After``. What an answer means for a credential is
+the refresh engine's to decide (:mod:`htsec.credmon.engine`).
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import ipaddress
 import json
+import math
 import os
+import re
 import ssl
 import urllib.parse
 import urllib.request
@@ -55,11 +63,14 @@ from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from htsec import __version__
 from htsec.errors import TokenClientError, TokenTimeout
 
-__all__ = ["TokenClient", "TokenResponse"]
+__all__ = ["Grant", "TokenClient", "TokenResponse"]
 
 _READ_PIECE = 64 * 1024
+_USER_AGENT = f"htsec-credmon/{__version__}"
+_ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")  # RFC 6749 section 5.2
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,73 @@ class TokenResponse:
     def json(self) -> Any:
         """The body as JSON; ValueError if it is not."""
         return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A token endpoint's answer to a grant, read: ``body`` is the token response (a 200 with
+    a JSON object holding a non-empty ``access_token``), else None; ``error`` the provider's
+    error code (RFC 6749 section 5.2, sanitised) and ``retry_after`` its Retry-After in
+    seconds (429 and 503 only), when given."""
+
+    status: int
+    body: dict[str, Any] | None
+    error: str | None = None
+    retry_after: float | None = None
+    #: A 200 whose body is a JSON object without an access token (not "not JSON at all").
+    no_access_token: bool = False
+
+
+def _read_grant(resp: TokenResponse) -> Grant:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if resp.status == 200 and isinstance(body, dict):
+        token = body.get("access_token")
+        if isinstance(token, str) and token:
+            return Grant(resp.status, body)
+        return Grant(resp.status, None, no_access_token=True)
+    error = _error_code(body.get("error")) if isinstance(body, dict) else None
+    retry = None
+    if resp.status in (429, 503):
+        retry = _retry_after(resp.headers.get("retry-after", ""))
+    return Grant(resp.status, None, error, retry)
+
+
+def _error_code(value: object) -> str | None:
+    """A provider's ``error`` as RFC 6749 allows it, else a placeholder: it goes into logs and
+    the credential's status, so no line breaks or kilobytes of a hostile server's text."""
+    if value is None:
+        return None
+    if isinstance(value, str) and _ERROR_CODE.fullmatch(value):
+        return value
+    return "(malformed error code)"
+
+
+def _retry_after(value: str) -> float | None:
+    """Retry-After in seconds (RFC 9110 section 10.2.3), finite and not negative; an
+    HTTP-date or nonsense gives None (the caller's ordinary back-off applies)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _client_basic_auth(client_id: str, secret: str) -> str:
+    """HTTP Basic client authentication as RFC 6749 section 2.3.1 has it: the client id and
+    secret are each form-encoded (application/x-www-form-urlencoded, Appendix B) before they
+    are joined with ':' for RFC 7617, so a ':' or '%' in either survives the trip."""
+    return _basic(
+        urllib.parse.quote_plus(client_id, safe=""), urllib.parse.quote_plus(secret, safe="")
+    )
 
 
 class _StrictHandler(ResponseHandler):
@@ -140,8 +218,7 @@ def environment_proxy(url: URL) -> Proxy | None:
         )
     headers = {}
     if purl.user is not None:
-        pair = f"{purl.user}:{purl.password or ''}".encode()
-        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        headers["Proxy-Authorization"] = _basic(purl.user, purl.password or "")
     return purl.with_user(None), headers
 
 
@@ -274,6 +351,48 @@ class TokenClient:
             raise TokenClientError(f"{host} cut the response short: {_short(exc)}") from None
         except aiohttp.ClientError as exc:
             raise TokenClientError(f"{exc.__class__.__name__}: {_short(exc)}") from None
+
+    @staticmethod
+    def secure(url: str) -> bool:
+        """May a refresh token go to ``url``? https, or plain http to a loopback address (a
+        provider on this host, or a test)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "https":
+            return True
+        if parts.scheme != "http" or not parts.hostname:
+            return False
+        if parts.hostname == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(parts.hostname).is_loopback
+        except ValueError:
+            return False
+
+    async def refresh(
+        self,
+        url: str,
+        refresh_token: str,
+        *,
+        client_id: str,
+        secret: str | None,
+        auth_method: str | None = None,
+        timeout: float = 10.0,
+    ) -> Grant:
+        """One refresh-token grant (RFC 6749 section 6), sent once. The client authenticates
+        in the form with ``auth_method`` ``client_secret_post``, else with HTTP Basic when it
+        has a secret; a public client sends only its id. Raises :class:`TokenClientError` if
+        no answer came (the provider may have processed the request all the same)."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        if auth_method == "client_secret_post":
+            form["client_id"] = client_id
+            if secret:
+                form["client_secret"] = secret
+        elif secret:
+            headers["Authorization"] = _client_basic_auth(client_id, secret)
+        else:
+            form["client_id"] = client_id
+        return _read_grant(await self.post_form(url, form, headers=headers, timeout=timeout))
 
     async def _read(self, resp: aiohttp.ClientResponse) -> TokenResponse:
         if resp.status < 200:  # aiohttp skips 100/103; a 101 switched protocols

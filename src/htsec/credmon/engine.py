@@ -21,30 +21,27 @@ HTCondor's ``condor_credmon_oauth`` (FORMATS.md section 3, "the anchor"), it
 * runs refreshes concurrently (a bounded pool), rate-limited per provider, with jittered
   exponential back-off, and holds each credential by a lease in the store so that several
   credmons (one store, any number of hosts) never refresh the same credential at once.
+
+When a token is due is :mod:`htsec.credmon.policy`'s to say, the pacing (rate limit, group
+commit) is :mod:`htsec.credmon.pacing`'s, and the token endpoint is spoken to only by
+:mod:`htsec.credmon.token_client`; here is what a pass does with each credential.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import ipaddress
-import json
 import logging
-import math
 import random
-import re
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from htsec import __version__
-from htsec._b64 import b64url_decode
 from htsec.credmon.issuer import LocalIssuer
+from htsec.credmon.metrics import CredmonMetrics
+from htsec.credmon.pacing import Batcher, RateLimiter
+from htsec.credmon.policy import Policy, backoff, refresh_due, should_refresh, token_expiry
 from htsec.credmon.providers import Provider, ProviderSet
 from htsec.creds.leases import Claim, Leases
 from htsec.creds.store import CredStore
@@ -53,60 +50,9 @@ from htsec.errors import RefreshFailed, TokenClientError, TokenTimeout
 if TYPE_CHECKING:  # aiohttp is imported by the process that refreshes, not its supervisor
     from htsec.credmon.token_client import TokenClient
 
-__all__ = [
-    "CredmonMetrics",
-    "Policy",
-    "RefreshEngine",
-    "RefreshReport",
-    "refresh_due",
-    "should_refresh",
-    "token_expiry",
-]
+__all__ = ["Precheck", "Publish", "RefreshEngine", "RefreshReport"]
 
 log = logging.getLogger("htsec.credmon")
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class Policy:
-    """When and how to refresh. No knob sets these (the daemon uses the defaults; tests pass
-    their own); the credmon's one tuning knob, ``HTSEC_CREDMON_RATE``, is a provider's
-    (:mod:`htsec.credmon.providers`)."""
-
-    fraction: float = 0.5  # refresh once less than this share of the lifetime is left
-    min_remaining: int = 60  # ... or less than this many seconds
-    default_lifetime: int = 3600  # a token response without expires_in (and not a JWT)
-    min_rest: int = 10  # wait after a token that is already due when it arrives
-    lease: int = 60  # seconds a claim holds a credential (longer than any refresh)
-    timeout: float = 10.0  # per HTTP request
-    concurrency: int = 16  # refreshes in flight
-    batch: int = 64  # credentials claimed at once
-    backoff_base: float = 10.0
-    backoff_max: float = 3600.0
-
-
-def refresh_due(expires_at: int | None, issued_at: int | None, policy: Policy) -> int:
-    """The time at which a token expiring at ``expires_at`` should be refreshed."""
-    if expires_at is None:
-        return 0
-    lifetime = max(0, expires_at - issued_at if issued_at is not None else policy.default_lifetime)
-    # Refresh once less than `fraction` of the lifetime is left, and at least `min_remaining`
-    # seconds early -- but never earlier than half-way, or short tokens would never rest.
-    margin = max(policy.fraction * lifetime, min(policy.min_remaining, 0.5 * lifetime))
-    return expires_at - int(margin)
-
-
-def should_refresh(
-    expires_at: int | None, issued_at: int | None, now: float, policy: Policy
-) -> bool:
-    """Pure decision: is this access token due (or missing)?"""
-    return now >= refresh_due(expires_at, issued_at, policy)
-
-
-def backoff(failures: int, policy: Policy, rng: random.Random) -> float:
-    """Jittered exponential back-off: base x 2^failures, at most backoff_max, times 0.5-1.5."""
-    base = min(policy.backoff_max, policy.backoff_base * 2.0 ** min(failures, 20))
-    return float(base * rng.uniform(0.5, 1.5))
 
 
 @dataclass
@@ -127,194 +73,8 @@ class RefreshReport:
         ) + (f", {len(self.deferred)} deferred to the next pass" if self.deferred else "")
 
 
-class CredmonMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.refreshes = Counter(
-            "htsec_credmon_refreshes", "Successful refreshes", ["provider"], registry=self.registry
-        )
-        self.failures = Counter(
-            "htsec_credmon_failures",
-            "Failed refreshes by reason",
-            ["provider", "reason"],
-            registry=self.registry,
-        )
-        self.time_to_expiry = Histogram(
-            "htsec_credmon_time_to_expiry_seconds",
-            "Remaining lifetime of access tokens when they were refreshed",
-            registry=self.registry,
-            buckets=(0, 10, 30, 60, 120, 300, 600, 1200, 3600, 7200, float("inf")),
-        )
-        self.in_flight = Gauge(
-            "htsec_credmon_queue_depth",
-            "Claimed credentials being refreshed",
-            registry=self.registry,
-        )
-
-
-class _RateLimiter:
-    """A token bucket per provider (``rate`` requests per second, bursts of one second)."""
-
-    def __init__(self) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = asyncio.Lock()
-
-    async def wait(self, name: str, rate: float) -> None:
-        if rate <= 0:
-            return
-        while True:
-            async with self._lock:
-                now = time.monotonic()
-                tokens, last = self._buckets.get(name, (rate, now))
-                tokens = min(rate, tokens + (now - last) * rate)
-                if tokens >= 1:
-                    self._buckets[name] = (tokens - 1, now)
-                    return
-                self._buckets[name] = (tokens, now)
-                delay = (1 - tokens) / rate
-            await asyncio.sleep(delay)
-
-
 class _Deferred(Exception):
     """Not tried now (its lease is nearly over); handed back untouched for the next pass."""
-
-
-class _Batcher(Generic[_T]):
-    """Group commit without a delay: an item that arrives while no write is running is written
-    at once; items that arrive during a write go together in the next one (at most
-    :attr:`MAX_BATCH`). Each caller gets its own result once its write is durable, so nothing
-    is published earlier, and no answer waits for a timer before it is committed."""
-
-    MAX_BATCH = 64
-
-    def __init__(self, write: Callable[[list[_T]], list[bool]]) -> None:
-        self._write = write
-        self._pending: list[tuple[_T, asyncio.Future[bool]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def submit(self, item: _T) -> bool:
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
-        if self._writer is None:
-            self._writer = asyncio.ensure_future(self._drain())
-        return await fut
-
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[: self.MAX_BATCH]
-                del self._pending[: self.MAX_BATCH]
-                try:
-                    results = await asyncio.to_thread(self._write, [i for i, _ in batch])
-                except BaseException as exc:  # the transaction failed: every caller hears
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    if not isinstance(exc, Exception):  # cancelled: nobody may wait forever
-                        for _, fut in self._pending:
-                            fut.cancel()
-                        self._pending.clear()
-                        raise
-                    continue
-                for (_, fut), ok in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(ok)
-        finally:
-            self._writer = None
-
-
-_USER_AGENT = f"htsec-credmon/{__version__}"
-_ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")  # RFC 6749 section 5.2
-
-
-def _error_code(value: object) -> str | None:
-    """A provider's ``error`` as RFC 6749 allows it, else a placeholder: it goes into logs and
-    the credential's status, so no line breaks or kilobytes of a hostile server's text."""
-    if value is None:
-        return None
-    if isinstance(value, str) and _ERROR_CODE.fullmatch(value):
-        return value
-    return "(malformed error code)"
-
-
-def _retry_after(value: str, ceiling: float) -> float | None:
-    """Retry-After in seconds (RFC 9110 section 10.2.3), finite and at most ``ceiling``; an
-    HTTP-date or nonsense gives None (the ordinary back-off applies)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    if not math.isfinite(seconds) or seconds < 0:
-        return None
-    return min(seconds, ceiling)
-
-
-def _secure_url(url: str) -> bool:
-    """https, or plain http to a loopback address (a provider on this host, or a test)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https":
-        return True
-    if parts.scheme != "http" or not parts.hostname:
-        return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
-
-
-def _basic_auth(client_id: str, secret: str) -> str:
-    """HTTP Basic client authentication as RFC 6749 section 2.3.1 has it: the client id and
-    secret are each form-encoded (application/x-www-form-urlencoded, Appendix B) before they
-    are joined with ':' for RFC 7617, so a ':' or '%' in either survives the trip."""
-    pair = (
-        f"{urllib.parse.quote_plus(client_id, safe='')}:{urllib.parse.quote_plus(secret, safe='')}"
-    )
-    return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
-
-
-def _jwt_times(token: str) -> tuple[int | None, int | None]:
-    """``iat`` and ``exp`` of a JWT access token (unverified: only used for timing)."""
-    parts = token.split(".")
-    if len(parts) != 3 or len(parts[1]) > 16384:
-        return None, None
-    try:
-        claims = json.loads(b64url_decode(parts[1]))
-    except (ValueError, UnicodeDecodeError):
-        return None, None
-    if not isinstance(claims, dict):
-        return None, None
-    iat, exp = claims.get("iat"), claims.get("exp")
-    return (
-        iat if isinstance(iat, int) and not isinstance(iat, bool) else None,
-        exp if isinstance(exp, int) and not isinstance(exp, bool) else None,
-    )
-
-
-_MAX_LIFETIME = 366 * 86400  # longer-lived "access tokens" are not believed
-
-
-def token_expiry(body: dict[str, Any], now: int, policy: Policy) -> int:
-    """When the access token in a token response expires, on this host's clock.
-
-    ``expires_in`` (RFC 6749 section 5.1) is relative, so the provider's clock does not matter.
-    Without it, a JWT's lifetime ``exp - iat`` is counted from now -- the provider's clock may
-    be off by hours, its ``exp`` alone could already be past here; ``exp`` alone is used only
-    without ``iat``. Else the policy's default lifetime."""
-    expires_in = body.get("expires_in")
-    if (
-        isinstance(expires_in, int | float)
-        and not isinstance(expires_in, bool)
-        and 0 <= expires_in <= _MAX_LIFETIME  # also false for NaN; JSON's 1e999 is inf
-    ):
-        return now + int(expires_in)
-    iat, exp = _jwt_times(body["access_token"])
-    if iat is not None and exp is not None and 0 < exp - iat <= _MAX_LIFETIME:
-        return now + (exp - iat)
-    if exp is not None:
-        return max(0, min(exp, now + _MAX_LIFETIME))  # it goes into a 64-bit column
-    return now + policy.default_lifetime
 
 
 Publish = Callable[[Claim, dict[str, Any]], None]
@@ -359,8 +119,8 @@ class RefreshEngine:
         self.rng = rng or random.Random()  # noqa: S311 - jitter for back-off, not a secret
         self.verify = verify
         self.wake = asyncio.Event()
-        self._limiter = _RateLimiter()
-        self._group: _Batcher[tuple[Claim, dict[str, Any]]] = _Batcher(self.leases.commit_many)
+        self._limiter = RateLimiter()
+        self._group: Batcher[tuple[Claim, dict[str, Any]]] = Batcher(self.leases.commit_many)
         # A request is sent only while its lease outlasts it with room to commit the result.
         self._lease_margin = min(2 * self.policy.timeout + 5, self.policy.lease / 2)
 
@@ -551,7 +311,7 @@ class RefreshEngine:
         self, client: TokenClient, claim: Claim, provider: Provider | None
     ) -> dict[str, Any]:
         """One refresh-token grant (RFC 6749 section 6), sent once (never retried, never
-        redirected; credmon/token_client.py)."""
+        redirected; credmon/token_client.py), and what its answer means for the credential."""
         configured = provider.token_url if provider else None
         token_url = claim.token_url or configured
         if token_url == configured and provider is not None:
@@ -572,7 +332,7 @@ class RefreshEngine:
             raise RefreshFailed(
                 "no_refresh_token", "the credential has no refresh token", dead=True
             )
-        if not _secure_url(token_url):
+        if not client.secure(token_url):
             raise RefreshFailed(
                 "insecure_token_url",
                 f"refusing to send a refresh token to {token_url}: only https "
@@ -582,19 +342,14 @@ class RefreshEngine:
         await self._limiter.wait(claim.provider, rate)
         if claim.lease_until - self.clock() < self._lease_margin:
             raise _Deferred  # the lease could run out in flight: another credmon may take it
-        form = {"grant_type": "refresh_token", "refresh_token": claim.refresh_token}
-        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
-        if provider is not None and provider.auth_method == "client_secret_post":
-            form["client_id"] = client_id
-            if secret:
-                form["client_secret"] = secret
-        elif secret:
-            headers["Authorization"] = _basic_auth(client_id, secret)
-        else:
-            form["client_id"] = client_id
         try:
-            resp = await client.post_form(
-                token_url, form, headers=headers, timeout=self.policy.timeout
+            grant = await client.refresh(
+                token_url,
+                claim.refresh_token,
+                client_id=client_id,
+                secret=secret,
+                auth_method=provider.auth_method if provider is not None else None,
+                timeout=self.policy.timeout,
             )
         except TokenTimeout:
             raise RefreshFailed(
@@ -607,20 +362,16 @@ class RefreshEngine:
             raise RefreshFailed(
                 "unreachable", f"cannot reach {token_url}: {exc}", sent=True
             ) from None
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        if resp.status == 200 and isinstance(body, dict):
-            if not isinstance(body.get("access_token"), str) or not body["access_token"]:
-                raise RefreshFailed(
-                    "bad_response", "the token response has no access_token", answered=True
-                )
-            return body
-        error = _error_code(body.get("error")) if isinstance(body, dict) else None
-        if resp.status == 200:
+        if grant.body is not None:
+            return grant.body
+        error = grant.error
+        if grant.status == 200:
             raise RefreshFailed(
-                "bad_response", "the token response is not a JSON object", answered=True
+                "bad_response",
+                "the token response has no access_token"
+                if grant.no_access_token
+                else "the token response is not a JSON object",
+                answered=True,
             )
         if error == "invalid_grant" and claim.sent_at is not None:
             raise RefreshFailed(
@@ -646,13 +397,11 @@ class RefreshEngine:
                 f"{claim.provider.upper()}_CLIENT_ID and _CLIENT_SECRET_FILE",
                 answered=True,
             )
-        retry = None
-        if resp.status in (429, 503):
-            retry = _retry_after(resp.headers.get("retry-after", ""), self.policy.backoff_max)
+        retry = grant.retry_after
         raise RefreshFailed(
-            f"http_{resp.status}",
-            f"{token_url} answered {resp.status}" + (f" ({error})" if error else ""),
-            retry_after=retry,
+            f"http_{grant.status}",
+            f"{token_url} answered {grant.status}" + (f" ({error})" if error else ""),
+            retry_after=None if retry is None else min(retry, self.policy.backoff_max),
             answered=True,
         )
 
