@@ -209,7 +209,7 @@ def serving(
             raise RuntimeError((home.parent / "serve.log").read_text())
         time.sleep(0.1)
     try:
-        yield {"_CONDOR_HTSEC_SERVER_URL": f"https://127.0.0.1:{port}", "HTSEC_TEST_POLL_FAST": "1"}
+        yield {"_CONDOR_HTSEC_SERVER_URL": f"https://127.0.0.1:{port}"}
     finally:
         proc.terminate()
         try:
