@@ -100,6 +100,25 @@ def cli() -> object:
     return run
 
 
+def mint_at(
+    identity: str, *, now: int, lifetime: int | None = None, authz: tuple[str, ...] = ()
+) -> str:
+    """A token of the test's pool minted as ``htsec token create`` does (and recorded alike),
+    but issued at ``now`` instead of the clock's: a test needing an expired token, or one
+    issued after something, sets the clock instead of sleeping."""
+    from htsec.store.db import open_store
+    from htsec.tokens.authority import Authority
+
+    settings = load()
+    store = open_store(settings.database_url)
+    try:
+        return Authority(settings, store).mint(
+            identity=identity, lifetime=lifetime, authz=authz, now=now
+        )
+    finally:
+        store.close()
+
+
 def stored_client_secret(creds: CredStore, user: str, service: str, handle: str = "") -> str | None:
     """The client secret a credential's row holds, opened with the store's key under the
     row's associated data (the store has no reader for it: only the credmon's lease opens it)."""

@@ -11,10 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from htsec.config import load
-from htsec.store import open_store
-from htsec.tokens.authority import Authority
-from tests.conftest import run
+from tests.conftest import mint_at, run
 from tests.creds.conftest import bearer, mint
 
 RT = "refresh-SECRET-0123456789abcdef"
@@ -141,13 +138,7 @@ def test_bad_input_is_problem_json_and_store_untouched(
 def test_wrong_identity_tokens(api: httpx.Client, home: Path) -> None:
     assert api.get("/v1/creds").status_code == 401
     # A token that expired 10 s ago: minted with the clock set back, not waited for.
-    store = open_store(load().database_url)
-    try:
-        expired = Authority(load(), store).mint(
-            identity="a@pool.example.org", lifetime=1, now=int(time.time()) - 10
-        )
-    finally:
-        store.close()
+    expired = mint_at("a@pool.example.org", now=int(time.time()) - 10, lifetime=1)
     r = api.get("/v1/creds", headers=bearer(expired))
     assert r.status_code == 401 and "expired" in r.json()["detail"]
     revoked = mint("mallory@pool.example.org")
