@@ -15,7 +15,8 @@ from sqlalchemy import event, text
 from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.leases import Leases
 from htsec.creds.names import TokenName
-from htsec.creds.store import MAX_TOKEN_TEXT, CredStore
+from htsec.creds.store import CredStore
+from htsec.creds.writes import MAX_TOKEN_TEXT
 from htsec.errors import Conflict, CredentialInactive, NotFound, UsageError
 from htsec.store import Store
 from tests.conftest import stored_client_secret
@@ -323,7 +324,8 @@ def test_group_commit_fences_each_outcome(creds: CredStore) -> None:
 
 def test_store_and_authz_import_names_not_the_credential_directory() -> None:
     """The store and the permission rules need three name helpers: importing them loads
-    htsec.creds.names, never the directory, file-format or import modules."""
+    htsec.creds.names (and the store's own parts: its audit trail and its writes), never the
+    directory, file-format or import modules."""
     code = (
         "import sys, htsec.creds.store, htsec.authz\n"
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('htsec.creds'))))"
@@ -333,7 +335,9 @@ def test_store_and_authz_import_names_not_the_credential_directory() -> None:
     ).stdout.split()
     assert set(out) == {
         "htsec.creds",
+        "htsec.creds.audit",
         "htsec.creds.crypto",
         "htsec.creds.names",
         "htsec.creds.store",
+        "htsec.creds.writes",
     }

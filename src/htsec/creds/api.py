@@ -23,7 +23,8 @@ from pydantic import BaseModel, Field
 
 from htsec.authz import Perm, credential_owner, grants
 from htsec.creds.creddir import CredDir
-from htsec.creds.store import MAX_TOKEN_TEXT, CredentialInfo, CredStore
+from htsec.creds.store import CredentialInfo, CredStore
+from htsec.creds.writes import MAX_TOKEN_TEXT
 from htsec.errors import CredentialFileError, CredStoreError, Forbidden, HtsecError
 from htsec.web.auth import Caller, authenticate, peer, require
 from htsec.web.verifier import VerifiedCaller

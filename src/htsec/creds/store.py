@@ -1,5 +1,9 @@
 """The credential store: users' OAuth credentials, sealed at rest, with an audit trail.
 
+The audit trail is :mod:`htsec.creds.audit` (a base class of :class:`CredStore`); how a put
+becomes rows, alone or in a batch, is :mod:`htsec.creds.writes`. This module holds the public
+API: store, batch-store, delete, read, deliver, re-seal.
+
 Rows live in the ``credentials`` table (:class:`htsec.store.models.Credential`); refresh
 tokens, access tokens and client secrets are sealed with :class:`htsec.creds.crypto.Sealer`
 under the row's identity ``(user, service, handle)``. Writers use an optimistic ``version``
@@ -10,42 +14,34 @@ htsec (the credmon reads it through :meth:`CredStore.refresh_token`).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from htsec.creds.audit import AuditTrail, audit_entry
 from htsec.creds.crypto import Sealer, aad_for
-from htsec.creds.names import TokenName, local_user, split_scopes
-from htsec.errors import (
-    Busy,
-    Conflict,
-    CredentialError,
-    CredentialInactive,
-    CredStoreError,
-    HtsecError,
-    NotFound,
-    UsageError,
+from htsec.creds.names import TokenName, local_user
+from htsec.creds.writes import (
+    CREDENTIALS,
+    PUT_BATCH,
+    Put,
+    apply_put,
+    apply_puts,
+    ensure_user,
+    prepare_put,
+    where,
 )
+from htsec.errors import Busy, CredentialInactive, CredStoreError, HtsecError, NotFound
 from htsec.store import Store
-from htsec.store.models import AuditEntry, Credential, User
 
-__all__ = ["MAX_TOKEN_TEXT", "AccessToken", "CredStore", "CredentialInfo"]
+__all__ = ["AccessToken", "CredStore", "CredentialInfo"]
 
-#: Bound on any token or secret text stored (bytes of UTF-8).
-MAX_TOKEN_TEXT = 16 * 1024
 _RETRIES = 50
-#: Fetch audit rows are written in batches of this many, or after this many seconds.
-AUDIT_BATCH = 256
-AUDIT_DELAY = 1.0
-#: :meth:`CredStore.put_many` commits at most this many credentials per transaction.
-PUT_BATCH = 256
-_C = cast(Table, Credential.__table__)
+_C = CREDENTIALS
 # Built once: lookups by name only bind parameters.
 _BY_NAME = select(_C).where(
     _C.c.user == bindparam("u"), _C.c.service == bindparam("s"), _C.c.handle == bindparam("h")
@@ -64,19 +60,6 @@ _ACCESS = select(
 _REFRESH = select(_C.c.refresh_token).where(
     _C.c.user == bindparam("u"), _C.c.service == bindparam("s"), _C.c.handle == bindparam("h")
 )
-
-
-@dataclass(frozen=True, repr=False)
-class _Put:
-    """A checked and sealed :meth:`CredStore.put`, not yet written."""
-
-    user: str
-    name: TokenName
-    values: dict[str, Any]
-    now: int
-    actor: str
-    peer: str | None
-    expect_version: int | None
 
 
 @dataclass(frozen=True)
@@ -134,73 +117,12 @@ class AccessToken:
         return out
 
 
-def _ensure_user(s: Any, user: str, now: int) -> None:
-    """Create the user row if missing (a concurrent creator wins quietly)."""
-    if s.get(User, user) is None:
-        with suppress(IntegrityError), s.begin_nested():
-            s.add(User(name=user, created_at=now))
-
-
-def _where(user: str, name: TokenName) -> Any:
-    """The WHERE clause naming one credential."""
-    return and_(_C.c.user == user, _C.c.service == name.service, _C.c.handle == (name.handle or ""))
-
-
-def _audit_entry(
-    *,
-    actor: str,
-    action: str,
-    user: str | None,
-    name: TokenName | None,
-    peer: str | None,
-    outcome: str,
-    detail: str | None = None,
-) -> AuditEntry:
-    """One audit row (never a secret)."""
-    return AuditEntry(
-        at=time.time(),
-        actor=actor,
-        action=action,
-        user=user,
-        service=name.service if name else None,
-        handle=(name.handle or "") if name else None,
-        peer=peer,
-        outcome=outcome,
-        detail=detail,
-    )
-
-
-def _bounded(value: str | None, what: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value.encode("utf-8")) > MAX_TOKEN_TEXT:
-        raise UsageError(f"{what} must be text of at most {MAX_TOKEN_TEXT} bytes")
-    if "\x00" in value:
-        raise UsageError(f"{what} must not contain NUL")
-    return value
-
-
-def _scopes(scopes: str | list[str] | None) -> str:
-    """Scopes as HTCondor's .top keeps them: a comma list without blanks, sorted as a set.
-    A string is split at commas and blanks; each item of a list must be one RFC 6749
-    scope-token (``"a b"`` is refused, not silently made two scopes)."""
-    if scopes is None:
-        return ""
-    try:
-        return ",".join(sorted(set(split_scopes(scopes))))
-    except CredentialError as exc:
-        raise CredStoreError(str(exc)) from None
-
-
-class CredStore:
-    """Credential operations on one store with one sealer."""
+class CredStore(AuditTrail):
+    """Credential operations on one store with one sealer (and its audit trail)."""
 
     def __init__(self, store: Store, sealer: Sealer) -> None:
-        self.store = store
+        super().__init__(store)
         self.sealer = sealer
-        self._pending: list[dict[str, Any]] = []
-        self._flushed = time.monotonic()
-        self._flush_lock = threading.Lock()
         self._access_sql = self._raw_sql(_ACCESS)
         self._refresh_sql = self._raw_sql(_REFRESH)
 
@@ -238,73 +160,6 @@ class CredStore:
             updated_at=row.updated_at,
         )
 
-    def record_access(
-        self,
-        *,
-        actor: str,
-        user: str,
-        service: str,
-        handle: str | None,
-        peer: str | None,
-        outcome: str,
-        action: str = "fetch",
-    ) -> None:
-        """Audit an access-token fetch (or, with ``action``, a refused store or delete).
-
-        Fetches are the hot path, so their rows are written in batches (every
-        :data:`AUDIT_BATCH` fetches or :data:`AUDIT_DELAY` seconds, and on :meth:`flush_audit`);
-        a crash can lose at most that window of these records. Successful stores and deletes
-        are audited in their own transaction."""
-        self._pending.append(
-            {
-                "at": time.time(),
-                "actor": actor,
-                "action": action,
-                "user": user,
-                "service": service,
-                "handle": handle or "",
-                "peer": peer,
-                "outcome": outcome,
-                "detail": None,
-            }
-        )
-        if len(self._pending) >= AUDIT_BATCH or time.monotonic() - self._flushed > AUDIT_DELAY:
-            self.flush_audit()
-
-    def flush_audit(self) -> int:
-        """Write the batched fetch records now; returns how many."""
-        with self._flush_lock:
-            rows, self._pending = self._pending, []
-            self._flushed = time.monotonic()
-            if rows:
-                with self.store.session() as s:
-                    s.execute(insert(cast(Table, AuditEntry.__table__)), rows)
-            return len(rows)
-
-    def audit(
-        self,
-        *,
-        actor: str,
-        action: str,
-        outcome: str,
-        user: str | None = None,
-        name: TokenName | None = None,
-        peer: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        with self.store.session() as s:
-            s.add(
-                _audit_entry(
-                    actor=actor,
-                    action=action,
-                    user=user,
-                    name=name,
-                    peer=peer,
-                    outcome=outcome,
-                    detail=detail,
-                )
-            )
-
     # -- writes ----------------------------------------------------------------------------
     def put(
         self,
@@ -332,7 +187,8 @@ class CredStore:
         ``source="cred-dir"`` marks a credential imported from HTCondor's directory (the
         credmon forgets it when HTCondor removes its ``.top``); any other store makes it
         htsec's own again."""
-        put = self._prepare_put(
+        put = prepare_put(
+            self._seal,
             user,
             service,
             handle,
@@ -353,7 +209,7 @@ class CredStore:
         )
         for _ in range(_RETRIES):
             with self.store.session() as s:
-                done = self._apply_put(s, put)
+                done = apply_put(s, put)
             if done:
                 return self.info(put.user, put.name.service, put.name.handle)
         raise Busy(f"too much contention storing {put.name.stem} of {put.user}; try again")
@@ -361,18 +217,19 @@ class CredStore:
     def put_many(self, entries: Sequence[Mapping[str, Any]]) -> list[HtsecError | None]:
         """Several :meth:`put` calls (each entry holds one call's keyword arguments, ``user``
         and ``service`` included), committed together: one transaction (one fsync) per
-        :data:`PUT_BATCH` credentials, new ones written with one statement each for users,
-        credentials and audit rows. Each credential is sealed, versioned and audited exactly as
-        :meth:`put` does it; for each entry the result is None or the error that refused it
-        (the others are stored). An entry that lost a race with a concurrent writer, or that
-        names a credential an earlier entry named, is stored again on its own afterwards."""
+        :data:`~htsec.creds.writes.PUT_BATCH` credentials, new ones written with one statement
+        each for users, credentials and audit rows. Each credential is sealed, versioned and
+        audited exactly as :meth:`put` does it; for each entry the result is None or the error
+        that refused it (the others are stored). An entry that lost a race with a concurrent
+        writer, or that names a credential an earlier entry named, is stored again on its own
+        afterwards."""
         results: list[HtsecError | None] = [None] * len(entries)
-        prepared: list[tuple[int, _Put]] = []
+        prepared: list[tuple[int, Put]] = []
         again: list[int] = []
         seen: set[tuple[str, TokenName]] = set()
         for i, entry in enumerate(entries):
             try:
-                put = self._prepare_put(**entry)
+                put = prepare_put(self._seal, **entry)
             except HtsecError as exc:
                 results[i] = exc
                 continue
@@ -383,186 +240,13 @@ class CredStore:
                 prepared.append((i, put))
         for start in range(0, len(prepared), PUT_BATCH):
             with self.store.session() as s:
-                again += self._apply_puts(s, prepared[start : start + PUT_BATCH], results)
+                again += apply_puts(s, prepared[start : start + PUT_BATCH], results)
         for i in sorted(again):
             try:
                 self.put(**entries[i])
             except HtsecError as exc:
                 results[i] = exc
         return results
-
-    def _apply_puts(
-        self, s: Any, batch: list[tuple[int, _Put]], results: list[HtsecError | None]
-    ) -> list[int]:
-        """:meth:`_apply_put` for many credentials of distinct names inside session ``s``;
-        refusals go into ``results``, and the indexes of entries to put again are returned."""
-        users = {put.user for _, put in batch}
-        versions = {
-            (u, svc, h): v
-            for u, svc, h, v in s.execute(
-                select(_C.c.user, _C.c.service, _C.c.handle, _C.c.version).where(
-                    _C.c.user.in_(users)
-                )
-            )
-        }
-        new: list[tuple[int, _Put]] = []
-        again: list[int] = []
-        for i, put in batch:
-            current = versions.get((put.user, put.name.service, put.name.handle or ""))
-            if current is None and put.expect_version is None:
-                new.append((i, put))
-                continue
-            try:
-                if not self._apply_put(s, put):  # an update: version-checked, one by one
-                    again.append(i)
-            except Conflict as exc:  # expect_version did not match
-                results[i] = exc
-        if not new:
-            return again
-        known_users = set(s.scalars(select(User.name).where(User.name.in_(users))))
-        missing = sorted({put.user for _, put in new} - known_users)
-        if missing:
-            try:
-                with s.begin_nested():
-                    s.execute(
-                        insert(cast(Table, User.__table__)),
-                        [{"name": u, "created_at": int(time.time())} for u in missing],
-                    )
-            except IntegrityError:  # a concurrent writer created one of them: one by one
-                for u in missing:
-                    _ensure_user(s, u, int(time.time()))
-        rows = [
-            {
-                "user": put.user,
-                "service": put.name.service,
-                "handle": put.name.handle or "",
-                "version": 1,
-                "created_at": put.now,
-                **put.values,
-            }
-            for _, put in new
-        ]
-        try:
-            with s.begin_nested():
-                s.execute(insert(_C), rows)
-        except IntegrityError:  # one of them was created meanwhile: each on its own
-            return again + [i for i, put in new if not self._apply_put(s, put)]
-        s.execute(
-            insert(cast(Table, AuditEntry.__table__)),
-            [
-                {
-                    "at": time.time(),
-                    "actor": put.actor,
-                    "action": "store",
-                    "user": put.user,
-                    "service": put.name.service,
-                    "handle": put.name.handle or "",
-                    "peer": put.peer,
-                    "outcome": "ok",
-                    "detail": "version 1",
-                }
-                for _, put in new
-            ],
-        )
-        return again
-
-    def _prepare_put(
-        self,
-        user: str,
-        service: str,
-        handle: str | None = None,
-        *,
-        refresh_token: str | None = None,
-        access_token: str | None = None,
-        expires_at: int | None = None,
-        token_type: str = "bearer",  # noqa: S107 - RFC 6750 token type
-        scopes: str | list[str] | None = None,
-        audience: str | None = None,
-        provider: str | None = None,
-        client_id: str | None = None,
-        client_secret: str | None = None,
-        token_url: str | None = None,
-        actor: str = "htsec",
-        peer: str | None = None,
-        expect_version: int | None = None,
-        source: str | None = None,
-    ) -> _Put:
-        """A :meth:`put` checked and sealed, ready for :meth:`_apply_put`."""
-        user, name = self._name(user, service, handle)
-        _bounded(refresh_token, "refresh token")
-        _bounded(access_token, "access token")
-        _bounded(client_secret, "client secret")
-        if refresh_token is None and access_token is None:
-            raise UsageError("store a refresh token, an access token or both")
-        now = int(time.time())
-        values = {
-            "provider": provider or name.service,
-            "scopes": _scopes(scopes),
-            "audience": _bounded(audience, "audience") or "",
-            "refresh_token": self._seal(refresh_token, "refresh_token", user, name),
-            "access_token": self._seal(access_token, "access_token", user, name),
-            "token_type": token_type[:64],
-            "access_expires_at": expires_at,
-            "client_id": client_id,
-            "client_secret": self._seal(client_secret, "client_secret", user, name),
-            "token_url": token_url,
-            "state": "active",
-            "last_error": None,
-            "updated_at": now,
-            # A stored credential is new to the credmon: look at it at once, no back-off.
-            "access_issued_at": now if access_token is not None else None,
-            "next_attempt_at": None,
-            "failures": 0,
-            "source": source,
-            "refresh_sent_at": None,  # a new refresh token: nothing of it is in flight
-        }
-        return _Put(user, name, values, now, actor, peer, expect_version)
-
-    def _apply_put(self, s: Any, put: _Put) -> bool:
-        """One attempt at a prepared put inside session ``s``; False if it lost a race with a
-        concurrent writer (nothing of it was written: re-read and try again)."""
-        user, name, values, now = put.user, put.name, put.values, put.now
-        key = _where(user, name)
-        current = s.execute(select(_C.c.version).where(key)).scalar()
-        if put.expect_version is not None and current != put.expect_version:
-            raise Conflict(
-                f"credential {name.stem} of {user} is at version {current}, "
-                f"not {put.expect_version}; re-read and retry"
-            )
-        if current is None:
-            _ensure_user(s, user, now)
-            try:
-                with s.begin_nested():
-                    s.execute(
-                        insert(_C).values(
-                            user=user,
-                            service=name.service,
-                            handle=name.handle or "",
-                            version=1,
-                            created_at=now,
-                            **values,
-                        )
-                    )
-            except IntegrityError:
-                return False  # a concurrent writer created it first: update instead
-        else:
-            res = s.execute(
-                update(_C).where(key, _C.c.version == current).values(version=current + 1, **values)
-            )
-            if res.rowcount != 1:
-                return False  # lost the race; re-read the version and apply again
-        s.add(
-            _audit_entry(
-                actor=put.actor,
-                action="store",
-                user=user,
-                name=name,
-                peer=put.peer,
-                outcome="ok",
-                detail=f"version {(current or 0) + 1}",
-            )
-        )
-        return True
 
     def ensure_local(
         self,
@@ -580,7 +264,7 @@ class CredStore:
         user, name = self._name(user, service, handle)
         now = int(time.time())
         with self.store.session() as s:
-            _ensure_user(s, user, now)
+            ensure_user(s, user, now)
             try:
                 with s.begin_nested():
                     s.execute(
@@ -603,7 +287,7 @@ class CredStore:
             except IntegrityError:
                 return False
             s.add(
-                _audit_entry(
+                audit_entry(
                     actor=actor,
                     action="store",
                     user=user,
@@ -625,11 +309,11 @@ class CredStore:
         peer: str | None = None,
     ) -> bool:
         user, name = self._name(user, service, handle)
-        key = _where(user, name)
+        key = where(user, name)
         with self.store.session() as s:
             n = s.execute(delete(_C).where(key)).rowcount  # type: ignore[attr-defined]
             s.add(
-                _audit_entry(
+                audit_entry(
                     actor=actor,
                     action="delete",
                     user=user,
@@ -721,18 +405,6 @@ class CredStore:
             for service, state, n in conn.execute(q):
                 out.setdefault(service, {})[state] = int(n)
         return out
-
-    def audit_log(self, user: str | None = None, limit: int = 100) -> list[Mapping[str, Any]]:
-        """The newest ``limit`` audit rows (of ``user``), newest first, pending fetches flushed.
-
-        Nothing in htsec shows the audit yet: the tests read it here, and the portal's token
-        inventory will, to show users the history of their own credentials."""
-        self.flush_audit()
-        q = select(AuditEntry.__table__).order_by(AuditEntry.id.desc()).limit(limit)
-        if user is not None:
-            q = q.where(AuditEntry.user == user)
-        with self.store.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
 
     # -- rekey -----------------------------------------------------------------------------
     def reseal_all(self) -> int:
