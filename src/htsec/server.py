@@ -20,9 +20,8 @@ from htsec import __version__
 from htsec.config import Settings
 from htsec.credmon import api as issuer_api
 from htsec.creds import api as creds_api
-from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.fastpath import AccessTokenFastPath
-from htsec.creds.store import CredStore
+from htsec.creds.open import open_credstore
 from htsec.metrics import install as install_metrics
 from htsec.tokens import api as tokens_api
 from htsec.tokens.authority import Authority
@@ -77,8 +76,7 @@ def create_app(
     app.state.verifiers = VerifierCache(authority.verifier)
     app.state.health_checks = {}
     app.state.credmon_wake = None  # set when an in-process credmon runs
-    generate_key_file(settings.store_key_file)
-    credstore = CredStore(authority.store, Sealer(settings.store_key_file))
+    credstore = open_credstore(settings, authority.store)
     app.state.credstore = credstore
 
     install_handlers(app)

@@ -36,15 +36,14 @@ from htsec.credmon.issuer import IssuerConfig, LocalIssuer, load_config
 from htsec.credmon.policy import Policy
 from htsec.credmon.providers import ProviderSet, load_providers
 from htsec.creds.creddir import CREDMON_COMPLETE, CredDir
-from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.files import UseFile
 from htsec.creds.holder import Holder
 from htsec.creds.leases import Claim
 from htsec.creds.names import TokenName, local_user
+from htsec.creds.open import open_credstore
 from htsec.creds.scan import FoundCredential, ImportProblem, import_dir
 from htsec.creds.store import CredentialInfo, CredStore
 from htsec.errors import ConfigError, CredentialFileError, HtsecError
-from htsec.store import open_store
 
 __all__ = ["Credmon", "PassResult", "tell_master_ready"]
 
@@ -81,8 +80,7 @@ class Credmon:
         self.cred_dir = CredDir(cred_dir) if cred_dir else None
         self._own_store = creds is None
         if creds is None:
-            generate_key_file(settings.store_key_file)
-            creds = CredStore(open_store(settings.database_url), Sealer(settings.store_key_file))
+            creds = open_credstore(settings)
         self.creds = creds
         self.providers = providers or load_providers()
         # The local issuers' knobs are read now; a key is loaded when first needed (a credmon
