@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
-from tests.conftest import run
+from tests.conftest import mint_at, run
 
 
 def test_first_token_flow(home: Path) -> None:
@@ -67,10 +68,8 @@ def test_token_list_skips_unsafe_files_like_htcondor(home: Path) -> None:
 
 def test_rejected_token_exit_1_with_reason(home: Path) -> None:
     run("key", "create", "POOL")
-    tok = run("token", "create", "-i", "a@pool.example.org", "--lifetime", "0").out.strip()
-    import time
-
-    time.sleep(1.1)
+    # Expired 10 s ago: minted with the clock set back, not waited for.
+    tok = mint_at("a@pool.example.org", now=int(time.time()) - 10, lifetime=1)
     r = run("token", "verify", tok)
     assert r.code == 1
     assert "REJECTED (expired)" in r.err and "Traceback" not in r.err
@@ -96,10 +95,9 @@ def test_revoke_jti_identity_expr_and_condor_expr(home: Path) -> None:
     for t in (a, b, c):
         r = run("token", "verify", t, "--json")
         assert r.code == 1 and json.loads(r.out)["reason"] == "revoked"
-    import time
-
-    time.sleep(1.1)  # identity revocation covers tokens issued up to the revocation only
-    later = run("token", "create", "-i", "b@pool.example.org").out.strip()
+    # Identity revocation covers tokens issued up to the revocation only: one issued 2 s
+    # after it (its clock set on, not waited for; within the 60 s iat skew) is valid.
+    later = mint_at("b@pool.example.org", now=int(time.time()) + 2)
     assert run("token", "verify", later).code == 0
     issued = json.loads(run("token", "issued", "--json").out)["issued"]
     assert sorted(x["state"] for x in issued) == ["live", "revoked", "revoked", "revoked"]
