@@ -419,3 +419,40 @@ def test_ipv4_mapped_peers_match_ipv4_rules(authority: Authority) -> None:
                           lifetime=None, client_id="", requester="", peer="::ffff:10.9.1.1",
                           now=1010)  # fmt: skip
     assert view.state == "approved"
+
+
+def test_a_waiting_client_asks_every_poll_seconds(
+    server: dict[str, str],
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """How often a waiting client asks is a parameter of the wait (no environment hook): at
+    0.1 s it asks several times while an administrator approves, then prints the token."""
+    import threading
+
+    from htsec.cli.context import App
+    from htsec.cli.request import _collect
+
+    monkeypatch.setenv("_CONDOR_HTSEC_SERVER_URL", server["_CONDOR_HTSEC_SERVER_URL"])
+    run("token", "create", "-i", "admin@pool.example.org", "--authz", "ADMINISTRATOR",
+        "--token", "admin")  # fmt: skip
+    r = run("token", "request", "-i", "carol@pool.example.org", "--no-wait", env=server)
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    rid, secret = lines[0].split()[1], lines[-1]
+    approval = threading.Timer(
+        0.5, lambda: run("token", "request", "approve", rid, "--yes", env=server)
+    )
+    approval.start()
+    app = App()
+    client = app.client(None, None)
+    try:
+        _collect(app, client, rid, secret, 30, None, poll=0.1)
+    finally:
+        client.close()  # a kept-alive connection would hold up the server's shutdown
+        approval.join()
+    token = capsys.readouterr().out.strip()
+    assert run("token", "verify", token).code == 0
+    asked = (home.parent / "serve.log").read_text().count(f"GET /v1/token-requests/{rid}")
+    assert asked >= 3, asked  # at the default 5 s it would have asked once or twice

@@ -87,9 +87,21 @@ def token_request(
     _collect(app, c, rid, secret, timeout, token_file_out)
 
 
+#: Seconds between two questions of a client waiting for its request to be decided.
+POLL = 5.0
+
+
 def _collect(
-    app: App, c: Client, rid: str, secret: str, timeout: int, token_file_out: str | None
+    app: App,
+    c: Client,
+    rid: str,
+    secret: str,
+    timeout: int,
+    token_file_out: str | None,
+    *,
+    poll: float = POLL,
 ) -> None:
+    """Ask every ``poll`` seconds (less near the deadline) until the request is decided."""
     deadline = time.monotonic() + timeout
     while True:
         body = c.call(
@@ -113,11 +125,7 @@ def _collect(
             raise HtsecError(f"token request {rid} was {state}")
         if time.monotonic() > deadline:
             raise HtsecError(f"gave up waiting for request {rid} after {timeout} s")
-        time.sleep(
-            min(5.0, max(0.2, deadline - time.monotonic()))
-            if not os.environ.get("HTSEC_TEST_POLL_FAST")
-            else 0.2
-        )
+        time.sleep(min(poll, max(0.2, deadline - time.monotonic())))
 
 
 @token_request.command("collect", context_settings=CONTEXT)
