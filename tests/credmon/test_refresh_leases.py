@@ -36,7 +36,7 @@ def test_a_request_is_not_sent_on_a_lease_about_to_run_out(creds: CredStore) -> 
 
 
 def test_leases_run_from_when_they_are_taken(creds: CredStore) -> None:
-    from htsec.creds.leases import Leases
+    from htsec.credmon.leases import Leases
 
     creds.put("hank", "oidc", refresh_token="rt-h")
     start = int(time.time())

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from htsec.credmon.engine import RefreshEngine
+from htsec.credmon.leases import Claim
 from htsec.credmon.policy import Policy
 from htsec.credmon.providers import Provider, ProviderSet
 from htsec.creds.crypto import Sealer, generate_key_file
-from htsec.creds.leases import Claim
 from htsec.creds.store import CredStore
 from htsec.errors import CredentialInactive
 from htsec.store import Store

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, text
 
+from htsec.credmon.leases import Leases
 from htsec.creds.crypto import Sealer, generate_key_file
-from htsec.creds.leases import Leases
 from htsec.creds.names import TokenName
 from htsec.creds.store import CredStore
 from htsec.creds.writes import MAX_TOKEN_TEXT
-from htsec.errors import Conflict, CredentialInactive, NotFound, UsageError
+from htsec.errors import Conflict, CredentialInactive, NotFound, StoreError, UsageError
 from htsec.store import Store
 from tests.conftest import stored_client_secret
 
@@ -291,37 +291,6 @@ def test_bounds(creds: CredStore) -> None:
         creds.put("alice", "box")
 
 
-def test_group_commit_fences_each_outcome(creds: CredStore) -> None:
-    """A batch of refresh outcomes: the one whose credential changed meanwhile is refused."""
-    from htsec.creds.leases import Leases
-
-    for u in ("a", "b", "c"):
-        creds.put(u, "box", refresh_token=f"{u}-rt")
-    leases = Leases(creds, "host:1")
-    claims = sorted(leases.claim(now=2_000_000_000, lease_s=60, limit=10), key=lambda c: c.user)
-    assert [c.user for c in claims] == ["a", "b", "c"]
-    creds.put("b", "box", refresh_token="b-newer")  # the user re-authorised during the refresh
-    items = [
-        (
-            c,
-            leases.success_values(
-                c,
-                access_token=f"{c.user}-at",
-                refresh_token=f"{c.user}-rt2",
-                expires_at=2_000_003_600,
-                token_type="bearer",
-                now=2_000_000_000,
-                next_attempt_at=2_000_001_800,
-            ),
-        )
-        for c in claims
-    ]
-    assert leases.commit_many(items) == [True, False, True]
-    assert creds.refresh_token("a", "box") == "a-rt2"
-    assert creds.refresh_token("b", "box") == "b-newer"  # the newer credential wins
-    assert creds.refresh_token("c", "box") == "c-rt2"
-
-
 def test_store_and_authz_import_names_not_the_credential_directory() -> None:
     """The store and the permission rules need three name helpers: importing them loads
     htsec.creds.names (and the store's own parts: its audit trail and its writes), never the
@@ -341,3 +310,21 @@ def test_store_and_authz_import_names_not_the_credential_directory() -> None:
         "htsec.creds.store",
         "htsec.creds.writes",
     }
+
+
+def test_a_sealed_value_opens_only_in_its_own_cell(creds: CredStore) -> None:
+    """The credmon's leases seal and open tokens through these two public methods: a value
+    sealed for one user's credential and column opens for that cell only."""
+    box = TokenName("box")
+    sealed = creds.seal(RT, "refresh_token", "alice", box)
+    assert sealed is not None and RT.encode() not in sealed
+    assert creds.unseal(sealed, "refresh_token", "alice", box) == RT
+    for column, user, name in (
+        ("access_token", "alice", box),
+        ("refresh_token", "bob", box),
+        ("refresh_token", "alice", TokenName("box", "x")),
+    ):
+        with pytest.raises(StoreError):
+            creds.unseal(sealed, column, user, name)
+    assert creds.seal(None, "refresh_token", "alice", box) is None
+    assert creds.unseal(None, "refresh_token", "alice", box) is None

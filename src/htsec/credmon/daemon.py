@@ -32,13 +32,13 @@ from typing import Any
 
 from htsec.config import Settings
 from htsec.credmon.engine import RefreshEngine, RefreshReport
+from htsec.credmon.holder import Holder
 from htsec.credmon.issuer import IssuerConfig, LocalIssuer, load_config
+from htsec.credmon.leases import Claim
 from htsec.credmon.policy import Policy
 from htsec.credmon.providers import ProviderSet, load_providers
 from htsec.creds.creddir import CREDMON_COMPLETE, CredDir
 from htsec.creds.files import UseFile
-from htsec.creds.holder import Holder
-from htsec.creds.leases import Claim
 from htsec.creds.names import TokenName, local_user
 from htsec.creds.open import open_credstore
 from htsec.creds.scan import FoundCredential, ImportProblem, import_dir

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from htsec.credmon.issuer import LocalIssuer
+from htsec.credmon.leases import Claim, Leases
 from htsec.credmon.metrics import CredmonMetrics
 from htsec.credmon.pacing import Batcher, RateLimiter
 from htsec.credmon.policy import Policy, backoff, refresh_due, should_refresh, token_expiry
 from htsec.credmon.providers import Provider, ProviderSet
-from htsec.creds.leases import Claim, Leases
 from htsec.creds.store import CredStore
 from htsec.errors import RefreshFailed, TokenClientError, TokenTimeout
 

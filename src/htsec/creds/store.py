@@ -134,10 +134,16 @@ class CredStore(AuditTrail):
     def _aad(self, column: str, user: str, name: TokenName) -> bytes:
         return aad_for("credentials", column, user, name.service, name.handle or "")
 
-    def _seal(self, value: str | None, column: str, user: str, name: TokenName) -> bytes | None:
+    def seal(self, value: str | None, column: str, user: str, name: TokenName) -> bytes | None:
+        """``value`` sealed for ``column`` of ``user``'s credential ``name`` (the associated
+        data binds it to that cell: it opens nowhere else); None stays None."""
         return None if value is None else self.sealer.seal(value, self._aad(column, user, name))
 
-    def _open(self, value: bytes | None, column: str, user: str, name: TokenName) -> str | None:
+    def unseal(self, value: bytes | None, column: str, user: str, name: TokenName) -> str | None:
+        """A value :meth:`seal` sealed for that same cell, opened; None stays None.
+
+        :raises StoreError: if it does not open (a damaged value, a data key not in the file).
+        """
         return None if value is None else self.sealer.open(value, self._aad(column, user, name))
 
     @staticmethod
@@ -188,7 +194,7 @@ class CredStore(AuditTrail):
         credmon forgets it when HTCondor removes its ``.top``); any other store makes it
         htsec's own again."""
         put = prepare_put(
-            self._seal,
+            self.seal,
             user,
             service,
             handle,
@@ -229,7 +235,7 @@ class CredStore(AuditTrail):
         seen: set[tuple[str, TokenName]] = set()
         for i, entry in enumerate(entries):
             try:
-                put = prepare_put(self._seal, **entry)
+                put = prepare_put(self.seal, **entry)
             except HtsecError as exc:
                 results[i] = exc
                 continue
@@ -386,7 +392,7 @@ class CredStore(AuditTrail):
             raise CredentialInactive(
                 f"credential {name.stem} of {user} is {state}: {last_error or 'no detail'}"
             )
-        token = self._open(None if sealed is None else bytes(sealed), "access_token", user, name)
+        token = self.unseal(None if sealed is None else bytes(sealed), "access_token", user, name)
         if token is None:
             raise NotFound(f"credential {name.stem} of {user} has no access token yet")
         return AccessToken(token, token_type, expires_at, scopes.replace(",", " "))
@@ -395,7 +401,7 @@ class CredStore(AuditTrail):
         """For the credmon only; never exposed over the API."""
         user, name = self._name(user, service, handle)
         (sealed,) = self._raw_row(self._refresh_sql, user, name)
-        return self._open(None if sealed is None else bytes(sealed), "refresh_token", user, name)
+        return self.unseal(None if sealed is None else bytes(sealed), "refresh_token", user, name)
 
     def status(self) -> dict[str, dict[str, int]]:
         """Per service, how many credentials are in each state."""

@@ -1,6 +1,7 @@
 """Leases: how credmons claim credentials for refresh and record the outcome.
 
-Split from :mod:`htsec.creds.store`; the rows are the store's ``credentials`` table.
+The rows are the store's ``credentials`` table (its lease columns are the credmon's); secrets
+are sealed and opened through :class:`htsec.creds.store.CredStore`'s public methods.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, or_, select, update
 
-from htsec.creds.holder import Holder
+from htsec.credmon.holder import Holder
 from htsec.creds.names import TokenName
 from htsec.creds.store import CredStore
 from htsec.errors import StoreError
@@ -71,8 +72,8 @@ def _claims(cs: CredStore, rows: Any, prior: dict[int, int | None]) -> list[Clai
         name = TokenName(r.service, r.handle)
         unreadable = None
         try:
-            refresh_token = cs._open(r.refresh_token, "refresh_token", r.user, name)
-            client_secret = cs._open(r.client_secret, "client_secret", r.user, name)
+            refresh_token = cs.unseal(r.refresh_token, "refresh_token", r.user, name)
+            client_secret = cs.unseal(r.client_secret, "client_secret", r.user, name)
         except StoreError as exc:
             refresh_token = client_secret = None
             unreadable = str(exc)
@@ -274,8 +275,8 @@ class Leases:
         keep = refresh_token or claim.refresh_token
         return dict(
             {
-                "refresh_token": self.creds._seal(keep, "refresh_token", claim.user, name),
-                "access_token": self.creds._seal(access_token, "access_token", claim.user, name),
+                "refresh_token": self.creds.seal(keep, "refresh_token", claim.user, name),
+                "access_token": self.creds.seal(access_token, "access_token", claim.user, name),
                 "access_expires_at": expires_at,
                 "access_issued_at": now,
                 "refreshed_at": now,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from htsec.credmon.holder import Holder
+from htsec.credmon.leases import Leases
 from htsec.creds.crypto import Sealer, generate_key_file
-from htsec.creds.holder import Holder
-from htsec.creds.leases import Leases
 from htsec.creds.store import CredStore
 from htsec.store import Store
 
@@ -28,8 +28,8 @@ from htsec.store import Store
 CHILD = r"""
 import sys, time
 from htsec.creds.crypto import Sealer
-from htsec.creds.holder import Holder
-from htsec.creds.leases import Leases
+from htsec.credmon.holder import Holder
+from htsec.credmon.leases import Leases
 from htsec.creds.store import CredStore
 from htsec.store import open_store
 creds = CredStore(open_store(sys.argv[1]), Sealer(sys.argv[2]))
