@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from htsec._time import utc_text
-from htsec.cli import when
+from htsec.cli.output import when
 
 
 def test_utc_text() -> None:
