@@ -120,19 +120,18 @@ def mint_at(
 
 
 def stored_client_secret(creds: CredStore, user: str, service: str, handle: str = "") -> str | None:
-    """The client secret a credential's row holds, opened with the store's key under the
-    row's associated data (the store has no reader for it: only the credmon's lease opens it)."""
+    """The client secret a credential's row holds, opened with :meth:`CredStore.unseal` (the
+    store has no reader for it: only the credmon's lease opens it)."""
     from sqlalchemy import select
 
-    from htsec.creds.crypto import aad_for
+    from htsec.creds.names import TokenName
     from htsec.store.models import Credential
 
     c = Credential.__table__.c
     query = select(c.client_secret).where(c.user == user, c.service == service, c.handle == handle)
     with creds.store.engine.connect() as conn:
         sealed = conn.execute(query).scalar_one()
-    aad = aad_for("credentials", "client_secret", user, service, handle)
-    return None if sealed is None else creds.sealer.open(sealed, aad)
+    return creds.unseal(sealed, "client_secret", user, TokenName(service, handle))
 
 
 # -- databases -------------------------------------------------------------------------------
