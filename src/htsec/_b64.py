@@ -1,7 +1,7 @@
 """Base64url without padding (RFC 7515 section 2): every JWT segment htsec writes or reads.
 
 Used by the IDTOKENS signer and verifier (:mod:`htsec.tokens.idtoken`) and the credmon's
-reading of an access token's ``iat``/``exp`` (:mod:`htsec.credmon.refresh`).
+reading of an access token's ``iat``/``exp`` (:func:`htsec.credmon.policy.token_expiry`).
 """
 
 from __future__ import annotations
