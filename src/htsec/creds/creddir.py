@@ -13,6 +13,11 @@ owners from ``store_cred.cpp`` (root ``2770 root:condor``, user directories ``07
 The file formats are :mod:`htsec.creds.files` and :mod:`htsec.creds.pending`; every write goes
 through :mod:`htsec._fs` (temporary file with its final mode, fsync, rename, fsync of the
 directory), every read through :func:`htsec.creds.safety.read_limited`.
+
+Why about 500 lines in one file: it is one class, the directory's whole contract (root, user
+directories, credential files, marks, pending logins, ``pid``, ``CREDMON_COMPLETE``), whose
+methods share its owner, mode and no-follow rules; what can stand alone (formats, checks) is
+already apart.
 """
 
 from __future__ import annotations
@@ -227,7 +232,7 @@ class CredDir:
         """The user's directory, opened without following a symlink: what is then written,
         read or removed relative to it cannot be redirected by swapping the directory
         meanwhile. For ``write`` it is created if missing and checked on the open descriptor
-        (see :func:`_check_user_dir`).
+        (see :func:`htsec.creds.safety.check_user_dir`).
 
         :raises FileNotFoundError: if it does not exist (and ``write`` is false).
         """
