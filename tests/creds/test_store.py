@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from htsec.credmon.leases import Leases
 from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.names import TokenName
 from htsec.creds.store import CredStore
-from htsec.creds.writes import MAX_TOKEN_TEXT
+from htsec.creds.writes import MAX_TOKEN_TEXT, prepare_put
 from htsec.errors import Conflict, CredentialInactive, NotFound, StoreError, UsageError
 from htsec.store import Store
 from tests.conftest import stored_client_secret
@@ -174,6 +175,16 @@ def test_put_many_commits_once_and_stores_each_like_put(creds: CredStore, store:
     stores = [e for e in creds.audit_log(limit=1000) if e["action"] == "store"]
     assert len(stores) == 1 + 21
     assert {(e["user"], e["actor"]) for e in stores} >= {(f"u{i}", "credmon") for i in range(20)}
+
+
+def test_put_and_put_many_share_one_signature_and_its_defaults() -> None:
+    """put() spells out prepare_put()'s keywords (a typed public API); put_many() entries get
+    prepare_put()'s defaults. The two must not drift: same names, kinds, defaults and types."""
+    put = list(inspect.signature(CredStore.put).parameters.values())[1:]  # without self
+    prepared = list(inspect.signature(prepare_put).parameters.values())[1:]  # without seal
+    assert [(p.name, p.kind, p.default, p.annotation) for p in put] == [
+        (p.name, p.kind, p.default, p.annotation) for p in prepared
+    ]
 
 
 def test_put_many_in_order_like_puts(creds: CredStore) -> None:
