@@ -177,15 +177,16 @@ def test_connections_bounded(served: tuple[int, ssl.SSLContext]) -> None:
             sock.close()
 
 
-def test_slow_head_times_out(settings: object, authority: object) -> None:
-    """A head trickled byte by byte is cut off after the head timeout with 408 (uvicorn in a
-    thread, plain HTTP, the protocol with a 1 s timeout)."""
+@contextlib.contextmanager
+def _threaded_server(settings: object, authority: object, timeout: float) -> Iterator[int]:
+    """uvicorn in a thread, plain HTTP, the bounded protocol with a ``timeout`` s request
+    timeout; yields its port."""
     import uvicorn
 
     from htsec.server import create_app
 
     protocol = bounded_protocol(8)
-    protocol.head_timeout = 1.0
+    protocol.head_timeout = timeout
     port = free_port()
     config = uvicorn.Config(
         create_app(settings, authority),  # type: ignore[arg-type]
@@ -202,6 +203,15 @@ def test_slow_head_times_out(settings: object, authority: object) -> None:
         deadline = time.monotonic() + 10
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_slow_head_times_out(settings: object, authority: object) -> None:
+    """A head trickled byte by byte is cut off after the timeout with 408."""
+    with _threaded_server(settings, authority, 1.0) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             start = time.monotonic()
             with contextlib.suppress(OSError):
@@ -212,6 +222,27 @@ def test_slow_head_times_out(settings: object, authority: object) -> None:
             assert time.monotonic() - start < 8
         assert data.startswith(b"HTTP/1.1 408 "), data
         assert b"application/problem+json" in data
-    finally:
-        server.should_exit = True
-        thread.join(10)
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["stalled", "trickled"])
+def test_slow_body_times_out(settings: object, authority: object, trickle: bool) -> None:
+    """A complete head whose body never completes (stalled, or a byte at a time) cannot hold
+    its connection slot: the whole request has the timeout, not only its head."""
+    head = b"POST /v1/token-requests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    with _threaded_server(settings, authority, 1.0) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            start = time.monotonic()
+            sock.sendall(head + b"Content-Length: 1000\r\n\r\n{")
+            data = b""
+            with contextlib.suppress(OSError):
+                while time.monotonic() - start < 6:
+                    if trickle:
+                        sock.sendall(b" ")
+                    if select.select([sock], [], [], 0.1)[0]:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+            assert time.monotonic() - start < 5, "the connection was held"
+        assert data.startswith(b"HTTP/1.1 408 "), data
+        assert b"application/problem+json" in data

@@ -1,7 +1,7 @@
 """Bounds on what one request may make the server hold, and no caching of API answers.
 
-Request heads (line and header fields), the time to send them and the number of open
-connections are bounded by the HTTP protocol itself (:mod:`htsec.web.protocol`, with the
+Request heads (line and header fields), the time to send a whole request and the number of
+open connections are bounded by the HTTP protocol itself (:mod:`htsec.web.protocol`, with the
 figures below); bodies by :class:`BoundBody`, before any handler reads them. Every ``/v1/``
 answer is ``Cache-Control: no-store`` (:class:`NoStore`).
 """
@@ -28,7 +28,7 @@ MAX_BODY = 64 * 1024
 MAX_HEAD = 32 * 1024
 #: Header fields per request.
 MAX_HEADERS = 100
-#: Seconds a peer has to send a complete request head.
+#: Seconds a peer has to send a complete request (head and body).
 HEAD_TIMEOUT = 30.0
 #: Default bound on open connections (``HTSEC_SERVE_MAX_CONNECTIONS``).
 MAX_CONNECTIONS = 1000

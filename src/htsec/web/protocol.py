@@ -10,8 +10,9 @@ connection:
 * a request line plus headers over ``MAX_HEAD`` bytes, or more than ``MAX_HEADERS``
   header fields: 431 (RFC 6585 section 5), counted as bytes arrive, before the parser has
   buffered more than one read beyond the bound;
-* a head not complete ``HEAD_TIMEOUT`` seconds after the connection or the request began:
-  408 (a trickled head cannot hold a connection slot for ever);
+* a request (head and body) not complete ``HEAD_TIMEOUT`` seconds after the connection or
+  the request began: 408, or a plain close once the answer has begun (a trickled head or a
+  stalled body cannot hold a connection slot for ever: uvicorn itself times neither);
 * a connection beyond ``max_connections`` (``HTSEC_SERVE_MAX_CONNECTIONS``): 503;
 * a malformed request: 400 (uvicorn answers ``text/plain`` there).
 
@@ -95,6 +96,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self._in_head:
             self._refuse(408, f"the request head did not arrive within {self.head_timeout:.0f} s")
+        elif self.pipeline:
+            self._arm_head_timer()  # reading is paused behind an earlier request: not its fault
+        elif self.cycle is not None and self.cycle.response_started:
+            self._refused = True  # an answer is under way: a problem document would corrupt it
+            self.logger.warning("closed a connection from %s: slow request body", self._peer())
+            self.transport.close()
+        else:
+            self._refuse(408, f"the request body did not arrive within {self.head_timeout:.0f} s")
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -132,11 +141,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._cancel_head_timer()
+        self._in_head = False  # the timer runs on until the body is complete
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self._cancel_head_timer()
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
