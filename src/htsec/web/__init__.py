@@ -4,9 +4,9 @@ and what they may do (:mod:`.auth`), bounds on what a request may hold (:mod:`.b
 
 It sits beside :mod:`htsec.config` and :mod:`htsec.authz`, below every part: it imports the
 base modules and the third-party web stack, never ``htsec.tokens``, ``htsec.creds`` or
-``htsec.credmon`` (the verifier is handed to it through the app's state), and nothing imports
-:mod:`htsec.server`, which only composes the parts' routers. ``pyproject.toml``'s import-linter
-contracts hold it there.
+``htsec.credmon`` (the verifier is handed to it through the app's state); only
+:mod:`htsec.serve` imports :mod:`htsec.server`, which only composes the parts' routers.
+``pyproject.toml``'s import-linter contracts hold it there.
 """
 
 from __future__ import annotations
