@@ -172,3 +172,16 @@ def test_older_credmons_names_are_trusted_until_their_lease_ends(creds: CredStor
     """``host:pid`` from a credmon before holders named process starts: never freed early."""
     Leases(creds, "localhost:999999").claim(now=int(time.time()), lease_s=600, limit=5)
     assert Leases(creds, str(Holder.this_process())).reap_dead_holders() == 0
+
+
+@pytest.mark.parametrize("pid", ["\u00b2", "\u0663", str(2**64), "0" * 400 + "7"])
+def test_a_malformed_holder_is_trusted_until_its_lease_ends(creds: CredStore, pid: str) -> None:
+    """A holder name with this boot and namespace but a pid that is no plain pid (a Unicode
+    digit, a number beyond any pid) is not anyone's name: reaping neither raises (which stopped
+    every pass) nor frees its lease early."""
+    me = Holder.this_process()
+    forged = f"{me.host}:{pid}:1:{me.boot_id}:{me.pid_ns}:{'c' * 16}"
+    Leases(creds, forged).claim(now=int(time.time()), lease_s=600, limit=3)
+    assert Holder.parse(forged) is None
+    assert Leases(creds, str(me)).reap_dead_holders() == 0
+    assert owners(creds) == {forged: 3}

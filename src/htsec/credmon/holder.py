@@ -20,6 +20,7 @@ older credmon's ``host:pid`` -- is trusted until its lease runs out.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ from functools import cache
 __all__ = ["Holder"]
 
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
+#: Linux's PID_MAX_LIMIT (include/linux/threads.h): no pid is larger.
+_PID_MAX = 4 * 1024 * 1024
+# ASCII digits only (str.isdigit takes "\u00b2" and "\u0663"), no leading zeros.
+_PID = re.compile(r"[1-9][0-9]{0,6}")
+_NUMBER = re.compile(r"0|[1-9][0-9]{0,19}")
 
 
 def _start_ticks(stat: str) -> int:
@@ -93,13 +99,16 @@ class Holder:
 
     @classmethod
     def parse(cls, text: str) -> Holder | None:
-        """A holder name, or None for anything else (say an older credmon's ``host:pid``)."""
+        """A holder name, or None for anything else (say an older credmon's ``host:pid``, or a
+        pid that is no plain decimal pid: such a holder is trusted until its lease ends)."""
         parts = text.split(":")
         if len(parts) != 6:
             return None
         host, pid, start, boot, ns, nonce = parts
-        if not (pid.isdigit() and start.isdigit() and ns.isdigit()) or int(pid) <= 0:
+        if not (_PID.fullmatch(pid) and _NUMBER.fullmatch(start) and _NUMBER.fullmatch(ns)):
             return None
+        if int(pid) > _PID_MAX:
+            return None  # no pid is (os.kill raised OverflowError beyond a C long)
         return cls(host, int(pid), int(start), boot, int(ns), nonce)
 
     def provably_dead(self) -> bool:
