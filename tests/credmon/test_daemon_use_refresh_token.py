@@ -7,12 +7,14 @@ credential it had imported from the directory before is forgotten once a new log
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
 from htsec.config import load
+from htsec.credmon.daemon import Credmon, PassResult
 from htsec.creds.crypto import Sealer
 from htsec.creds.store import CredStore
 from htsec.store import open_store
@@ -38,6 +40,17 @@ def root(tmp_path: Path, oidc: OidcProvider, monkeypatch: pytest.MonkeyPatch) ->
     return make_root(tmp_path)
 
 
+def pass_later(root: Path, seconds: float) -> PassResult:
+    """One pass of ``htsec credmon --once``, in process with its clock ``seconds`` on (access
+    tokens issued now are due then) instead of sleeping for them."""
+    credmon = Credmon(load(), cred_dir=root)
+    try:
+        credmon.engine.clock = lambda: time.time() + seconds
+        return asyncio.run(credmon.one_pass())
+    finally:
+        credmon.close()
+
+
 def snapshot(d: Path) -> dict[str, tuple[bytes, int, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in d.iterdir()}
 
@@ -49,12 +62,11 @@ def test_a_token_marked_use_refresh_token_false_is_never_refreshed(
     write_files(root, "alice", token, oidc.token_url, use_refresh_token=False)
     files = snapshot(root / "alice")
     before = token_requests(oidc)
-    time.sleep(2.5)  # its access token is due by now
 
-    r = run("credmon", "--cred-dir", str(root), "--once")
+    result = pass_later(root, 2.5)  # its access token is due by then
 
-    assert r.code == 0, r.err
-    assert "0 refreshed" in r.out and "0 imported" in r.out, r.out
+    assert result.ok, result
+    assert result.report.refreshed == [] and result.imported == [], result
     assert token_requests(oidc) == before
     assert snapshot(root / "alice") == files
 
@@ -71,11 +83,10 @@ def test_a_new_login_without_refresh_token_ends_the_refreshing(
     write_files(root, "alice", token, oidc.token_url)
     files = snapshot(root / "alice")
     before = token_requests(oidc)
-    time.sleep(2.5)  # the access token the credmon holds is due by now
 
-    r = run("credmon", "--cred-dir", str(root), "--once")
+    result = pass_later(root, 2.5)  # the access token the credmon holds is due by then
 
-    assert r.code == 0, r.err
+    assert result.ok, result
     assert token_requests(oidc) == before  # the old refresh token was not redeemed
     assert snapshot(root / "alice") == files  # the new login's files stand
     s = load()
