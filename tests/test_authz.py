@@ -106,3 +106,26 @@ def test_grants_listed_in_htcondor_order() -> None:
 )
 def test_credentials_belong_to_user_at_uid_domain(subject: str, owner: str | None) -> None:
     assert credential_owner(subject, "pool.example.org") == owner
+
+
+@pytest.mark.parametrize(
+    ("subject", "uid_domain"),
+    [
+        ("alice@c\u017f.wi\u017fc.edu", "cs.wisc.edu"),  # long s: casefold() makes it "s"
+        ("alice@\u212aitchen.example.org", "kitchen.example.org"),  # Kelvin sign: "k"
+        ("alice@\uff50ool.example.org", "pool.example.org"),  # fullwidth p
+    ],
+)
+def test_a_domain_matches_uid_domain_only_in_ascii(subject: str, uid_domain: str) -> None:
+    """UID_DOMAIN compares case-insensitively in ASCII only, as HTCondor's strcasecmp does:
+    a domain that only Unicode case folding makes equal is another domain."""
+    assert credential_owner(subject, uid_domain) is None
+    assert credential_owner("alice@" + uid_domain.upper(), uid_domain) == "alice"
+
+
+def test_level_names_match_in_ascii_only() -> None:
+    """getPermissionFromString is strcasecmp: "ADM\u0131NISTRATOR" (dotless i, which str.upper
+    turns into I) or a long s in "ADVERTI\u017fE_STARTD" names no level."""
+    assert granted(("ADM\u0131NISTRATOR",)) == {Perm.ALLOW}
+    assert granted(("advert\u0131se_startd", "ADVERTI\u017fE_STARTD")) == {Perm.ALLOW}
+    assert granted(("administrator",)) >= {Perm.ADMINISTRATOR}

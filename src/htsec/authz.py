@@ -91,9 +91,18 @@ class Token(Protocol):
     def authorizations(self) -> tuple[str, ...] | None: ...
 
 
+def _ascii_upper(text: str) -> str:
+    """``text`` upper-cased in ASCII only, as C's strcasecmp compares (``str.upper`` also makes
+    "I" of a dotless i and "S" of a long s)."""
+    return text.translate(_UPPER)
+
+
+_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def _perm(name: str) -> Perm | None:
     try:
-        return Perm(name.strip().upper())
+        return Perm(_ascii_upper(name.strip()))
     except ValueError:
         return None  # getPermissionFromString: NOT_A_PERM, ignored (e.g. OWNER, gone in 9.0)
 
@@ -143,9 +152,10 @@ def credential_owner(subject: str, uid_domain: str) -> str | None:
     None for an identity of another domain (a glidein pilot's ``SITE@glidein.HOST``,
     ``alice@other.domain``), without a domain, or whose user part HTCondor's credd would
     refuse as a credential directory name (``store_cred.cpp``: ``A-Za-z0-9 - + = _ .``).
-    Domains compare case-insensitively, as DNS names do.
+    Domains compare case-insensitively in ASCII, as DNS names and HTCondor's strcasecmp do
+    (Unicode case folding would make ``c\\u017f.wi\\u017fc.edu`` (long s) equal ``cs.wisc.edu``).
     """
     user, at, domain = subject.rpartition("@")
-    if not at or not user or domain.casefold() != uid_domain.strip().casefold():
+    if not at or not user or _ascii_upper(domain) != _ascii_upper(uid_domain.strip()):
         return None
     return user if is_local_user(user) else None
