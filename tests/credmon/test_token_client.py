@@ -464,6 +464,31 @@ def test_environment_proxy_is_used_unless_bypassed(monkeypatch: pytest.MonkeyPat
     run(main())
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_plain_http_to_loopback_never_goes_through_a_proxy(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    """A refresh token may go over plain http only because a loopback endpoint keeps it on
+    this host: HTTP_PROXY (without a NO_PROXY for it) must not carry it in clear text to a
+    proxy (which would also reach the proxy host's own loopback, another service)."""
+
+    async def main() -> None:
+        async with (
+            scripted(replying(response())) as (proxy_url, through_proxy),
+            scripted(replying(response())) as (url, direct),
+        ):
+            monkeypatch.setenv("HTTP_PROXY", proxy_url.removesuffix("/token"))
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            async with TokenClient() as client:
+                r = await post(client, url.replace("127.0.0.1", host))
+                assert r.json()["access_token"] == "at"
+            assert through_proxy.requests == []
+            assert direct.requests[0].startswith(b"POST /token HTTP/1.1\r\n")
+
+    run(main())
+
+
 def test_https_goes_through_a_connect_tunnel_verified_end_to_end(
     tls: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

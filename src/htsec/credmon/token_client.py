@@ -18,8 +18,10 @@ a client carrying refresh tokens needs:
   a compressed answer is refused (decoding it would undo the body bound: a decompression
   bomb of a few hundred bytes expands to gigabytes) and nothing is decompressed.
 * Proxies from the environment: ``HTTPS_PROXY``/``HTTP_PROXY`` (``ALL_PROXY`` as a fallback)
-  minus ``NO_PROXY``, read once per origin; only ``http://`` proxies (as aiohttp supports);
-  an https origin goes through a CONNECT tunnel, TLS verified end to end.
+  minus ``NO_PROXY``, read once per origin; plain http to a loopback endpoint never goes
+  through one (it is allowed only because the token stays on this host); only ``http://``
+  proxies (as aiohttp supports); an https origin goes through a CONNECT tunnel, TLS verified
+  end to end.
 * TLS: ``verify`` is ``True`` (the system's CA store; ``SSL_CERT_FILE``/``SSL_CERT_DIR`` are
   honoured), a CA bundle's path, an :class:`ssl.SSLContext`, or ``False`` (tests only); the
   server's name is checked.
@@ -201,9 +203,21 @@ def ssl_context(verify: ssl.SSLContext | str | os.PathLike[str] | bool) -> ssl.S
 Proxy = tuple[URL, dict[str, str]]  # the proxy, and the headers for it
 
 
+def _is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address: a peer on this host."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def environment_proxy(url: URL) -> Proxy | None:
     """The proxy the environment names for ``url`` (None: go direct), with its credentials
     from the proxy URL as a Proxy-Authorization header."""
+    if url.scheme == "http" and _is_loopback(url.host or ""):
+        return None  # plain http is allowed there only because it stays on this host
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(url.host or ""):
@@ -359,14 +373,7 @@ class TokenClient:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme == "https":
             return True
-        if parts.scheme != "http" or not parts.hostname:
-            return False
-        if parts.hostname == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(parts.hostname).is_loopback
-        except ValueError:
-            return False
+        return parts.scheme == "http" and _is_loopback(parts.hostname or "")
 
     async def refresh(
         self,
