@@ -141,3 +141,20 @@ def test_load_does_not_edit_the_environment(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    ["\nSEC_TOKEN_REVOCATION_EXPR = false", "/$(FULL_HOSTNAME)", "\rx", "/a\x1bb"],
+    ids=["line break", "macro", "carriage return", "control character"],
+)
+def test_htsec_home_that_the_builtin_configuration_cannot_hold_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """HTSEC_HOME is written into the built-in condor_config as ``HTSEC_HOME = <value>``: a line
+    break there would add knobs of the caller's choosing, and ``$(...)`` would be expanded to
+    another directory than the one htsec creates. Refused, naming the knob; nothing written."""
+    monkeypatch.setenv("HTSEC_HOME", str(tmp_path / "h") + suffix)
+    with pytest.raises(ConfigError, match="HTSEC_HOME"):
+        load()
+    assert not (tmp_path / "h").exists()

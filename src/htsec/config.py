@@ -169,7 +169,15 @@ def _reload(source: str) -> None:
 
 def _home(environ: dict[str, str] | os._Environ[str]) -> Path:
     raw = environ.get("HTSEC_HOME")
-    return Path(raw).expanduser() if raw else Path.home() / ".htsec"
+    if not raw:
+        return Path.home() / ".htsec"
+    # The built-in configuration holds it as "HTSEC_HOME = <value>": a line break would add
+    # knobs, "$(" would be expanded to another directory than the one created here.
+    if "$(" in raw or any(not c.isprintable() for c in raw):
+        raise ConfigError(
+            f"HTSEC_HOME = {raw!r} must be a directory path without control characters or '$('"
+        )
+    return Path(raw).expanduser()
 
 
 def _prepare_builtin(home: Path) -> Path:
