@@ -49,3 +49,32 @@ def test_refusals_and_errors_are_audited(
     assert ("bob", "fetch", "error") in seen
     assert ("bob", "fetch", "ok") not in seen
     assert AT not in repr(rows)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "route"])
+def test_a_control_character_in_a_query_never_costs_other_audit_rows(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    """``user=alice%00`` or ``handle=%00``: PostgreSQL cannot store a NUL in text, and the
+    fetches' audit rows are written in batches -- one such value must neither fail the request
+    with a 500 nor lose the batched rows of everyone else's fetches."""
+    from htsec.config import load
+    from tests.creds.conftest import credd_app
+
+    monkeypatch.setenv("HTSEC_DATABASE_URL", db_url)
+    settings = load()
+    authority = Authority(settings)
+    authority.keyring.create("POOL")
+    alice = bearer(authority.mint(identity="alice@pool.example.org"))
+    app = credd_app(settings, authority, fast=fast)
+    with TestClient(app, raise_server_exceptions=False) as client:  # type: ignore[arg-type]
+        client.put("/v1/creds/box", headers=alice, json={"access_token": AT})
+        assert client.get("/v1/creds/box/access-token", headers=alice).status_code == 200
+        for query in ("user=alice%00", "handle=%00", "user=al%01ice", "handle=h%7f"):
+            r = client.get(f"/v1/creds/box/access-token?{query}", headers=alice)
+            assert r.status_code in (400, 403, 404), (query, r.status_code, r.text)
+        cs = app.state.credstore  # type: ignore[attr-defined]
+        cs.flush_audit()
+        rows = cs.audit_log("alice")
+    assert [r["outcome"] for r in rows if r["action"] == "fetch"].count("ok") == 1
+    assert not any("\x00" in str(v) for r in rows for v in r.values())

@@ -9,6 +9,7 @@ of the change it records (:func:`audit_entry`, :func:`audit_values`) or in its o
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -26,6 +27,16 @@ __all__ = ["AUDIT_BATCH", "AUDIT_DELAY", "AuditTrail", "audit_entry", "audit_val
 AUDIT_BATCH = 256
 AUDIT_DELAY = 1.0
 _AUDIT = cast(Table, AuditEntry.__table__)
+# C0 and C1 controls and DEL: PostgreSQL cannot store a NUL in text (and a batch holding one
+# fails as a whole), and a control character in a row would reach whoever prints the trail.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _text(value: str | None) -> str | None:
+    """``value`` with control characters written as ``\\xNN`` (a caller's raw query text)."""
+    if value is None:
+        return None
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
 
 
 def audit_values(
@@ -39,17 +50,18 @@ def audit_values(
     outcome: str,
     detail: str | None = None,
 ) -> dict[str, Any]:
-    """One audit row's columns (never a secret), stamped now."""
+    """One audit row's columns (never a secret), stamped now; control characters in the
+    texts escaped."""
     return {
         "at": time.time(),
-        "actor": actor,
+        "actor": _text(actor),
         "action": action,
-        "user": user,
-        "service": service,
-        "handle": handle,
-        "peer": peer,
+        "user": _text(user),
+        "service": _text(service),
+        "handle": _text(handle),
+        "peer": _text(peer),
         "outcome": outcome,
-        "detail": detail,
+        "detail": _text(detail),
     }
 
 
