@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -13,7 +14,9 @@ from sqlalchemy.exc import OperationalError
 
 from htsec.credmon.engine import RefreshEngine, RefreshReport
 from htsec.credmon.policy import Policy
+from htsec.creds.crypto import Sealer, generate_key_file
 from htsec.creds.store import CredStore
+from htsec.store import Store
 from tests.credmon.scripted import (
     FAST,
     provider_set,
@@ -84,3 +87,22 @@ def test_a_failing_database_does_not_stop_the_pass(
     assert len(report.refreshed) == 1 and len(report.failed) == 1, report
     assert "bookkeeping failed" in next(iter(report.failed.values()))
     assert "could not record the outcome" in caplog.text
+
+
+@pytest.mark.parametrize("token_type", ["Bearer\\u0000", "a\\u001bb", "\\u00a0"])
+def test_a_hostile_token_type_costs_no_refresh(
+    store: Store, tmp_path: Path, token_type: str
+) -> None:
+    """A provider's ``token_type`` is stored as text: one with a NUL made PostgreSQL refuse the
+    group commit of every outcome batched with it (rotated refresh tokens of other
+    credentials lost). Anything but an RFC 6749 type-name is stored as ``bearer``."""
+    generate_key_file(tmp_path / "store.key")
+    creds = CredStore(store, Sealer(tmp_path / "store.key"))
+    for user in ("erin", "fred"):
+        creds.put(user, "oidc", refresh_token=f"rt-{user}")
+    body = '{"access_token":"at","token_type":"%s","expires_in":600,"refresh_token":"rt-new"}'
+    report, _ = serve_and_refresh(creds, response((body % token_type).encode()))
+    assert not report.failed, report
+    for user in ("erin", "fred"):
+        info = creds.info(user, "oidc")
+        assert info.token_type == "bearer" and info.state == "active"
