@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
 from starlette.testclient import TestClient
 
+from htsec.config import load
+from htsec.tokens.authority import Authority
 from htsec.web.bounds import MAX_BODY
-from tests.creds.conftest import AT
+from tests.creds.conftest import AT, bearer, credd_app
 
 
 def test_chunked_body_over_the_bound_is_413(
@@ -49,3 +52,25 @@ def test_scopes_are_rfc6749_scope_tokens(
         "/v1/creds/drive", headers=alice, json={"access_token": AT, "scopes": ["b", "a", "a"]}
     )
     assert r.status_code == 200 and r.json()["scopes"] == ["a", "b"], r.text
+
+
+def test_token_type_is_an_rfc6749_type_name(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stored token_type is text: "Bearer\\x00" was a 500 on PostgreSQL (it cannot store a
+    NUL); anything but a type-name (A-Za-z0-9 . _ -) is a 400 on either database."""
+    monkeypatch.setenv("HTSEC_DATABASE_URL", db_url)
+    settings = load()
+    authority = Authority(settings)
+    authority.keyring.create("POOL")
+    alice = bearer(authority.mint(identity="alice@pool.example.org"))
+    app = credd_app(settings, authority, fast=False)
+    with TestClient(app, raise_server_exceptions=False) as client:  # type: ignore[arg-type]
+        for bad in ("Bearer\x00", "a b", "\x1b[31m", ""):
+            r = client.put(
+                "/v1/creds/box", headers=alice, json={"access_token": AT, "token_type": bad}
+            )
+            assert r.status_code == 400, (bad, r.status_code, r.text)
+            assert "type-name" in r.json()["detail"]
+        r = client.put(
+            "/v1/creds/box", headers=alice, json={"access_token": AT, "token_type": "DPoP"}
+        )
+        assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text

@@ -6,7 +6,6 @@ are sealed and opened through :class:`htsec.creds.store.CredStore`'s public meth
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Collection
@@ -18,15 +17,12 @@ from sqlalchemy import Table, bindparam, func, or_, select, update
 from htsec.credmon.holder import Holder
 from htsec.creds.names import TokenName
 from htsec.creds.store import CredStore
+from htsec.creds.writes import TYPE_NAME
 from htsec.errors import StoreError
 from htsec.store.models import Credential
 
 __all__ = ["Claim", "Leases"]
 
-# RFC 6749 appendix A.13: type-name = 1*name-char; name-char = "-" / "." / "_" / DIGIT / ALPHA.
-# A provider's token_type is stored as text: a NUL in it made PostgreSQL refuse the whole group
-# commit; anything else is stored as "bearer".
-_TYPE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _C = cast(Table, Credential.__table__)
 
@@ -286,7 +282,9 @@ class Leases:
                 "access_expires_at": expires_at,
                 "access_issued_at": now,
                 "refreshed_at": now,
-                "token_type": token_type if _TYPE_NAME.fullmatch(token_type) else "bearer",
+                # a provider's token_type is stored as text: one with a NUL made PostgreSQL refuse
+                # the whole group commit; anything but a type-name is stored as "bearer"
+                "token_type": token_type if TYPE_NAME.fullmatch(token_type) else "bearer",
                 "state": "active",
                 "last_error": None,
                 "failures": 0,

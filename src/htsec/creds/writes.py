@@ -8,6 +8,7 @@ the retries and the batching; this module holds the rows.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -26,11 +27,13 @@ __all__ = [
     "CREDENTIALS",
     "MAX_TOKEN_TEXT",
     "PUT_BATCH",
+    "TYPE_NAME",
     "Put",
     "apply_put",
     "apply_puts",
     "ensure_user",
     "prepare_put",
+    "type_name",
     "where",
 ]
 
@@ -70,6 +73,21 @@ def where(user: str, name: TokenName) -> Any:
         CREDENTIALS.c.service == name.service,
         CREDENTIALS.c.handle == (name.handle or ""),
     )
+
+
+#: RFC 6749 appendix A.13: type-name = 1*name-char; name-char = "-" / "." / "_" / DIGIT /
+#: ALPHA (bounded to 64). A credential's token_type is stored as text and must be one.
+TYPE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def type_name(value: str) -> str:
+    """``value`` if it is an RFC 6749 token type name, else :class:`UsageError`."""
+    if not isinstance(value, str) or not TYPE_NAME.fullmatch(value):
+        raise UsageError(
+            f"token type {str(value)[:80]!r} is not an RFC 6749 type-name "
+            "(1 to 64 of A-Za-z0-9 . _ -)"
+        )
+    return value
 
 
 def bounded(value: str | None, what: str) -> str | None:
@@ -205,11 +223,11 @@ def prepare_put(
         "audience": bounded(audience, "audience") or "",
         "refresh_token": seal(refresh_token, "refresh_token", user, name),
         "access_token": seal(access_token, "access_token", user, name),
-        "token_type": token_type[:64],
+        "token_type": type_name(token_type),
         "access_expires_at": expires_at,
-        "client_id": client_id,
+        "client_id": bounded(client_id, "client id"),
         "client_secret": seal(client_secret, "client_secret", user, name),
-        "token_url": token_url,
+        "token_url": bounded(token_url, "token URL"),
         "state": "active",
         "last_error": None,
         "updated_at": now,
