@@ -95,7 +95,7 @@ def test_a_hostile_token_type_costs_no_refresh(
 ) -> None:
     """A provider's ``token_type`` is stored as text: one with a NUL made PostgreSQL refuse the
     group commit of every outcome batched with it (rotated refresh tokens of other
-    credentials lost). Anything but an RFC 6749 type-name is stored as ``bearer``."""
+    credentials lost). Anything but an RFC 6749 type-name or URI is stored as ``bearer``."""
     generate_key_file(tmp_path / "store.key")
     creds = CredStore(store, Sealer(tmp_path / "store.key"))
     for user in ("erin", "fred"):

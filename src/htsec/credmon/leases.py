@@ -283,7 +283,7 @@ class Leases:
                 "access_issued_at": now,
                 "refreshed_at": now,
                 # a provider's token_type is stored as text: one with a NUL made PostgreSQL refuse
-                # the whole group commit; anything but a type-name is stored as "bearer"
+                # the whole group commit; anything but a type-name or URI is stored as "bearer"
                 "token_type": token_type if TYPE_NAME.fullmatch(token_type) else "bearer",
                 "state": "active",
                 "last_error": None,

@@ -75,17 +75,17 @@ def where(user: str, name: TokenName) -> Any:
     )
 
 
-#: RFC 6749 appendix A.13: type-name = 1*name-char; name-char = "-" / "." / "_" / DIGIT /
-#: ALPHA (bounded to 64). A credential's token_type is stored as text and must be one.
-TYPE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: RFC 6749 appendix A.13: token-type = type-name / URI-reference; both are visible ASCII
+#: (bounded to 64 here). A credential's token_type is stored as text and must be one.
+TYPE_NAME = re.compile(r"[\x21-\x7e]{1,64}")
 
 
 def type_name(value: str) -> str:
-    """``value`` if it is an RFC 6749 token type name, else :class:`UsageError`."""
+    """``value`` if it can be an RFC 6749 token type, else :class:`UsageError`."""
     if not isinstance(value, str) or not TYPE_NAME.fullmatch(value):
         raise UsageError(
-            f"token type {str(value)[:80]!r} is not an RFC 6749 type-name "
-            "(1 to 64 of A-Za-z0-9 . _ -)"
+            f"token type {str(value)[:80]!r} is not an RFC 6749 type-name or URI "
+            "(1 to 64 visible ASCII characters)"
         )
     return value
 
