@@ -24,6 +24,25 @@ def test_redacts_jwt_age_and_pem(tmp_path: object) -> None:
     assert public in out and "jti=abc" in out and out.count(REDACTED) == 3
 
 
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda t: t.replace(".", "%2E"),
+        lambda t: t.replace(".", "%2e"),
+        lambda t: "%65" + t[1:],
+        lambda t: "".join(f"%{ord(c):02X}" for c in t),
+    ],
+    ids=["dots", "lower-case dots", "first letter", "every character"],
+)
+def test_redacts_percent_encoded_jwt(tmp_path: object, encode: object) -> None:
+    """uvicorn's access log writes the query string as the client sent it: a token whose
+    characters a client percent-encoded is still that token once decoded."""
+    token = mint(SigningKey("POOL", tmp_path, b"k" * 32), issuer="td", subject="a@b")  # type: ignore[arg-type]
+    encoded = encode(token)  # type: ignore[operator]
+    out = redact(f'"GET /v1/health?t={encoded}&x=1 HTTP/1.1" 200')
+    assert encoded not in out and REDACTED in out and "&x=1 HTTP/1.1" in out, out
+
+
 def test_filter_on_records(caplog: pytest.LogCaptureFixture) -> None:
     log = logging.getLogger("htsec.test")
     log.addFilter(RedactSecrets())

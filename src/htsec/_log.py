@@ -2,7 +2,8 @@
 
 Secrets should never be handed to a logger in the first place (DESIGN.md invariants); this
 filter is the second line (STYLE.md 4.11, authlib ``check_sensitive_data``): JWTs, age secret
-keys and PEM private keys in any log record are replaced by ``[secure]``.
+keys and PEM private keys in any log record are replaced by ``[secure]``, JWTs also when
+percent-encoded.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,15 +19,29 @@ __all__ = ["REDACTED", "RedactSecrets", "redact", "uvicorn_log_config"]
 
 REDACTED = "[secure]"
 _PATTERNS = re.compile(
-    r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"  # JWS compact (JSON header)
+    # A run that may be a JWS compact token (JSON header: "eyJ"), its characters possibly
+    # percent-encoded: uvicorn's access log writes a query string as the client sent it, and
+    # "%2E" between the parts is still the token once decoded. _secret() decides.
+    r"(?:e|%65)(?:y|%79)(?:J|%4[Aa])[A-Za-z0-9_%.-]{8,}"
     r"|AGE-SECRET-KEY-1[0-9A-Z]+"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
     re.S,
 )
 
 
+def _secret(match: re.Match[str]) -> str:
+    text = match.group()
+    if text[0] in "-A":
+        return REDACTED  # an age secret key or a PEM private key
+    # A JWS: header ("eyJ" and at least 4 more), payload (at least 4), a signature part.
+    parts = urllib.parse.unquote(text).split(".")
+    if len(parts) >= 3 and len(parts[0]) >= 7 and len(parts[1]) >= 4:
+        return REDACTED
+    return text
+
+
 def redact(text: str) -> str:
-    return _PATTERNS.sub(REDACTED, text)
+    return _PATTERNS.sub(_secret, text)
 
 
 def _redact_arg(value: object) -> object:
