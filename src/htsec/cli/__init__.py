@@ -22,8 +22,8 @@ from typing import NoReturn
 import click
 
 from htsec import __version__
+from htsec.cli import context
 from htsec.cli.config import config
-from htsec.cli.context import CONTEXT, App
 from htsec.cli.cred import cred
 from htsec.cli.credmon import credmon
 from htsec.cli.glidein import glidein
@@ -41,7 +41,7 @@ __all__ = ["htsec", "main"]
 log = logging.getLogger("htsec")
 
 
-@click.group("htsec", context_settings=CONTEXT)
+@click.group("htsec", context_settings=context.CONTEXT)
 @click.option("--debug", is_flag=True, help="Log debugging detail and show tracebacks.")
 @click.version_option(__version__, prog_name="htsec")
 @click.pass_context
@@ -55,7 +55,7 @@ def htsec(ctx: click.Context, debug: bool) -> None:
     Configuration is HTCondor's: set CONDOR_CONFIG to use a pool's; without it htsec uses a
     built-in default under HTSEC_HOME (~/.htsec). 'htsec config show' prints what is in effect.
     """
-    ctx.ensure_object(App).debug = debug
+    ctx.ensure_object(context.App).debug = debug
     from htsec._log import RedactSecrets
 
     logging.basicConfig(
@@ -100,7 +100,7 @@ def _fail(exc: BaseException, *, debug: bool) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``htsec`` console script."""
-    app = App()
+    app = context.App()
     try:
         htsec.main(
             args=list(argv) if argv is not None else None,
