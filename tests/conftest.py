@@ -56,6 +56,15 @@ def strict_umask() -> Iterator[None]:
 
 
 @pytest.fixture
+def empty_cred_root(tmp_path: Path) -> Path:
+    """An empty OAuth credential directory as HTCondor's setup makes it (2770)."""
+    root = tmp_path / "oauth_credentials"
+    root.mkdir()
+    root.chmod(0o2770)
+    return root
+
+
+@pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 

@@ -21,14 +21,6 @@ AT = "access-SECRET-for-wake-tests"
 
 
 @pytest.fixture
-def cred_root(tmp_path: Path) -> Path:
-    root = tmp_path / "oauth_credentials"
-    root.mkdir()
-    root.chmod(0o2770)
-    return root
-
-
-@pytest.fixture
 def victim() -> Iterator[subprocess.Popen[bytes]]:
     """A process SIGHUP would kill (sleep keeps the default disposition)."""
     proc = subprocess.Popen(["sleep", "120"])
@@ -53,12 +45,12 @@ def _store(url: str, ca: str, token: str, service: str) -> httpx.Response:
 
 
 def test_credd_reads_pid_file_safely(
-    home: Path, cred_root: Path, victim: subprocess.Popen[bytes], tmp_path: Path
+    home: Path, empty_cred_root: Path, victim: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
     assert run("key", "create", "POOL").code == 0
     token = run("token", "create", "-i", "alice@pool.example.org").out.strip()
-    pid_file = cred_root / "pid"
-    env = {"_CONDOR_SEC_CREDENTIAL_DIRECTORY_OAUTH": str(cred_root)}
+    pid_file = empty_cred_root / "pid"
+    env = {"_CONDOR_SEC_CREDENTIAL_DIRECTORY_OAUTH": str(empty_cred_root)}
     with serving(home, env, command="credd") as client_env:
         url, ca = client_env["_CONDOR_HTSEC_SERVER_URL"], str(home / "tls" / "ca.pem")
 
@@ -98,22 +90,22 @@ def test_credd_reads_pid_file_safely(
 
 
 def test_serve_wakes_its_credmon_directly(
-    home: Path, cred_root: Path, victim: subprocess.Popen[bytes]
+    home: Path, empty_cred_root: Path, victim: subprocess.Popen[bytes]
 ) -> None:
     """With the in-process credmon the pid file is never used: a valid-looking one naming
     another process does not get it signalled, and the credential is published at once."""
     assert run("key", "create", "POOL").code == 0
     token = run("token", "create", "-i", "alice@pool.example.org").out.strip()
-    (cred_root / "pid").write_text(str(victim.pid))
+    (empty_cred_root / "pid").write_text(str(victim.pid))
     env = {
-        "_CONDOR_SEC_CREDENTIAL_DIRECTORY_OAUTH": str(cred_root),
+        "_CONDOR_SEC_CREDENTIAL_DIRECTORY_OAUTH": str(empty_cred_root),
         "_CONDOR_HTSEC_SERVE_CREDMON": "true",
     }
     with serving(home, env) as client_env:
         url, ca = client_env["_CONDOR_HTSEC_SERVER_URL"], str(home / "tls" / "ca.pem")
         time.sleep(1)  # the credmon's first pass, at start, is done
         assert _store(url, ca, token, "box").status_code == 200
-        use = cred_root / "alice" / "box.use"
+        use = empty_cred_root / "alice" / "box.use"
         deadline = time.monotonic() + 5  # the credmon's own period is 10 s
         while not use.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
