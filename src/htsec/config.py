@@ -81,6 +81,9 @@ KNOBS: dict[str, str] = {
     "HTSEC_GLIDEIN_LIFETIME": "default lifetime of glidein tokens in seconds (86400)",
     "HTSEC_CREDMON_RATE": "refreshes per second per OAuth provider (50)",
     "HTSEC_ISSUER_PREVIOUS_KEYS": "kid:/path.pem ... of retired local-issuer keys still published",
+    "HTSEC_PORTAL_URL": "the portal's base URL in authorisation links (default: "
+    "CREDMON_WEB_PREFIX, else HTSEC_SERVER_URL)",
+    "HTSEC_PORTAL_LINK_LIFETIME": "seconds a one-time authorisation link lives (900)",
 }
 
 #: htsec's own knobs, which ``HTSEC_<KNOB>`` in the environment also sets (like

@@ -19,6 +19,7 @@ the traceback goes to the log only. tests/test_errors.py checks this drawing aga
     +-- NotFound                 no such credential, token request ... (404)
     +-- Conflict                 the thing is not in the state the action needs (409)
     |   +-- CredentialInactive   the credential needs re-authorisation (or is otherwise dead)
+    +-- LinkGone                 a one-time authorisation link expired or was used (410)
     +-- UriTooLong               the request target is over its limit (414)
     +-- TooManyRequests          this client has too much pending; wait (429)
     +-- Busy                     the server is at a limit or contended; try again (503)
@@ -56,6 +57,7 @@ __all__ = [
     "Forbidden",
     "HtsecError",
     "KeyNotFound",
+    "LinkGone",
     "NotFound",
     "RefreshFailed",
     "RemoteError",
@@ -185,6 +187,15 @@ class CredentialInactive(Conflict):
     exit_code = 1
     status = 409
     code = "credential_inactive"
+
+
+class LinkGone(HtsecError):
+    """A one-time authorisation link that expired, was used up, or was opened in another
+    browser session (:mod:`htsec.creds.links`); the user asks for a new one."""
+
+    exit_code = 1
+    status = 410
+    code = "link_gone"
 
 
 class UriTooLong(HtsecError):

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from htsec.authz import Perm, credential_owner, grants
 from htsec.creds.creddir import CredDir
+from htsec.creds.links import MAX_NEEDS, Need, create_link, link_url, portal_url
 from htsec.creds.store import CredentialInfo, CredStore
 from htsec.creds.writes import MAX_TOKEN_TEXT
 from htsec.errors import CredentialFileError, CredStoreError, Forbidden, HtsecError
@@ -316,3 +317,32 @@ def status(request: Request, caller: Caller) -> dict[str, Any]:
         out.setdefault(c.service, {}).setdefault(c.state, 0)
         out[c.service][c.state] += 1
     return {"services": out}
+
+
+class NeedIn(BaseModel):
+    """One credential an authorisation link asks for."""
+
+    service: str = Field(max_length=200)
+    handle: str | None = Field(default=None, max_length=200)
+    scopes: list[str] = Field(default_factory=list, max_length=64)
+    audience: str | None = Field(default=None, max_length=1024)
+
+
+class AuthorizationsIn(BaseModel):
+    needs: list[NeedIn] = Field(min_length=1, max_length=MAX_NEEDS)
+
+
+@router.post("/creds/authorizations", status_code=201)
+def create_authorization(
+    body: AuthorizationsIn, request: Request, caller: Caller
+) -> dict[str, Any]:
+    """A one-time link (:mod:`htsec.creds.links`) at which the caller's own user logs in at
+    the providers of ``needs``: ``{"url": "<portal>/key/<64 hex>", "expires_at": ...}``."""
+    user = _target(caller, None, perm=Perm.WRITE, uid_domain=_uid_domain(request))
+    needs = [Need(n.service, n.handle, frozenset(n.scopes), n.audience) for n in body.needs]
+    link = create_link(_creds(request), user=user, needs=needs, actor=caller.subject)
+    return {
+        "url": link_url(portal_url(request.app.state.settings), link.id),
+        "expires_at": link.expires_at,
+        "user": link.user,
+    }

@@ -20,11 +20,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "AuditEntry",
+    "AuthorizationNeed",
     "AutoApproveRule",
     "Base",
     "Credential",
     "IssuedToken",
     "PendingAuthorization",
+    "PortalLogin",
+    "PortalSession",
     "Revocation",
     "TokenRequest",
     "User",
@@ -158,21 +161,77 @@ class Credential(Base):
 
 
 class PendingAuthorization(Base):
-    """A web login the user still has to complete (portal; HTCondor's ``<root>/<64 hex>``)."""
+    """A one-time authorisation link (:mod:`htsec.creds.links`; 0006): ``id`` is the SHA-256 of
+    the link's secret id. ``source`` is ``htsec`` (``POST /v1/creds/authorizations``) or
+    ``cred-dir`` (condor_credd's ``<root>/<64 hex>``); the columns ``service`` to ``return_url``
+    of 0002 are unused (a link's needs are :class:`AuthorizationNeed` rows)."""
 
     __tablename__ = "pending_authorizations"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user: Mapped[str] = mapped_column(String(255))
-    service: Mapped[str] = mapped_column(String(255))
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    service: Mapped[str] = mapped_column(String(255), default="")
     handle: Mapped[str] = mapped_column(String(255), default="")
-    provider: Mapped[str] = mapped_column(String(255))
+    provider: Mapped[str] = mapped_column(String(255), default="")
     scopes: Mapped[str] = mapped_column(Text, default="")
     audience: Mapped[str] = mapped_column(Text, default="")
     return_url: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(32), default="pending")
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(16), default="htsec")
+    session_hash: Mapped[str | None] = mapped_column(String(64))
+    bound_at: Mapped[int | None] = mapped_column(BigInteger)
+    consumed_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuthorizationNeed(Base):
+    """One credential a link asks for; ``scopes`` space-separated and sorted."""
+
+    __tablename__ = "authorization_needs"
+
+    link_hash: Mapped[str] = mapped_column(
+        String(64), ForeignKey("pending_authorizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(String(255))
+    handle: Mapped[str] = mapped_column(String(255), default="")
+    provider: Mapped[str] = mapped_column(String(255))
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    audience: Mapped[str | None] = mapped_column(Text)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class PortalSession(Base):
+    """A portal browser session; ``id_hash`` is the SHA-256 of the cookie's random id."""
+
+    __tablename__ = "portal_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    user: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    seen_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class PortalLogin(Base):
+    """An authorization-code flow in progress: keyed by the SHA-256 of its ``state``, bound to
+    the browser session that started it; ``code_verifier`` (PKCE) sealed."""
+
+    __tablename__ = "portal_logins"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), index=True)
+    link_hash: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(255))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    code_verifier: Mapped[bytes] = mapped_column(LargeBinary)
+    nonce: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class AuditEntry(Base):
