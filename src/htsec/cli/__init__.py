@@ -29,6 +29,7 @@ from htsec.cli.credmon import credmon
 from htsec.cli.glidein import glidein
 from htsec.cli.issuer import issuer
 from htsec.cli.key import key
+from htsec.cli.login import login
 from htsec.cli.output import err
 from htsec.cli.request import token_request
 from htsec.cli.serve import credd, serve
@@ -67,7 +68,7 @@ def htsec(ctx: click.Context, debug: bool) -> None:
 
 
 token.add_command(token_request)
-for command in (config, key, token, glidein, cred, store, serve, credmon, issuer, credd):
+for command in (config, key, token, glidein, cred, store, serve, credmon, issuer, credd, login):
     htsec.add_command(command)
 
 

@@ -30,7 +30,7 @@ from htsec.errors import CredentialFileError, CredStoreError, Forbidden, HtsecEr
 from htsec.web.auth import Caller, authenticate, peer, require
 from htsec.web.verifier import VerifiedCaller
 
-__all__ = ["fetch_access_token", "router"]
+__all__ = ["fetch_access_token", "router", "wake_credmon"]
 
 router = APIRouter(prefix="/v1", tags=["credentials"])
 log = logging.getLogger("htsec.credd")
@@ -75,7 +75,7 @@ def _poke_credmon(cred_dir: FilePath | None) -> None:
         os.kill(pid, signal.SIGHUP)
 
 
-def _wake_credmon(request: Request) -> None:
+def wake_credmon(request: Request) -> None:
     """A new credential is served at once: the in-process credmon of ``htsec serve`` is
     woken directly (never through the pid file); otherwise the one in ``<cred dir>/pid``."""
     wake = request.app.state.credmon_wake
@@ -233,7 +233,7 @@ def store_credential(
     except HtsecError as exc:
         _audit_refusal(request, caller, "store", None, service, handle, exc)
         raise
-    _wake_credmon(request)
+    wake_credmon(request)
     return info.as_dict()
 
 
