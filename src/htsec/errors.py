@@ -30,9 +30,10 @@ the traceback goes to the log only. tests/test_errors.py checks this drawing aga
     |   +-- BadCredentialName    a user, service or handle HTCondor would not accept (400)
     |   +-- CredentialFileError  a credential file that cannot be read or parsed (``path``)
     +-- CredmonError             the credmon
-        +-- RefreshFailed        one credential's refresh failed (``reason``, ``dead`` ...)
-        +-- TokenClientError     an exchange with an OAuth token endpoint failed
-            +-- TokenTimeout     ... with no complete answer within the timeout
+    |   +-- RefreshFailed        one credential's refresh failed (``reason``, ``dead`` ...)
+    |   +-- TokenClientError     an exchange with an OAuth token endpoint failed
+    |       +-- TokenTimeout     ... with no complete answer within the timeout
+    +-- TransferFailed           a file-transfer plugin could not move one file (``kind`` ...)
 
 Messages name the thing (file, knob, key, jti) and say how to fix it; they never hold secret
 bytes.
@@ -68,6 +69,7 @@ __all__ = [
     "TokenRejected",
     "TokenTimeout",
     "TooManyRequests",
+    "TransferFailed",
     "UriTooLong",
     "UsageError",
 ]
@@ -334,3 +336,40 @@ class TokenTimeout(TokenClientError):
     exit_code = 1
     status = 504
     code = "token_endpoint_timeout"
+
+
+class TransferFailed(HtsecError):
+    """A file-transfer plugin (:mod:`htsec.plugins`) could not move one file.
+
+    The message is for the job's owner (it becomes the result ad's ``TransferError`` and the
+    hold reason); the keywords fill one ``TransferErrorData`` ad of HTCondor's plugin protocol
+    (docs/apis/file-transfer-plugins/transfer_error_data.rst): ``kind`` is its ``ErrorType``
+    (``Parameter``, ``Resolution``, ``Contact``, ``Authorization``, ``Specification``,
+    ``Transfer``), ``server`` the server that failed, ``failure_type`` its ``FailureType``,
+    ``retryable`` seconds to wait before a retry may work (``-1``: it will not; None: unknown),
+    ``should_refresh`` a new token may help, ``error_code`` an integer for the ad's
+    ``ErrorCode`` (an HTTP status, an errno ...). Never holds token bytes.
+    """
+
+    exit_code = 1
+    status = 502
+    code = "transfer_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "Transfer",
+        server: str = "",
+        failure_type: str = "",
+        retryable: int | None = None,
+        should_refresh: bool = False,
+        error_code: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.server = server
+        self.failure_type = failure_type
+        self.retryable = retryable
+        self.should_refresh = should_refresh
+        self.error_code = error_code

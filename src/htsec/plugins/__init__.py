@@ -1,0 +1,5 @@
+"""HTCondor file-transfer plugins (run inside job sandboxes, as executables).
+
+They import nothing of htsec but this package, :mod:`htsec.errors`, :mod:`htsec._fs` and
+:mod:`htsec._log` (an import-linter contract), and read tokens only from ``$_CONDOR_CREDS``.
+"""
