@@ -20,6 +20,7 @@ the traceback goes to the log only. tests/test_errors.py checks this drawing aga
     +-- Conflict                 the thing is not in the state the action needs (409)
     |   +-- CredentialInactive   the credential needs re-authorisation (or is otherwise dead)
     +-- LinkGone                 a one-time authorisation link expired or was used (410)
+    +-- LoginFailed              a portal login at an OAuth provider did not complete (400)
     +-- UriTooLong               the request target is over its limit (414)
     +-- TooManyRequests          this client has too much pending; wait (429)
     +-- Busy                     the server is at a limit or contended; try again (503)
@@ -59,6 +60,7 @@ __all__ = [
     "HtsecError",
     "KeyNotFound",
     "LinkGone",
+    "LoginFailed",
     "NotFound",
     "RefreshFailed",
     "RemoteError",
@@ -198,6 +200,16 @@ class LinkGone(HtsecError):
     exit_code = 1
     status = 410
     code = "link_gone"
+
+
+class LoginFailed(HtsecError):
+    """A portal login did not complete: a missing, replayed or foreign ``state``, an error
+    the provider answered, a token endpoint that failed or did not answer. Nothing is stored;
+    the message says what happened and that the user may start again."""
+
+    exit_code = 1
+    status = 400
+    code = "login_failed"
 
 
 class UriTooLong(HtsecError):

@@ -23,6 +23,7 @@ from htsec.creds import api as creds_api
 from htsec.creds.fastpath import AccessTokenFastPath
 from htsec.creds.open import open_credstore
 from htsec.metrics import install as install_metrics
+from htsec.portal import app as portal_app
 from htsec.portal import device as device_login
 from htsec.tokens import api as tokens_api
 from htsec.tokens.authority import Authority
@@ -100,6 +101,7 @@ def create_app(
     app.include_router(creds_api.router)
     app.include_router(tokens_api.router)
     app.include_router(device_login.router)
+    portal_app.install(app, settings)
     issuer = issuer_api.router()
     if issuer is not None:
         app.include_router(issuer)

@@ -53,6 +53,7 @@ __all__ = [
     "link_url",
     "lookup_link",
     "open_link",
+    "peek_link",
     "portal_url",
 ]
 
@@ -271,6 +272,11 @@ def _read(store: Store, lid: str) -> Link | None:
         session_hash=row.session_hash,
         consumed_at=row.consumed_at,
     )
+
+
+def peek_link(store: Any, link_id: str) -> Link | None:
+    """The link ``link_id`` as stored, live or not (no checks, nothing audited)."""
+    return _read(_db(store), check_key(link_id))
 
 
 def _refuse(store: Store, user: str, outcome: str, detail: str, exc: Exception) -> Exception:

@@ -1,0 +1,214 @@
+"""The authorization-code flow with PKCE (RFC 6749 section 4.1, RFC 7636 S256), with authlib.
+
+:func:`start_login` makes the authorization URL for one need of a link and records the pending
+login in the store (``portal_logins``): keyed by the SHA-256 of its ``state``, bound to the
+browser session, the link and the provider, with the redirect URI used and, sealed, the PKCE
+verifier and the link's id. :func:`claim_login` takes a returning ``state`` and uses the row up
+at once (a replay finds it used), refusing a state of another session, an unknown or expired
+one, or one that came back to another provider's return address. :func:`exchange` redeems the
+code at the token endpoint with the exact redirect URI and the verifier.
+
+Any portal process on the same database finishes a flow another one started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+from authlib.common.security import generate_token
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.httpx_client import OAuth2Client
+from sqlalchemy import Table, delete, insert, select, update
+
+from htsec.creds.crypto import aad_for
+from htsec.creds.links import Link, Need
+from htsec.creds.store import CredStore
+from htsec.errors import LoginFailed
+from htsec.portal.providers import OAuthProvider
+from htsec.portal.sessions import BrowserSession
+from htsec.store.models import PortalLogin
+
+__all__ = [
+    "LOGIN_LIFETIME",
+    "PROVIDER_TIMEOUT",
+    "ClaimedLogin",
+    "claim_login",
+    "exchange",
+    "start_login",
+]
+
+#: Seconds between leaving for the provider and coming back.
+LOGIN_LIFETIME = 600
+#: Seconds the portal waits for the token endpoint.
+PROVIDER_TIMEOUT = 10.0
+_T = cast(Table, PortalLogin.__table__)
+
+
+def _hash(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def _aad(state_hash: str) -> bytes:
+    return aad_for("portal_logins", "code_verifier", state_hash)
+
+
+def _client(p: OAuthProvider, redirect_uri: str) -> OAuth2Client:
+    return OAuth2Client(
+        client_id=p.client_id,
+        client_secret=p.client_secret,
+        token_endpoint_auth_method=p.token_auth,
+        redirect_uri=redirect_uri,
+        code_challenge_method="S256",
+        timeout=PROVIDER_TIMEOUT,
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def start_login(
+    cs: CredStore,
+    session: BrowserSession,
+    link: Link,
+    position: int,
+    provider: OAuthProvider,
+) -> str:
+    """The provider's authorization URL for ``link``'s need ``position``; the pending login
+    is in the store when this returns."""
+    need = link.needs[position]
+    state = secrets.token_urlsafe(32)
+    verifier = generate_token(64)
+    h = _hash(state)
+    scopes = sorted(need.scopes | set(provider.scopes))
+    params: dict[str, Any] = dict(provider.params)
+    if scopes:
+        params["scope"] = " ".join(scopes)
+    if need.audience:
+        params["resource"] = need.audience  # RFC 8707, as HTCondor's web server sends it
+    url, _ = _client(provider, provider.redirect_uri).create_authorization_url(
+        provider.authorization_url, state=state, code_verifier=verifier, **params
+    )
+    secrets_blob = json.dumps({"v": verifier, "k": link.id}).encode()
+    now = int(time.time())
+    with cs.store.session() as s:
+        s.execute(delete(_T).where(_T.c.expires_at < now))
+        s.execute(
+            insert(_T).values(
+                state_hash=h,
+                session_hash=session.hash,
+                link_hash=link.hash,
+                position=position,
+                provider=provider.name,
+                redirect_uri=provider.redirect_uri,
+                code_verifier=cs.sealer.seal(secrets_blob.decode(), _aad(h)),
+                created_at=now,
+                expires_at=now + LOGIN_LIFETIME,
+            )
+        )
+    return str(url)
+
+
+@dataclass(frozen=True, repr=False)
+class ClaimedLogin:
+    """A pending login that came back and was used up: what it was for."""
+
+    link_id: str
+    position: int
+    provider: str
+    redirect_uri: str
+    code_verifier: str
+
+    def __repr__(self) -> str:
+        return f"ClaimedLogin(provider={self.provider!r}, position={self.position})"
+
+
+def claim_login(
+    cs: CredStore, session: BrowserSession | None, state: str | None, provider: str
+) -> ClaimedLogin:
+    """The pending login of ``state`` coming back to ``/return/<provider>`` in ``session``,
+    used up now.
+
+    :raises LoginFailed: no session, no or unknown state, a state used before, expired, of
+        another browser session or of another provider (the message says which).
+    """
+    if not state or len(state) > 512:
+        raise LoginFailed("the provider sent you back without a state; start the login again")
+    if session is None:
+        raise LoginFailed(
+            "this browser has no portal session (cookies off, or it expired); open your link "
+            "again and start the login from there"
+        )
+    h = _hash(state)
+    now = int(time.time())
+    with cs.store.session() as s:
+        row = s.execute(select(_T).where(_T.c.state_hash == h)).first()
+        if row is None:
+            raise LoginFailed("this login is unknown to the portal; start it again from your link")
+        if row.session_hash != session.hash:
+            raise LoginFailed(
+                "this login was started in another browser session; it cannot be finished "
+                "here. Start it again from your link"
+            )
+        if row.provider != provider:
+            raise LoginFailed("this login came back to another provider's return address")
+        if row.used_at is not None:
+            raise LoginFailed("this login was already completed (a page reloaded?)")
+        if now >= row.expires_at:
+            raise LoginFailed("this login took too long; start it again from your link")
+        n = s.execute(
+            update(_T).where(_T.c.state_hash == h, _T.c.used_at.is_(None)).values(used_at=now)
+        ).rowcount  # type: ignore[attr-defined]
+        if not n:
+            raise LoginFailed("this login was already completed (a page reloaded?)")
+    blob = json.loads(cs.sealer.open(row.code_verifier, _aad(h)))
+    return ClaimedLogin(blob["k"], row.position, row.provider, row.redirect_uri, blob["v"])
+
+
+def exchange(
+    provider: OAuthProvider, claimed: ClaimedLogin, code: str, need: Need
+) -> dict[str, Any]:
+    """The token response for ``code`` (sent with the login's exact redirect URI and PKCE
+    verifier).
+
+    :raises LoginFailed: the provider refused (``invalid_grant`` ...), failed (5xx), answered
+        something that is not a token response, or did not answer in time.
+    """
+    client = _client(provider, claimed.redirect_uri)
+    extra: dict[str, Any] = {}
+    if need.audience:
+        extra["resource"] = need.audience
+    try:
+        with client:
+            token = client.fetch_token(
+                provider.token_url,
+                grant_type="authorization_code",
+                code=code,
+                code_verifier=claimed.code_verifier,
+                **extra,
+            )
+    except OAuthError as exc:
+        raise LoginFailed(
+            f"{provider.title} refused the login: {exc.error}"
+            + (f" ({exc.description})" if exc.description else "")
+        ) from None
+    except httpx.TimeoutException:
+        raise LoginFailed(
+            f"{provider.title} did not answer within {PROVIDER_TIMEOUT:g} s; try again later"
+        ) from None
+    except httpx.HTTPStatusError as exc:
+        raise LoginFailed(
+            f"{provider.title} failed (HTTP {exc.response.status_code}); try again later"
+        ) from None
+    except (httpx.HTTPError, ValueError) as exc:
+        raise LoginFailed(
+            f"{provider.title} could not be reached or answered nonsense ({type(exc).__name__})"
+        ) from None
+    body = dict(token)
+    if not isinstance(body.get("access_token"), str):
+        raise LoginFailed(f"{provider.title} answered without an access token")
+    return body
