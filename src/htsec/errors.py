@@ -19,6 +19,7 @@ the traceback goes to the log only. tests/test_errors.py checks this drawing aga
     +-- NotFound                 no such credential, token request ... (404)
     +-- Conflict                 the thing is not in the state the action needs (409)
     |   +-- CredentialInactive   the credential needs re-authorisation (or is otherwise dead)
+    |   +-- CredentialsUnavailable  a job's tokens cannot be delivered (HTCondor's hold reason)
     +-- LinkGone                 a one-time authorisation link expired or was used (410)
     +-- LoginFailed              a portal login at an OAuth provider did not complete (400)
     +-- UriTooLong               the request target is over its limit (414)
@@ -43,6 +44,7 @@ bytes.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 __all__ = [
     "BadCredentialName",
@@ -54,6 +56,7 @@ __all__ = [
     "CredentialError",
     "CredentialFileError",
     "CredentialInactive",
+    "CredentialsUnavailable",
     "CredmonError",
     "FileSecurityError",
     "Forbidden",
@@ -191,6 +194,27 @@ class CredentialInactive(Conflict):
     exit_code = 1
     status = 409
     code = "credential_inactive"
+
+
+class CredentialsUnavailable(Conflict):
+    """A job's tokens cannot be delivered: a credential it needs is missing, has no access
+    token yet, or needs re-authorisation. The job is held with :attr:`hold_reason`, the text
+    HTCondor's shadow holds it with (``NTreceivers.cpp``, ``CONDOR_getcreds``), and its code
+    (4, ``CorruptedCredential``); ``problems`` holds ``(name, why)`` per credential, and the
+    message names each (never token bytes)."""
+
+    exit_code = 1
+    status = 409
+    code = "job_credentials_unavailable"
+    hold_reason = "Job credentials are not available"
+    hold_code = 4
+    hold_subcode = 0
+
+    def __init__(self, user: str, problems: Sequence[tuple[object, str]]) -> None:
+        self.user = user
+        self.problems = [(str(name), why) for name, why in problems]
+        details = "; ".join(f"{name}: {why}" for name, why in self.problems)
+        super().__init__(f"{self.hold_reason} ({details})" if details else self.hold_reason)
 
 
 class LinkGone(HtsecError):

@@ -44,6 +44,7 @@ from htsec.credmon.metrics import CredmonMetrics
 from htsec.credmon.pacing import Batcher, RateLimiter
 from htsec.credmon.policy import Policy, backoff, refresh_due, should_refresh, token_expiry
 from htsec.credmon.providers import Provider, ProviderSet
+from htsec.creds.names import TokenName
 from htsec.creds.store import CredStore
 from htsec.errors import RefreshFailed, TokenClientError, TokenTimeout
 
@@ -119,6 +120,9 @@ class RefreshEngine:
         self.rng = rng or random.Random()  # noqa: S311 - jitter for back-off, not a secret
         self.verify = verify
         self.wake = asyncio.Event()
+        #: Called with ``(user, name)`` once a new access token is committed (and published):
+        #: e.g. the local execution point's delivery to sandboxes. Must return at once.
+        self.listeners: list[Callable[[str, TokenName], object]] = []
         self._limiter = RateLimiter()
         self._group: Batcher[tuple[Claim, dict[str, Any]]] = Batcher(self.leases.commit_many)
         # A request is sent only while its lease outlasts it with room to commit the result.
@@ -471,3 +475,8 @@ class RefreshEngine:
                 return
         (report.issued if local else report.refreshed).append(label)
         log.info("%s %s; access token expires in %d s", label, done, expires_at - now)
+        for listener in self.listeners:
+            try:
+                listener(claim.user, claim.name)
+            except Exception:  # a listener's bug never costs a refresh
+                log.exception("%s: a listener failed", label)
