@@ -9,6 +9,7 @@ secret passes through here: the pending login is sealed by the portal.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
 
@@ -20,6 +21,13 @@ __all__ = ["login"]
 
 #: Seconds to wait for the portal per poll: it waits up to 10 s for the provider.
 POLL_TIMEOUT = 30.0
+
+
+def _shown(value: Any) -> Any:
+    """A provider's text without control characters (it reaches the terminal)."""
+    if isinstance(value, str):
+        return "".join(c for c in value if c.isprintable())
+    return value
 
 
 @click.command("login", context_settings=CONTEXT)
@@ -56,7 +64,7 @@ def login(
     body = {"service": service, "handle": handle, "scopes": scopes.replace(",", " ").split()}
     if audience:
         body["audience"] = audience
-    started = client.call("POST", "/v1/device-logins", json=body)
+    started = {k: _shown(v) for k, v in client.call("POST", "/v1/device-logins", json=body).items()}
     interval = int(started["interval"])
     deadline = time.monotonic() + int(started["expires_in"])
     click.echo(f"To store your {service} credential, visit:\n\n    {started['verification_uri']}")

@@ -35,8 +35,6 @@ from urllib.parse import urlencode
 
 import httpx
 from authlib.common.security import is_secure_transport
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE
 from fastapi import APIRouter, Request
@@ -88,23 +86,17 @@ class DeviceEndpoint:
     def __repr__(self) -> str:
         return f"DeviceEndpoint({self.provider!r}, device_url={self.device_url!r})"
 
-    def client(self) -> OAuth2Client:
+    def post(self, url: str, form: dict[str, str]) -> httpx.Response:
+        """A form POST to the provider with the client authenticated (RFC 6749 section
+        2.3.1, authlib's ``ClientAuth``): the device authorization request (section 3.1
+        authenticates the client as at the token endpoint) and the token requests."""
         p = self.provider
-        return OAuth2Client(
-            client_id=p.client_id,
-            client_secret=p.client_secret,
-            token_endpoint_auth_method=p.auth_method,
-            timeout=PROVIDER_TIMEOUT,
-            follow_redirects=False,
-        )
-
-    def device_authorization(self, form: dict[str, str]) -> httpx.Response:
-        """Section 3.1's request, with the client authenticated as at the token endpoint
-        (RFC 6749 section 2.3.1; authlib's client authentication)."""
-        p = self.provider
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        }
         url, headers, body = ClientAuth(p.client_id, p.client_secret, p.auth_method).prepare(
-            "POST", self.device_url, headers, urlencode(form)
+            "POST", url, headers, urlencode(form)
         )
         return httpx.post(
             url, headers=headers, content=body, timeout=PROVIDER_TIMEOUT, follow_redirects=False
@@ -189,9 +181,15 @@ def _owner(request: Request, caller: VerifiedCaller) -> str:
     return user
 
 
+def _code(error: object, status: int | httpx.Response) -> str:
+    """An OAuth error code fit to show (RFC 6749 section 5.2: printable ASCII), else the
+    HTTP status."""
+    if isinstance(error, str) and error.isascii() and error.isprintable() and len(error) <= 64:
+        return error
+    return f"HTTP {status.status_code if isinstance(status, httpx.Response) else status}"
+
+
 def _provider_error(exc: Exception, what: str) -> TokenClientError:
-    if isinstance(exc, OAuthError):
-        return TokenClientError(f"the provider refused the {what}: {exc.error}")
     if isinstance(exc, httpx.TimeoutException):
         return TokenClientError(f"the provider did not answer the {what} in time")
     if isinstance(exc, httpx.HTTPStatusError):
@@ -239,14 +237,14 @@ def start(body: StartIn, request: Request, caller: Caller) -> dict[str, Any]:
     if body.audience:
         form["resource"] = body.audience  # RFC 8707, as the credmon sends it
     try:
-        resp = endpoint.device_authorization(form)
+        resp = endpoint.post(endpoint.device_url, form)
         answer = resp.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise _provider_error(exc, "device authorization request") from None
     if resp.status_code != 200 or not isinstance(answer, dict):
         error = answer.get("error") if isinstance(answer, dict) else None
         raise TokenClientError(
-            f"the provider refused the device authorization request: {error or resp.status_code}"
+            f"the provider refused the device authorization request: {_code(error, resp)}"
         )
     try:
         device_code = str(answer["device_code"])
@@ -294,18 +292,18 @@ def poll(body: PollIn, request: Request, caller: Caller) -> dict[str, Any]:
         audit.record(cs, "expired", action="device-login")
         return {"status": "expired"}
     endpoint = device_endpoint(request, service)
-    form: dict[str, str] = {"device_code": str(pending["device_code"])}
+    form = {"grant_type": DEVICE_CODE_GRANT_TYPE, "device_code": str(pending["device_code"])}
     if pending.get("audience"):
         form["resource"] = str(pending["audience"])
-    with endpoint.client() as client:
-        try:
-            token = client.fetch_token(
-                endpoint.provider.token_url, grant_type=DEVICE_CODE_GRANT_TYPE, **form
-            )
-        except OAuthError as exc:
-            return _not_yet(cs, audit, exc)
-        except (httpx.HTTPError, ValueError) as exc:
-            raise _provider_error(exc, "device access token request") from None
+    try:
+        resp = endpoint.post(str(endpoint.provider.token_url), form)
+        token = resp.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise _provider_error(exc, "device access token request") from None
+    if not isinstance(token, dict):
+        raise TokenClientError("the provider's token answer is not a JSON object")
+    if resp.status_code != 200 or "error" in token:
+        return _not_yet(cs, audit, token.get("error"), resp.status_code)
     refresh_token = token.get("refresh_token")
     if not isinstance(refresh_token, str) or not refresh_token:
         audit.record(cs, "no_refresh_token", action="device-login")
@@ -333,16 +331,18 @@ def poll(body: PollIn, request: Request, caller: Caller) -> dict[str, Any]:
     return {"status": "stored", "credential": info.as_dict()}
 
 
-def _not_yet(cs: CredStore, audit: _Audit, exc: OAuthError) -> dict[str, Any]:
-    """Section 3.5's error codes as a poll status; any other error code is the provider's
+def _not_yet(cs: CredStore, audit: _Audit, error: object, status: int) -> dict[str, Any]:
+    """Section 3.5's error codes as a poll status; any other answer is the provider's
     refusal (audited, 502)."""
-    if exc.error == "authorization_pending":
+    if error == "authorization_pending":
         return {"status": "pending"}
-    if exc.error == "slow_down":
+    if error == "slow_down":
         return {"status": "slow_down", "add_interval": SLOW_DOWN_STEP}
-    outcome = {"access_denied": "denied", "expired_token": "expired"}.get(str(exc.error))
+    outcome = {"access_denied": "denied", "expired_token": "expired"}.get(str(error))
     if outcome is not None:
         audit.record(cs, outcome, action="device-login")
         return {"status": outcome}
     audit.record(cs, "provider_error", action="device-login")
-    raise _provider_error(exc, "device access token request")
+    raise TokenClientError(
+        f"the provider refused the device access token request: {_code(error, status)}"
+    )
