@@ -13,7 +13,7 @@ from htsec.tokens.requests import MAX_PENDING_PER_PEER, Requests
 from htsec.web.auth import Caller, peer, require
 from htsec.web.verifier import VerifiedCaller
 
-__all__ = ["router"]
+__all__ = ["router", "token_requests"]
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
 
@@ -30,7 +30,8 @@ class RuleIn(BaseModel):
     lifetime: int = Field(ge=1, le=10 * 365 * 86400)
 
 
-def _requests(request: Request) -> Requests:
+def token_requests(request: Request) -> Requests:
+    """The app's token requests (:class:`Requests`), made on first use with its settings."""
     reqs: Requests | None = getattr(request.app.state, "requests", None)
     if reqs is None:
         settings: Settings = request.app.state.settings
@@ -54,7 +55,7 @@ def _admin(caller: VerifiedCaller) -> str:
 @router.post("/token-requests", status_code=201)
 def submit(body: RequestIn, request: Request) -> dict[str, Any]:
     """Ask for a token (anyone may ask; an administrator or a rule decides)."""
-    view, secret = _requests(request).submit(
+    view, secret = token_requests(request).submit(
         identity=body.identity,
         authz=body.authz,
         lifetime=body.lifetime,
@@ -70,31 +71,31 @@ def collect(
     rid: str, request: Request, x_htsec_request_secret: Annotated[str, Header(max_length=128)]
 ) -> dict[str, Any]:
     """The requester polls with its secret; an approved request returns the token once."""
-    view, token = _requests(request).collect(rid, x_htsec_request_secret)
+    view, token = token_requests(request).collect(rid, x_htsec_request_secret)
     return {"request": view.__dict__, "token": token}
 
 
 @router.get("/token-requests")
 def list_requests(request: Request, caller: Caller, all: bool = False) -> dict[str, Any]:
     _admin(caller)
-    return {"requests": [v.__dict__ for v in _requests(request).pending(include_done=all)]}
+    return {"requests": [v.__dict__ for v in token_requests(request).pending(include_done=all)]}
 
 
 @router.post("/token-requests/{rid}/approve")
 def approve(rid: str, request: Request, caller: Caller) -> dict[str, Any]:
-    view = _requests(request).decide(rid, approve=True, by=_admin(caller))
+    view = token_requests(request).decide(rid, approve=True, by=_admin(caller))
     return {"request": view.__dict__}
 
 
 @router.post("/token-requests/{rid}/deny")
 def deny(rid: str, request: Request, caller: Caller) -> dict[str, Any]:
-    view = _requests(request).decide(rid, approve=False, by=_admin(caller))
+    view = token_requests(request).decide(rid, approve=False, by=_admin(caller))
     return {"request": view.__dict__}
 
 
 @router.post("/auto-approve-rules", status_code=201)
 def add_rule(body: RuleIn, request: Request, caller: Caller) -> dict[str, Any]:
-    rule = _requests(request).add_rule(body.netblock, body.lifetime, by=_admin(caller))
+    rule = token_requests(request).add_rule(body.netblock, body.lifetime, by=_admin(caller))
     return {"rule": {"id": rule.id, "netblock": rule.netblock, "expires_at": rule.expires_at}}
 
 
@@ -109,7 +110,7 @@ def list_rules(request: Request, caller: Caller) -> dict[str, Any]:
                 "expires_at": r.expires_at,
                 "created_by": r.created_by,
             }
-            for r in _requests(request).rules()
+            for r in token_requests(request).rules()
         ]
     }
 

@@ -1,0 +1,281 @@
+"""The dashboard at the portal's ``/``: a user's credentials, and for administrators the
+issued ID tokens, pending token requests and the credmon's health.
+
+One logs in by pasting an HTCondor ID token (``htsec token create``, ``condor_token_fetch``).
+It is verified by the app's own verifier, exactly as the API verifies a ``Bearer`` token,
+and kept for the browser session sealed (:class:`htsec.creds.crypto.Sealer`) under that
+session's name in the cookie :data:`COOKIE`: every later request verifies it again, so a
+revoked or expired token ends the dashboard session at once, and the cookie opens with no
+other session. What a user may do is what the token grants, decided by
+:func:`htsec.web.auth.require` as in the API: ``READ`` to see one's credentials, ``WRITE`` to
+re-authorise or delete them, ``ADMINISTRATOR`` for the rest. Every form posts with the
+session's CSRF token (:func:`htsec.portal.csrf.check_csrf`) and answers with a 303 back to
+``/`` and a fixed message (nothing a request sent is echoed).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response
+
+from htsec import _time
+from htsec.authz import Perm, credential_owner, granted, grants, in_order
+from htsec.creds.crypto import aad_for
+from htsec.creds.links import Need, create_link, link_url, portal_url
+from htsec.creds.store import CredStore
+from htsec.errors import Forbidden, HtsecError, TokenRejected
+from htsec.portal.csrf import check_csrf
+from htsec.portal.pages import PortalRoute, redirect, render
+from htsec.portal.sessions import BrowserSession, SessionStore, browser_session, replace_session
+from htsec.tokens.api import token_requests
+from htsec.web.auth import peer, require
+from htsec.web.verifier import VerifiedCaller
+
+__all__ = ["COOKIE", "MESSAGES", "router"]
+
+router = APIRouter(route_class=PortalRoute)
+
+#: The cookie holding the session's sealed ID token.
+COOKIE = "__Host-htsec-dashboard"
+_MAX_TOKEN = 8192
+_MAX_COOKIE = 16384
+#: What ``?done=`` may show after a form (fixed texts: the query never reaches the page).
+MESSAGES = {
+    "login": "Signed in.",
+    "deleted": "The credential was deleted.",
+    "revoked": "The token was revoked.",
+    "approved": "The token request was approved.",
+    "denied": "The token request was denied.",
+}
+Text = Annotated[str, Form(max_length=256)]
+Handle = Annotated[str, Form(max_length=256)]
+Csrf = Annotated[str, Form(alias="csrf_token", max_length=128)]  # checked: check_csrf
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who looks at the dashboard: the verified token and the user whose credentials it owns."""
+
+    token: VerifiedCaller
+    user: str | None
+
+    @property
+    def subject(self) -> str:
+        return self.token.subject
+
+    @property
+    def admin(self) -> bool:
+        return grants(self.token, Perm.ADMINISTRATOR)
+
+
+def _aad(session: BrowserSession) -> bytes:
+    return aad_for("portal_sessions", "id_token", session.hash)
+
+
+def _creds(request: Request) -> CredStore:
+    cs: CredStore = request.app.state.credstore
+    return cs
+
+
+def _uid_domain(request: Request) -> str:
+    domain: str = request.app.state.settings.uid_domain
+    return domain
+
+
+def viewer(request: Request) -> tuple[BrowserSession | None, Viewer | None]:
+    """The request's session and, when someone logged in to it with a token that still
+    verifies, who that is."""
+    session = browser_session(request)
+    sealed = request.cookies.get(COOKIE)
+    if session is None or session.user is None or not sealed or len(sealed) > _MAX_COOKIE:
+        return session, None
+    try:
+        raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+        token = _creds(request).sealer.open(raw, _aad(session))
+        verified = request.app.state.verifiers.get().verify(token)
+    except (binascii.Error, ValueError, HtsecError):
+        return session, None  # another session's cookie, a revoked or expired token
+    return session, Viewer(verified, credential_owner(verified.subject, _uid_domain(request)))
+
+
+def _require_viewer(request: Request, csrf: str) -> Viewer:
+    """The logged-in viewer of a form post whose CSRF token is right; else Forbidden."""
+    session, who = viewer(request)
+    check_csrf(request, session, csrf)
+    if who is None:
+        raise Forbidden("your dashboard session has ended (or the token was revoked); log in")
+    return who
+
+
+def _own(request: Request, who: Viewer, perm: Perm, what: str) -> str:
+    require(who.token, perm, to=what)
+    if who.user is None:
+        domain = _uid_domain(request)
+        raise Forbidden(f"{who.subject} owns no credentials: they belong to user@{domain}")
+    return who.user
+
+
+# -- pages -----------------------------------------------------------------------------------
+
+
+@router.get("/")
+def dashboard(request: Request, done: str | None = None) -> Response:
+    session, who = viewer(request)
+    if who is None:
+        session = session or browser_session(request, create=True)
+        return render(request, "dashboard_login.html", {"title": "Sign in"}, session=session)
+    ctx: dict[str, Any] = {
+        "title": "Dashboard",
+        "viewer": who,
+        "grants": in_order(granted(who.token.authorizations)),
+        "message": MESSAGES.get(done or ""),
+        "now": int(time.time()),
+        "when": _when,
+    }
+    if who.user is not None and grants(who.token, Perm.READ):
+        ctx["credentials"] = _creds(request).credentials(who.user)
+    if who.admin:
+        ctx["tokens"] = _issued_tokens(request)
+        ctx["requests"] = token_requests(request).pending()
+        ctx["health"] = _health(request)
+    return render(request, "dashboard.html", ctx, session=session)
+
+
+def _when(ts: float | None) -> str:
+    return "never" if ts is None else _time.utc_text(ts)
+
+
+def _issued_tokens(request: Request, limit: int = 200) -> list[dict[str, Any]]:
+    """The newest ``limit`` tokens that have not expired, each with its state."""
+    registry = request.app.state.authority.registry
+    now = int(time.time())
+    revoked = registry.revocations()
+    rows = []
+    for rec in registry.issued(live_at=now)[-limit:][::-1]:
+        claims = {k: v for k, v in rec.__dict__.items() if v is not None}
+        why = revoked.check(claims)
+        rows.append({**rec.__dict__, "state": "revoked" if why else "live"})
+    return rows
+
+
+def _health(request: Request) -> dict[str, Any]:
+    """What ``/v1/health`` reports for each part (the credmon's above all)."""
+    out: dict[str, Any] = {}
+    for name, check in request.app.state.health_checks.items():
+        healthy, detail = check()
+        out[name] = {"healthy": healthy, "detail": detail}
+    return out
+
+
+# -- logging in and out ----------------------------------------------------------------------
+
+
+@router.post("/dashboard/login")
+def log_in(
+    request: Request,
+    csrf: Csrf = "",
+    token: Annotated[str, Form(max_length=_MAX_TOKEN)] = "",
+) -> Response:
+    session = check_csrf(request, browser_session(request), csrf)
+    raw = "".join(token.split())
+    if not raw:
+        raise TokenRejected("no_token", "paste an ID token to sign in")
+    verified = request.app.state.verifiers.get().verify(raw)  # TokenRejected: an error page
+    user = credential_owner(verified.subject, _uid_domain(request))
+    sessions: SessionStore = request.app.state.portal_sessions
+    session = sessions.log_in(session, user or verified.subject)
+    replace_session(request, session)
+    session = browser_session(request) or session  # marked new: its cookie is set
+    sealed = _creds(request).sealer.seal(raw, _aad(session))
+    response = redirect(request, f"{request.app.state.portal_prefix}/?done=login", session=session)
+    response.set_cookie(
+        COOKIE,
+        base64.urlsafe_b64encode(sealed).decode().rstrip("="),
+        max_age=int(session.expires_at - time.time()),
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+    _creds(request).audit(
+        actor=verified.subject,
+        action="dashboard-login",
+        outcome="ok",
+        user=user,
+        peer=peer(request.scope),
+        detail=f"token {verified.kid}",
+    )
+    return response
+
+
+@router.post("/dashboard/logout")
+def log_out(request: Request, csrf: Csrf = "") -> Response:
+    session = check_csrf(request, browser_session(request), csrf)
+    sessions: SessionStore = request.app.state.portal_sessions
+    sessions.end(session)
+    response = redirect(request, f"{request.app.state.portal_prefix}/", session=None)
+    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    return response
+
+
+def _back(request: Request, done: str) -> Response:
+    return redirect(request, f"{request.app.state.portal_prefix}/?done={done}")
+
+
+# -- the user's credentials ------------------------------------------------------------------
+
+
+@router.post("/dashboard/credentials/delete")
+def delete_credential(
+    request: Request, service: Text, handle: Handle = "", csrf: Csrf = ""
+) -> Response:
+    who = _require_viewer(request, csrf)
+    user = _own(request, who, Perm.WRITE, "delete credentials")
+    cs = _creds(request)
+    cs.info(user, service, handle or None)  # NotFound: an error page
+    cs.delete(user, service, handle or None, actor=who.subject, peer=peer(request.scope))
+    return _back(request, "deleted")
+
+
+@router.post("/dashboard/credentials/reauthorize")
+def reauthorize(request: Request, service: Text, handle: Handle = "", csrf: Csrf = "") -> Response:
+    """A new one-time link for the credential (same scopes and audience), opened at once."""
+    who = _require_viewer(request, csrf)
+    user = _own(request, who, Perm.WRITE, "re-authorise credentials")
+    cs = _creds(request)
+    info = cs.info(user, service, handle or None)
+    need = Need(info.service, info.handle, frozenset(info.scopes), info.audience or None)
+    link = create_link(cs, user=user, needs=[need], actor=who.subject)
+    return redirect(request, link_url(portal_url(request.app.state.settings), link.id))
+
+
+# -- administrators --------------------------------------------------------------------------
+
+
+@router.post("/dashboard/tokens/revoke")
+def revoke_token(request: Request, jti: Text, csrf: Csrf = "") -> Response:
+    who = _require_viewer(request, csrf)
+    require(who.token, Perm.ADMINISTRATOR, to="revoke tokens")
+    request.app.state.authority.registry.revoke(
+        kind="jti", value=jti, by=who.subject, reason=f"revoked by {who.subject} (dashboard)"
+    )
+    return _back(request, "revoked")
+
+
+@router.post("/dashboard/requests/decide")
+def decide_request(
+    request: Request,
+    request_id: Annotated[str, Form(alias="id", max_length=128)],
+    decision: Annotated[str, Form(pattern="^(approve|deny)$")],
+    csrf: Csrf = "",
+) -> Response:
+    who = _require_viewer(request, csrf)
+    require(who.token, Perm.ADMINISTRATOR, to="decide token requests")
+    approve = decision == "approve"
+    token_requests(request).decide(request_id, approve=approve, by=who.subject)
+    return _back(request, "approved" if approve else "denied")
