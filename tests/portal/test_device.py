@@ -203,5 +203,5 @@ def test_ctrl_c_stops_cleanly(portal: Portal) -> None:
     read_until(proc, "Waiting for you")
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "login stopped; nothing was stored" in err and "Traceback" not in err

@@ -64,18 +64,22 @@ def login(
     body = {"service": service, "handle": handle, "scopes": scopes.replace(",", " ").split()}
     if audience:
         body["audience"] = audience
-    started = {k: _shown(v) for k, v in client.call("POST", "/v1/device-logins", json=body).items()}
-    interval = int(started["interval"])
-    deadline = time.monotonic() + int(started["expires_in"])
-    click.echo(f"To store your {service} credential, visit:\n\n    {started['verification_uri']}")
-    click.echo(f"\nand enter the code:\n\n    {started['user_code']}\n")
-    if started.get("verification_uri_complete"):
-        click.echo(f"(or open {started['verification_uri_complete']})\n")
-    click.echo(
-        f"Waiting for you to approve (the code expires in {started['expires_in']} s; "
-        "Ctrl-C to stop) ..."
-    )
     try:
+        started = {
+            k: _shown(v) for k, v in client.call("POST", "/v1/device-logins", json=body).items()
+        }
+        interval = int(started["interval"])
+        deadline = time.monotonic() + int(started["expires_in"])
+        click.echo(
+            f"To store your {service} credential, visit:\n\n    {started['verification_uri']}"
+        )
+        click.echo(f"\nand enter the code:\n\n    {started['user_code']}\n")
+        if started.get("verification_uri_complete"):
+            click.echo(f"(or open {started['verification_uri_complete']})\n")
+        click.echo(
+            f"Waiting for you to approve (the code expires in {started['expires_in']} s; "
+            "Ctrl-C to stop) ..."
+        )
         while True:
             time.sleep(interval)
             if time.monotonic() > deadline:
