@@ -172,7 +172,8 @@ def test_administrator_approves_denies_and_revokes(
         )
         assert r.status_code == 303 and r.headers["location"].endswith("done=approved")
         r = client.post(
-            "/dashboard/requests/decide", data={"id": ids[1], "decision": "deny", "csrf_token": csrf}
+            "/dashboard/requests/decide",
+            data={"id": ids[1], "decision": "deny", "csrf_token": csrf},
         )
         assert r.headers["location"].endswith("done=denied")
         states = {v.id: v.state for v in authority_requests(client)}

@@ -20,7 +20,7 @@ from htsec.config import Settings
 from htsec.creds.links import portal_url
 from htsec.creds.open import open_credstore
 from htsec.errors import ConfigError
-from htsec.portal import routes
+from htsec.portal import dashboard, routes
 from htsec.portal.dropin import DropIn
 from htsec.portal.providers import ProviderCache
 from htsec.portal.sessions import SessionStore
@@ -43,6 +43,8 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.portal_providers = ProviderCache(base)
     app.state.portal_dropin = DropIn(settings)
     app.include_router(routes.router, prefix=prefix)
+    if hasattr(app.state, "verifiers"):  # the dashboard verifies ID tokens: htsec serve only
+        app.include_router(dashboard.router, prefix=prefix)
 
 
 def create_portal_app(settings: Settings, store: Store | None = None) -> FastAPI:
