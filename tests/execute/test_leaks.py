@@ -1,0 +1,323 @@
+"""Issue 13 item 2, the leak scan: while jobs run (real processes, as the job user) with tokens
+a real credmon keeps refreshing against the oidc rig, nothing the job user can read -- each
+sandbox, each job's environment and argv, and the whole of /proc (every process's cmdline, the
+job user's own processes' environ and memory, /proc/sys ...) -- holds a refresh token or a
+client secret (the rig's, and known values planted in the store). The scan itself is proved
+to find secrets where they are planted on purpose (``test_the_scan_finds_...``).
+
+The scanner runs as the job user, gets the secrets on standard input (never in its own argv or
+environment) and skips only its own process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from htsec.creds.store import CredStore
+from htsec.errors import HtsecError
+from htsec.execute.creds import CredDelivery, JobCreds
+from tests.conftest import HTSEC
+from tests.credmon.webserver import login, make_root, provider_env, read_json
+from tests.execute.test_creds import (
+    install,
+    job_ids,
+    needs_root,
+    new_sandbox,
+    sandboxes,  # noqa: F401 - fixture
+)
+from tests.execute.test_creds_handoff import creds, oidc, token_of, wait_until  # noqa: F401
+from tests.oidc import CLIENT_SECRET
+from tests.oidc import Provider as OidcProvider
+
+pytestmark = needs_root
+# Jobs and the scanner run as the job user: the system's Python (the test's may live under
+# /root), standard library only.
+PYTHON = "/usr/bin/python3"
+
+# Reads what is readable as the job user and reports where a secret is; the secrets arrive
+# on stdin. Skips /proc/<pid>/task (the same files again per thread), per-process net/ (one
+# network namespace, scanned once through the scanner's own) and device-like files.
+SCANNER = r"""
+import json, os, sys
+req = json.load(sys.stdin)
+secrets = [s.encode() for s in req["secrets"]]
+me = str(os.getpid())
+found, stats = [], {"files": 0, "mem_bytes": 0, "mem_pids": [], "environ_pids": []}
+SKIP = {"kcore", "kmsg", "kpagecount", "kpageflags", "kpagecgroup", "pagemap", "clear_refs",
+        "sysrq-trigger", "trace_pipe", "task", "net", "map_files", "mem"}
+
+def check(where, data):
+    for i, s in enumerate(secrets):
+        if s in data:
+            found.append([where, i])
+
+def read(path, limit=1 << 20):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks, size = [], 0
+        while size < limit:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+def scan_tree(top, skip=SKIP):
+    for dirpath, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in files:
+            if name in skip:
+                continue
+            path = os.path.join(dirpath, name)
+            data = read(path)
+            if data is not None:
+                stats["files"] += 1
+                check(path, data)
+
+def scan_mem(pid):
+    maps = read(f"/proc/{pid}/maps")
+    try:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        for line in (maps or b"").decode().splitlines():
+            span, perms = line.split()[:2]
+            if not perms.startswith("r"):
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                data = os.pread(fd, min(end - start, 1 << 28), start)
+            except OSError:
+                continue
+            stats["mem_bytes"] += len(data)
+            check(f"/proc/{pid}/mem", data)
+        stats["mem_pids"].append(int(pid))
+    finally:
+        os.close(fd)
+
+for sandbox in req["sandboxes"]:
+    scan_tree(sandbox, skip=set())
+for entry in os.scandir("/proc"):
+    if entry.name.isdigit():
+        if entry.name == me:
+            continue
+        if read(f"/proc/{entry.name}/environ") is not None:
+            stats["environ_pids"].append(int(entry.name))
+        scan_tree(entry.path)
+        scan_mem(entry.name)
+    elif entry.name not in SKIP and not entry.is_symlink():
+        if entry.is_dir(follow_symlinks=False):
+            scan_tree(entry.path)
+        else:
+            data = read(entry.path)
+            if data is not None:
+                stats["files"] += 1
+                check(entry.path, data)
+scan_tree(f"/proc/{me}/net", skip=set())
+json.dump({"found": found, **stats}, sys.stdout)
+"""
+
+# A job: reads its tokens every 100 ms (so they are in its memory), has a child, says ready.
+JOB = r"""
+import os, subprocess, sys, time
+creds = os.environ["_CONDOR_CREDS"]
+child = subprocess.Popen(["sleep", "600"])
+held = []
+open("ready", "w").close()
+while True:
+    for name in sorted(os.listdir(creds)):
+        with open(os.path.join(creds, name), "rb") as f:
+            held.append(f.read())
+    del held[:-20]
+    time.sleep(0.1)
+"""
+
+
+def scan(secret_values: list[str], sandbox_paths: list[Path]) -> dict[str, Any]:
+    uid, gid = job_ids() or (0, 0)
+    request = json.dumps({"secrets": secret_values, "sandboxes": [str(p) for p in sandbox_paths]})
+    out = subprocess.run(
+        [PYTHON, "-I", "-c", SCANNER],
+        input=request.encode(),
+        capture_output=True,
+        user=uid,
+        group=gid,
+        extra_groups=[],
+        env={"PATH": "/usr/bin:/bin"},
+        cwd="/",
+        timeout=300,
+        check=True,
+    )
+    return dict(json.loads(out.stdout))
+
+
+def start_job(sandbox: Path, environ: dict[str, str], argv: tuple[str, ...] = ()) -> Any:
+    uid, gid = job_ids() or (0, 0)
+    proc = subprocess.Popen(
+        [PYTHON, "-I", "-c", JOB, *argv],
+        user=uid,
+        group=gid,
+        extra_groups=[],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(sandbox), **environ},
+        cwd=sandbox,
+        start_new_session=True,  # its own process group: killed with its child
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: (sandbox / "ready").exists(), 30, "the job did not start")
+    return proc
+
+
+def stop(procs: list[Any]) -> None:
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Any]]:
+    started: list[Any] = []
+    yield started
+    stop(started)
+
+
+@pytest.mark.slow
+def test_no_refresh_token_or_client_secret_is_readable_by_running_jobs(
+    tmp_path: Path,
+    oidc: OidcProvider,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+    creds: CredStore,  # noqa: F811 - the fixture
+    sandboxes: Path,  # noqa: F811 - the fixture
+    procs: list[Any],
+) -> None:
+    provider_env(monkeypatch, tmp_path, oidc)
+    root = make_root(tmp_path)
+    first = login(root, oidc, "alice")
+    refresh_tokens = {first["refresh_token"]}
+    # Known values planted in the store beside the rig's: a second credential of alice's.
+    planted_rt, planted_cs = f"rt-{secrets.token_hex(16)}", f"cs-{secrets.token_hex(16)}"
+    creds.put(
+        "alice",
+        "box",
+        "work",
+        refresh_token=planted_rt,
+        access_token=f"at-{secrets.token_hex(16)}",
+        expires_at=int(time.time()) + 3600,
+        client_id="box-client",
+        client_secret=planted_cs,
+        token_url="https://box.example.org/token",
+    )
+    credmon = subprocess.Popen(
+        [HTSEC, "credmon", "--cred-dir", str(root), "--interval", "0.5"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
+    try:
+
+        def imported() -> bool:
+            try:
+                return creds.info("alice", "oidc").has_access_token
+            except HtsecError:
+                return False
+
+        wait_until(imported, 30, "the credmon did not import alice's credential")
+        with CredDelivery(creds, cred_dir=root) as delivery:
+            jobs: list[JobCreds] = []
+            for i in range(3):
+                sandbox = new_sandbox(sandboxes, f"job{i}")
+                job = install(delivery, sandbox, "alice", ["oidc", "box*work"])
+                jobs.append(job)
+                procs.append(start_job(sandbox, job.environ, (f"--job={i}",)))
+            # At least one refresh delivered into the running jobs' sandboxes.
+            before = token_of(jobs[0].directory / "oidc.use")
+            wait_until(lambda: token_of(jobs[0].directory / "oidc.use") != before, 30, "no refresh")
+            refresh_tokens.add(read_json(root / "alice" / "oidc.top")["refresh_token"])
+            refresh_tokens.add(creds.refresh_token("alice", "oidc") or "")
+            values = [*sorted(refresh_tokens - {""}), planted_rt, CLIENT_SECRET, planted_cs]
+
+            result = scan(values, [job.sandbox for job in jobs])
+
+            job_pids = [p.pid for p in procs]
+            assert set(job_pids) <= set(result["mem_pids"]), result  # their memory was read
+            assert set(job_pids) <= set(result["environ_pids"]), result
+            assert result["files"] > 1000, result
+            print(
+                f"leak scan: {result['files']} files, {result['mem_bytes']} bytes of the job "
+                f"user's memory ({len(result['mem_pids'])} processes), {len(values)} secrets"
+            )
+            assert result["found"] == [], [(where, f"secret #{i}") for where, i in result["found"]]
+            # ... and the jobs did get their access tokens.
+            for job in jobs:
+                assert sorted(os.listdir(job.directory)) == ["box_work.use", "oidc.use"]
+            stop(procs)
+            for job in jobs:
+                job.close()
+                assert not job.directory.exists()
+    finally:
+        credmon.terminate()
+        credmon.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_scan_finds_a_secret_in_a_sandbox_environment_argv_memory_or_anywhere_in_proc(
+    sandboxes: Path,  # noqa: F811 - the fixture
+    procs: list[Any],
+) -> None:
+    """The scan's teeth: a secret planted in each place it looks is found there."""
+    values = {
+        where: f"planted-{where}-{secrets.token_hex(12)}"
+        for where in ("sandbox", "environ", "cmdline", "memory", "other")
+    }
+    creds_dir = sandboxes / "creds"
+    creds_dir.mkdir(mode=0o755)
+    environ = {"_CONDOR_CREDS": str(creds_dir)}
+    s_file = new_sandbox(sandboxes, "file")
+    uid, gid = job_ids() or (0, 0)
+    leak = s_file / "leak.txt"
+    leak.write_text(values["sandbox"])
+    os.chown(leak, uid, gid)
+    procs.append(start_job(s_file, environ))
+    procs.append(start_job(new_sandbox(sandboxes, "env"), {**environ, "X": values["environ"]}))
+    procs.append(start_job(new_sandbox(sandboxes, "argv"), environ, (values["cmdline"],)))
+    # Memory only: the job reads it from a file that is then removed.
+    (creds_dir / "mem.use").write_text(values["memory"])
+    procs.append(start_job(new_sandbox(sandboxes, "mem"), environ))
+    time.sleep(0.3)  # it has read the file at least once
+    (creds_dir / "mem.use").unlink()
+    # Another user's process (root's) with the secret in its argv: /proc/<pid>/cmdline.
+    other = subprocess.Popen(
+        [PYTHON, "-c", "import time; time.sleep(600)", values["other"]], start_new_session=True
+    )
+    procs.append(other)
+
+    result = scan(list(values.values()), [s_file])
+
+    names = list(values)
+    hits = {(names[i], where.split("/")[-1]) for where, i in result["found"]}
+    assert ("sandbox", "leak.txt") in hits, hits
+    assert ("environ", "environ") in hits, hits
+    assert ("cmdline", "cmdline") in hits, hits
+    assert ("memory", "mem") in hits, hits
+    assert ("other", "cmdline") in hits, hits
