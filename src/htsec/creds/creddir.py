@@ -23,6 +23,7 @@ already apart.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -270,6 +271,22 @@ class CredDir:
                 merged = {**old.extra, **top.extra}
                 top = TopFile(top.refresh_token, top.scopes, top.audience, merged)
         return self._write(user, name, "top", dump_top(top))
+
+    def write_requested_top(
+        self, user: str, name: TokenName, refresh_token: str, scopes: str, audience: str
+    ) -> Path:
+        """Write ``<stem>.top`` with ``scopes`` and ``audience`` exactly as the request gave
+        them (0400, atomically): condor_credd compares them with the next request's as strings
+        (``store_cred.cpp`` ``cred_matches``), so blanks removed would make the same submit
+        file mismatch. Parsed back before it is written."""
+        obj: dict[str, Any] = {"refresh_token": refresh_token}
+        if scopes:
+            obj["scopes"] = scopes
+        if audience:
+            obj["audience"] = audience
+        data = json.dumps(obj).encode("ascii")  # json.dump's defaults, as the web server
+        parse_top(data)
+        return self._write(user, name, "top", data)
 
     def write_use(self, user: str, name: TokenName, use: UseFile | Mapping[str, Any]) -> Path:
         """Write ``<stem>.use`` (0400, one line, atomically).

@@ -15,8 +15,8 @@ one browser session that opened it first (HTCondor: anyone holding the URL, for 
 After a login the portal writes ``<user>/<stem>.meta``, ``.top`` and ``.use`` as HTCondor's
 web server does (through :class:`htsec.creds.creddir.CredDir`; ``.use`` last, the credd waits
 for it), except that the client secret stays sealed in the store (``.meta`` has none) and
-``.top``'s scopes are compared as sets. When every login of the file is done the file is
-removed, as there.
+``.top`` keeps the request's ``Scopes`` as the credd will compare them. When every login of
+the file is done the file is removed, as there.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from htsec.portal.providers import PRESETS, OAuthProvider
 __all__ = [
     "DropIn",
     "need_of",
-    "ordered_scopes",
     "provider_of",
     "split_scopes",
 ]
@@ -46,12 +45,6 @@ def split_scopes(text: str) -> frozenset[str]:
     """The set of scopes in a ClassAd ``Scopes`` value (comma-separated, blanks ignored, as
     the web server's ``split(',')`` + ``strip()``)."""
     return frozenset(s.strip() for s in text.split(",") if s.strip())
-
-
-def ordered_scopes(text: str) -> tuple[str, ...]:
-    """The scopes of a ``Scopes`` value in its order, blanks removed (what the web server
-    writes to ``.top``)."""
-    return tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
 
 
 def need_of(login: PendingLogin) -> Need:
@@ -140,32 +133,34 @@ class DropIn:
         need: Need,
         token: dict[str, object],
         provider: OAuthProvider,
-        scopes: tuple[str, ...],
+        requested: PendingLogin | None = None,
     ) -> None:
-        """``.meta``, ``.top`` and ``.use`` of the new credential, as HTCondor's web server
-        writes them (no client secret in ``.meta``: it is sealed in the store). ``scopes`` in
-        the request's order: the credd compares ``.top``'s ``scopes`` with the next request's
-        as strings."""
+        """``.meta``, ``.top`` and ``.use`` of the new credential, in that order, as HTCondor's
+        web server writes them, but with no client secret in ``.meta`` (it is sealed in the
+        store) and, for condor_credd's request ``requested``, its ``Scopes`` and ``Audience``
+        kept exactly (the credd compares them with the next request's as strings; the web
+        server's removing blanks makes ``read, write`` mismatch forever)."""
         cd = self.creddir
         cd.ensure_user_dir(user)
         refresh = token.get("refresh_token")
-        use = {k: v for k, v in token.items() if k != "refresh_token"}
-        cd.store(
+        rt = refresh if isinstance(refresh, str) else ""
+        use = UseFile.from_response({k: v for k, v in token.items() if k != "refresh_token"})
+        cd.write_meta(
             user,
             need.name,
-            meta=MetaFile(
+            MetaFile(
                 client_id=provider.client_id,
                 client_secret=None,
                 token_url=provider.token_url,
-                use_refresh_token=isinstance(refresh, str) and bool(refresh),
+                use_refresh_token=bool(rt),
             ),
-            top=TopFile(
-                refresh if isinstance(refresh, str) else "",
-                scopes,
-                need.audience or "",
-            ),
-            use=UseFile.from_response(use),
         )
+        if requested is not None:
+            cd.write_requested_top(user, need.name, rt, requested.scopes, requested.audience)
+        else:
+            top = TopFile(rt, tuple(sorted(need.scopes)), need.audience or "")
+            cd.write_top(user, need.name, top)
+        cd.write_use(user, need.name, use)
 
     def remove(self, key: str) -> None:
         if self.enabled:

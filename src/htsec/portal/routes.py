@@ -42,7 +42,7 @@ from htsec.errors import (
     NotFound,
 )
 from htsec.portal.csrf import FIELD, check_csrf
-from htsec.portal.dropin import DropIn, ordered_scopes, provider_of
+from htsec.portal.dropin import DropIn, provider_of
 from htsec.portal.oauth import claim_login, exchange, start_login
 from htsec.portal.pages import STATIC, PortalRoute, redirect, render
 from htsec.portal.providers import OAuthProvider, ProviderCache, provider_title
@@ -318,9 +318,7 @@ def _store(
         else None
     )
     dropin = _dropin(request)
-    order = tuple(sorted(need.scopes))
-    if link.source == "cred-dir":
-        order = ordered_scopes(dropin.login_at(link.id, position).scopes)
+    requested = dropin.login_at(link.id, position) if link.source == "cred-dir" else None
     cs.put(
         link.user,
         need.service,
@@ -329,7 +327,7 @@ def _store(
         access_token=str(token["access_token"]),
         expires_at=expires_at,
         token_type=str(token.get("token_type") or "bearer"),
-        scopes=list(order),
+        scopes=sorted(need.scopes),
         audience=need.audience,
         provider=need.service,
         client_id=p.client_id,
@@ -340,7 +338,7 @@ def _store(
         source="cred-dir" if link.source == "cred-dir" else None,
     )
     if dropin.enabled:
-        dropin.write_files(link.user, need, token, p, order)
+        dropin.write_files(link.user, need, token, p, requested)
     done = complete_need(cs, link.id, position)
     if done.complete and link.source == "cred-dir":
         dropin.remove(link.id)
