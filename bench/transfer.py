@@ -1,0 +1,35 @@
+"""Benchmark of the local execution point's transfers (issue 13), in one run:
+
+* token hand-off (``bench/handoff.py``): from a credmon's refresh to the sandbox ``.use``
+  replaced, p99 (target < 1 s), beside the inotify floor;
+
+Last line: one JSON object (``handoff_ms_p99`` ...).
+
+    .venv/bin/python bench/transfer.py [--handoff-seconds 20] [--users 40] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import handoff
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--handoff-seconds", type=float, default=20.0)
+    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--jobs", type=int, default=2, help="jobs per user")
+    args = parser.parse_args()
+    figures: dict[str, object] = {}
+    figures.update(handoff.run(args.handoff_seconds, args.users, args.jobs))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
