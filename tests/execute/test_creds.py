@@ -97,7 +97,7 @@ def put(creds: CredStore, user: str, wire: str, token: str) -> None:
     )
 
 
-def install(d: CredDelivery, sandbox: Path, user: str, needs: list[str]) -> JobCreds:
+def install(d: CredDelivery, sandbox: Path, user: str, needs: str | list[str]) -> JobCreds:
     ids = job_ids()
     uid, gid = ids if ids is not None else (None, None)
     return d.install(sandbox, user=user, needs=needs, uid=uid, gid=gid)
@@ -133,6 +133,21 @@ def test_install_writes_one_single_line_use_per_needed_token(
         assert 3590 <= use["expires_in"] <= 3600
         assert set(use) <= {"access_token", "token_type", "expires_in", "expires_at", "scope"}
     job.close()
+
+
+def test_needs_are_read_as_htcondor_splits_oauth_services_needed(
+    creds: CredStore, delivery: CredDelivery, sandboxes: Path
+) -> None:
+    put(creds, "alice", "oidc", "at-oidc")
+    put(creds, "alice", "box*work", "at-box")
+    sandbox = new_sandbox(sandboxes, "job1")
+    job = install(delivery, sandbox, "alice", "oidc, box*work")
+    assert sorted(os.listdir(job.directory)) == ["box_work.use", "oidc.use"]
+    job.close()
+    nothing = install(delivery, new_sandbox(sandboxes, "job2"), "alice", [])
+    assert nothing.environ == {}
+    assert os.listdir(sandboxes / "job2") == []
+    nothing.close()
 
 
 @needs_root

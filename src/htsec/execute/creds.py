@@ -98,12 +98,17 @@ def local_services() -> frozenset[str]:
     return frozenset(names or {"scitokens"})
 
 
-def _names(needs: Iterable[TokenName | str]) -> list[TokenName]:
+def _names(needs: str | Iterable[TokenName | str]) -> list[TokenName]:
+    """The token names of ``needs``: a job ad's ``OAuthServicesNeeded`` (items separated by
+    commas or blanks, as HTCondor's ``StringTokenIterator`` splits it) or its items."""
+    items = [needs] if isinstance(needs, str) else needs
     out: list[TokenName] = []
-    for need in needs:
-        name = need if isinstance(need, TokenName) else TokenName.parse_wire(need)
-        if name not in out:
-            out.append(name)
+    for need in items:
+        parts = [need] if isinstance(need, TokenName) else need.replace(",", " ").split()
+        for part in parts:
+            name = part if isinstance(part, TokenName) else TokenName.parse_wire(part)
+            if name not in out:
+                out.append(name)
     return out
 
 
@@ -167,8 +172,9 @@ class JobCreds:
 
     @property
     def environ(self) -> dict[str, str]:
-        """What to add to the job's environment: ``{"_CONDOR_CREDS": <directory>}``."""
-        return {CREDS_ENV: str(self.directory)}
+        """What to add to the job's environment: ``{"_CONDOR_CREDS": <directory>}`` (nothing
+        for a job that needs no token)."""
+        return {CREDS_ENV: str(self.directory)} if self.names else {}
 
     def __enter__(self) -> JobCreds:
         return self
@@ -384,14 +390,16 @@ class CredDelivery:
         sandbox: str | os.PathLike[str],
         *,
         user: str,
-        needs: Iterable[TokenName | str],
+        needs: str | Iterable[TokenName | str],
         uid: int | None = None,
         gid: int | None = None,
     ) -> JobCreds:
         """Create ``<sandbox>/.condor_creds`` (0700) with ``<stem>.use`` (0600) for each of
-        ``needs`` (the job ad's ``OAuthServicesNeeded``: ``service`` or ``service*handle``),
-        owned by ``uid:gid`` (None: left to this process), and keep the files current until
-        :meth:`JobCreds.close`. ``user`` is the job's owner (``alice`` or ``alice@domain``).
+        ``needs`` (the job ad's ``OAuthServicesNeeded`` as it is, or its items: ``service`` or
+        ``service*handle``), owned by ``uid:gid`` (None: left to this process), and keep the
+        files current until :meth:`JobCreds.close`. ``user`` is the job's owner (``alice`` or
+        ``alice@domain``). A job that needs no token gets nothing: no directory, and an empty
+        :attr:`JobCreds.environ`.
 
         :raises CredentialsUnavailable: a credential is missing or needs re-authorisation;
             ``hold_reason`` is HTCondor's text, ``problems`` says which and why.
@@ -403,7 +411,7 @@ class CredDelivery:
         names = _names(needs)
         job = JobCreds(self, Path(sandbox), user, names, uid, gid)
         if not names:
-            job._make()
+            job.closed = True
             return job
         with self._lock:
             self._jobs.setdefault(user, []).append(job)
