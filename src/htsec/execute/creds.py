@@ -274,10 +274,8 @@ class CredDelivery:
         self.updates = 0  # sandbox files replaced since start (for tests and benchmarks)
 
     def start(self) -> None:
-        """Start watching.
-
-        :raises OSError: if the credential directory cannot be watched.
-        """
+        """Start watching (a credential directory that cannot be watched is logged; then
+        only :meth:`notify` brings refreshes)."""
         self.watch.start()
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import struct
 import threading
@@ -43,6 +44,8 @@ IN_DONT_FOLLOW = 0x02000000
 IN_ISDIR = 0x40000000
 IN_CLOEXEC = os.O_CLOEXEC
 IN_NONBLOCK = os.O_NONBLOCK
+
+log = logging.getLogger("htsec.execute")
 
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
 _ROOT_MASK = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW
@@ -130,13 +133,26 @@ class CredDirWatch:
 
     # -- control -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Watch the root (if any) and start the thread.
-
-        :raises OSError: if the root cannot be watched.
-        """
+        """Watch the root (if any) and start the thread. A root that cannot be watched (not
+        there, not readable) is logged once; then only :meth:`wake` brings news."""
         if self._notify is not None and self.root is not None:
-            self._root_wd = self._notify.add(self.root, _ROOT_MASK)
+            try:
+                self._root_wd = self._notify.add(self.root, _ROOT_MASK)
+            except OSError as exc:
+                log.warning(
+                    "cannot watch the credential directory %s (%s): refreshed tokens reach "
+                    "running jobs only from a credmon in this process",
+                    self.root,
+                    exc.strerror,
+                )
+                self._notify.close()
+                self._notify = None
         self._thread.start()
+
+    @property
+    def watching(self) -> bool:
+        """True while the credential directory is watched."""
+        return self._notify is not None
 
     def close(self) -> None:
         """Stop the thread and drop every watch."""
@@ -175,9 +191,15 @@ class CredDirWatch:
         try:
             wd = self._notify.add(self.root / user, _USER_MASK)
         except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                return False  # not there yet (or not a directory): the root's watch tells
-            raise
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                log.warning(
+                    "cannot watch %s (%s): refreshed tokens of %s reach running jobs only "
+                    "from a credmon in this process",
+                    self.root / user,
+                    exc.strerror,
+                    user,
+                )
+            return False  # not there yet (or not a directory): the root's watch tells
         self._users[user] = wd
         self._by_wd[wd] = user
         return True
