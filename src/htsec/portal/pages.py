@@ -79,8 +79,10 @@ def security_headers(response: Response, form_targets: Iterable[str] = ()) -> No
         "Content-Security-Policy": csp,
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
-        # The page URL holds the link's secret id: never sent on to a provider.
-        "Referrer-Policy": "no-referrer",
+        # The page URL holds the link's secret id: never sent to another origin (a provider).
+        # Not "no-referrer": with it browsers send "Origin: null" on every form post (Fetch,
+        # "append a request Origin header"), and the CSRF check refuses the portal's own forms.
+        "Referrer-Policy": "same-origin",
         "Cross-Origin-Opener-Policy": "same-origin",
         "Cross-Origin-Resource-Policy": "same-origin",
         "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
