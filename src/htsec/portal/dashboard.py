@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, Response
+from markupsafe import Markup
 
 from htsec import _time
 from htsec.authz import Perm, credential_owner, granted, grants, in_order
@@ -128,7 +129,8 @@ def dashboard(request: Request, done: str | None = None) -> Response:
     session, who = viewer(request)
     if who is None:
         session = session or browser_session(request, create=True)
-        return render(request, "dashboard_login.html", {"title": "Sign in"}, session=session)
+        page = {"title": "Sign in", "uid_domain": _uid_domain(request)}
+        return render(request, "dashboard_login.html", page, session=session)
     ctx: dict[str, Any] = {
         "title": "Dashboard",
         "viewer": who,
@@ -136,6 +138,7 @@ def dashboard(request: Request, done: str | None = None) -> Response:
         "message": MESSAGES.get(done or ""),
         "now": int(time.time()),
         "when": _when,
+        "iso": _iso,
     }
     if who.user is not None and grants(who.token, Perm.READ):
         ctx["credentials"] = _creds(request).credentials(who.user)
@@ -146,8 +149,19 @@ def dashboard(request: Request, done: str | None = None) -> Response:
     return render(request, "dashboard.html", ctx, session=session)
 
 
-def _when(ts: float | None) -> str:
-    return "never" if ts is None else _time.utc_text(ts)
+def _when(ts: float | None) -> Markup:
+    """A time to the minute, in htsec's one format (``2026-01-02 03:04 UTC``), breaking
+    only between the date and the time."""
+    if ts is None:
+        return Markup("never")
+    day, clock = _time.utc_text(ts)[:16].split(" ")
+    return Markup('<span class="nowrap">{}</span> <span class="nowrap">{} UTC</span>').format(
+        day, clock
+    )
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _issued_tokens(request: Request, limit: int = 200) -> list[dict[str, Any]]:
@@ -168,7 +182,11 @@ def _health(request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, check in request.app.state.health_checks.items():
         healthy, detail = check()
-        out[name] = {"healthy": healthy, "detail": detail}
+        shown = dict(detail)
+        for key, value in detail.items():  # times since the epoch, as people read them
+            if (key.startswith("last_") or key.endswith("_at")) and isinstance(value, int | float):
+                shown[key] = _time.utc_text(value)
+        out[name] = {"healthy": healthy, "detail": shown}
     return out
 
 
