@@ -28,6 +28,7 @@ the traceback goes to the log only. tests/test_errors.py checks this drawing aga
     +-- StoreError               the database cannot be opened, migrated or read
     |   +-- CredStoreError       a credential cannot be stored or used as asked (400)
     +-- RemoteError              the htsec server could not be reached or answered an error
+    +-- SubmitError              a submit description htsec cannot use (parse, bounds, macros)
     +-- CredentialError          HTCondor's OAuth credential directory (htsec.creds)
     |   +-- BadCredentialName    a user, service or handle HTCondor would not accept (400)
     |   +-- CredentialFileError  a credential file that cannot be read or parsed (``path``)
@@ -69,6 +70,7 @@ __all__ = [
     "RemoteError",
     "SigningKeyError",
     "StoreError",
+    "SubmitError",
     "TokenClientError",
     "TokenError",
     "TokenRejected",
@@ -283,6 +285,16 @@ class RemoteError(HtsecError):
     exit_code = 1
     status = 500
     code = "remote_error"
+
+
+class SubmitError(HtsecError):
+    """A submit description that cannot be used: it does not parse, is over a bound (size,
+    jobs, services), has macros whose expansion would never end or grow without bound, or
+    leaves out a value the configuration requires (HTCondor's "You must specify ...")."""
+
+    exit_code = 1
+    status = 400
+    code = "submit_error"
 
 
 class CredentialError(HtsecError):
