@@ -31,6 +31,7 @@ from htsec.cli.issuer import issuer
 from htsec.cli.key import key
 from htsec.cli.login import login
 from htsec.cli.output import err
+from htsec.cli.portal import portal
 from htsec.cli.request import token_request
 from htsec.cli.serve import credd, serve
 from htsec.cli.store import store
@@ -68,7 +69,20 @@ def htsec(ctx: click.Context, debug: bool) -> None:
 
 
 token.add_command(token_request)
-for command in (config, key, token, glidein, cred, store, serve, credmon, issuer, credd, login):
+for command in (
+    config,
+    key,
+    token,
+    glidein,
+    cred,
+    store,
+    serve,
+    credmon,
+    issuer,
+    credd,
+    login,
+    portal,
+):
     htsec.add_command(command)
 
 
