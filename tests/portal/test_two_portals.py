@@ -119,5 +119,5 @@ def test_a_flow_started_on_one_portal_finishes_on_another(
 
 
 def test_portal_refuses_plain_http_on_a_public_address() -> None:
-    r = run("portal", "--behind-proxy", "--host", "0.0.0.0")  # noqa: S104 - the refused case
+    r = run("portal", "--behind-proxy", "--host", "0.0.0.0")
     assert r.code == 2 and "loopback address only" in r.err, r.err
