@@ -32,6 +32,8 @@ the traceback goes to the log only. tests/test_errors.py checks this drawing aga
     +-- CredentialError          HTCondor's OAuth credential directory (htsec.creds)
     |   +-- BadCredentialName    a user, service or handle HTCondor would not accept (400)
     |   +-- CredentialFileError  a credential file that cannot be read or parsed (``path``)
+    +-- AnnexError               an annex cannot be provisioned, bootstrapped or ended as asked
+    |   +-- CloudError           an AWS call failed (AccessDenied, quota ...); names the call
     +-- CredmonError             the credmon
     |   +-- RefreshFailed        one credential's refresh failed (``reason``, ``dead`` ...)
     |   +-- TokenClientError     an exchange with an OAuth token endpoint failed
@@ -48,9 +50,11 @@ import os
 from collections.abc import Sequence
 
 __all__ = [
+    "AnnexError",
     "BadCredentialName",
     "BadKeyName",
     "Busy",
+    "CloudError",
     "ConfigError",
     "Conflict",
     "CredStoreError",
@@ -421,3 +425,25 @@ class TransferFailed(HtsecError):
         self.retryable = retryable
         self.should_refresh = should_refresh
         self.error_code = error_code
+
+
+class AnnexError(HtsecError):
+    """An annex cannot be provisioned, bootstrapped or ended as asked (bad tarball, metadata
+    service down, instances that never came up ...)."""
+
+    exit_code = 1
+    status = 502
+    code = "annex_error"
+
+
+class CloudError(AnnexError):
+    """An AWS call failed; the message names the call, AWS's error code and what to do
+    (``AccessDenied``: the policy the caller lacks; quota errors: the limit to raise)."""
+
+    exit_code = 1
+    status = 502
+    code = "cloud_error"
+
+    def __init__(self, message: str, *, aws_code: str = "") -> None:
+        super().__init__(message)
+        self.aws_code = aws_code

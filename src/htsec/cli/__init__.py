@@ -23,6 +23,7 @@ import click
 
 from htsec import __version__
 from htsec.cli import context
+from htsec.cli.annex import annex
 from htsec.cli.config import config
 from htsec.cli.cred import cred
 from htsec.cli.credmon import credmon
@@ -82,6 +83,7 @@ for command in (
     credd,
     login,
     portal,
+    annex,
 ):
     htsec.add_command(command)
 
