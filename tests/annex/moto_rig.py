@@ -7,7 +7,9 @@ The adapter, and only it, changes moto:
    one entry in moto's filter table maps it to the attribute moto already stores.
 2. Spot fleet client tokens: moto drops ``SpotFleetRequestConfig.ClientToken``; the adapter
    keeps it on the request and echoes it in ``DescribeSpotFleetRequests``.
-3. The ``aws:ec2spot:fleet-request-id`` tag: AWS adds it to a fleet's instances a little after
+3. ``RunInstances`` launches as many as EC2 would (up to ``MaxCount``; moto launches
+   ``MinCount``), each with the instance profile (moto gives it to the first only).
+4. The ``aws:ec2spot:fleet-request-id`` tag: AWS adds it to a fleet's instances a little after
    they start; moto never does. :meth:`MotoRig.tag_fleet` adds it when a test says so.
 
 IAM enforcement (``INITIAL_NO_AUTH_ACTION_COUNT = 0`` after the admin user exists) makes moto
@@ -32,6 +34,7 @@ from moto.core.responses import ActionAuthenticatorMixin
 from moto.ec2 import utils as ec2_utils
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.spot_requests import SpotFleetRequest
+from moto.ec2.responses.instances import InstanceResponse
 from moto.ec2.responses.spot_fleets import SpotFleets
 from moto.server import ThreadedMotoServer
 from moto.sts.models import sts_backends
@@ -49,6 +52,25 @@ def install_adapter() -> None:
     _installed = True
     ec2_utils.filter_dict_attribute_mapping["client-token"] = "client_token"
 
+    original_run = InstanceResponse.run_instances
+
+    def run_instances(self: InstanceResponse) -> Any:
+        most = self._get_param("MaxCount")
+        if most:
+            if self.automated_parameter_parsing:
+                self.params["MinCount"] = most
+            else:
+                self.querystring["MinCount"] = [str(most)]
+        result = original_run(self)
+        profile = self._get_param("IamInstanceProfile.Name")
+        for inst in result.result.instances[1:]:  # moto gives only the first its profile
+            if profile:
+                self.ec2_backend.associate_iam_instance_profile(
+                    instance_id=inst.id, iam_instance_profile_name=profile
+                )
+        return result
+
+    InstanceResponse.run_instances = run_instances  # type: ignore[method-assign]
     original_request = SpotFleets.request_spot_fleet
 
     def request_spot_fleet(self: SpotFleets) -> Any:
@@ -102,6 +124,7 @@ class MotoRig:
 
         self.server._server.app = counting  # type: ignore[union-attr]
         self.admin: dict[str, str] = {}
+        self._ami = ""
         self.reset()
 
     def stop(self) -> None:
@@ -121,7 +144,10 @@ class MotoRig:
             UserName="admin",
             PolicyName="all",
             PolicyDocument=json.dumps(
-                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+                }
             ),
         )
         k = iam.create_access_key(UserName="admin")["AccessKey"]
@@ -139,7 +165,10 @@ class MotoRig:
             UserName=name,
             PolicyName="only",
             PolicyDocument=json.dumps(
-                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+                }
             ),
         )
         k = iam.create_access_key(UserName=name)["AccessKey"]
@@ -166,7 +195,11 @@ class MotoRig:
         )
 
     def ami(self) -> str:
-        return str(self.client("ec2").describe_images()["Images"][0]["ImageId"])
+        """An image id moto knows (its list is fixed; read once: DescribeImages is slow)."""
+        if not self._ami:
+            images = self.client("ec2").describe_images(Owners=["amazon"])["Images"]
+            self._ami = str(images[0]["ImageId"])
+        return self._ami
 
     def instance_credentials(self, instance_id: str) -> tuple[str, dict[str, Any]]:
         """The role name and temporary credentials EC2 would give ``instance_id``."""
@@ -174,9 +207,9 @@ class MotoRig:
             "Instances"
         ][0]
         profile = inst["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
-        role = self.client("iam").get_instance_profile(InstanceProfileName=profile)["InstanceProfile"][
-            "Roles"
-        ][0]
+        role = self.client("iam").get_instance_profile(InstanceProfileName=profile)[
+            "InstanceProfile"
+        ]["Roles"][0]
         assumed = sts_backends[ACCOUNT]["aws"].assume_role(
             region_name=REGION,
             role_session_name=instance_id,

