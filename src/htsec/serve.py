@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from htsec.server import Lifespan
 
-__all__ = ["in_process_credmon", "run"]
+__all__ = ["in_process_credmon", "in_process_execute", "run"]
 
 log = logging.getLogger("htsec.serve")
 
@@ -76,6 +76,28 @@ def in_process_credmon(settings: Settings) -> Lifespan:
     return credmon_lifespan
 
 
+def in_process_execute(settings: Settings, then: Lifespan | None = None) -> Lifespan:
+    """The all-in-one server runs jobs too (:mod:`htsec.execute`): its runner starts after
+    ``then`` (the credmon) and stops before it; jobs it cut short run again next start."""
+    from htsec.execute.point import ExecutePoint
+
+    @contextlib.asynccontextmanager
+    async def execute_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if then is not None:
+                await stack.enter_async_context(then(app))
+            point = ExecutePoint(settings, app.state.authority.store)
+            await asyncio.to_thread(point.start)
+            app.state.execute = point
+            try:
+                yield
+            finally:
+                app.state.execute = None
+                await asyncio.to_thread(point.stop)
+
+    return execute_lifespan
+
+
 def run(
     settings: Settings,
     *,
@@ -83,7 +105,8 @@ def run(
     port: int | None = None,
     credmon: bool | None = None,
 ) -> None:
-    """Serve the API; ``credmon`` None follows ``HTSEC_SERVE_CREDMON`` (default on)."""
+    """Serve the API; ``credmon`` None follows ``HTSEC_SERVE_CREDMON`` (default on); the
+    execution point runs with ``htsec serve`` only (``credmon`` not False)."""
     import uvicorn
 
     from htsec._log import uvicorn_log_config
@@ -107,11 +130,13 @@ def run(
     wildcard = host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
     tls = ensure_tls(settings.tls_dir, () if wildcard else (host,))
     authority.store  # noqa: B018 - open and migrate the store before announcing readiness
+    execute = credmon is not False
     if credmon is None:
         credmon = settings.serve_credmon
-    app = create_app(
-        settings, authority, lifespan=in_process_credmon(settings) if credmon else None
-    )
+    lifespan = in_process_credmon(settings) if credmon else None
+    if execute:
+        lifespan = in_process_execute(settings, lifespan)
+    app = create_app(settings, authority, lifespan=lifespan)
     url = f"https://{host if ':' not in host else f'[{host}]'}:{port}"
     lines = [
         f"htsec serve: listening on {url} (trust domain {settings.trust_domain})",

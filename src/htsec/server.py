@@ -22,6 +22,7 @@ from htsec.credmon import api as issuer_api
 from htsec.creds import api as creds_api
 from htsec.creds.fastpath import AccessTokenFastPath
 from htsec.creds.open import open_credstore
+from htsec.execute import api as jobs_api
 from htsec.metrics import install as install_metrics
 from htsec.portal import app as portal_app
 from htsec.portal import device as device_login
@@ -78,6 +79,7 @@ def create_app(
     app.state.verifiers = VerifierCache(authority.verifier)
     app.state.health_checks = {}
     app.state.credmon_wake = None  # set when an in-process credmon runs
+    app.state.execute = None  # set when an execution point runs (htsec serve)
     credstore = open_credstore(settings, authority.store)
     app.state.credstore = credstore
 
@@ -102,6 +104,7 @@ def create_app(
     app.include_router(tokens_api.router)
     app.include_router(device_login.router)
     portal_app.install(app, settings)
+    app.include_router(jobs_api.router)
     issuer = issuer_api.router()
     if issuer is not None:
         app.include_router(issuer)
