@@ -84,6 +84,9 @@ KNOBS: dict[str, str] = {
     "HTSEC_PORTAL_URL": "the portal's base URL in authorisation links (default: "
     "CREDMON_WEB_PREFIX, else HTSEC_SERVER_URL)",
     "HTSEC_PORTAL_LINK_LIFETIME": "seconds a one-time authorisation link lives (900)",
+    "HTSEC_EXECUTE_SLOTS": "jobs 'htsec serve' runs at once on its execution point (CPUs)",
+    "EXECUTE": "job sandboxes (root: /var/lib/htsec/execute; else $(HTSEC_HOME)/execute)",
+    "FILETRANSFER_PLUGINS": "file-transfer plugin executables (default: htsec's htsec-plugin-*)",
 }
 
 #: htsec's own knobs, which ``HTSEC_<KNOB>`` in the environment also sets (like

@@ -29,6 +29,7 @@ from htsec.cli.cred import cred
 from htsec.cli.credmon import credmon
 from htsec.cli.glidein import glidein
 from htsec.cli.issuer import issuer
+from htsec.cli.jobs import history, q, rm
 from htsec.cli.key import key
 from htsec.cli.login import login
 from htsec.cli.output import err
@@ -84,6 +85,9 @@ for command in (
     login,
     portal,
     annex,
+    q,
+    rm,
+    history,
 ):
     htsec.add_command(command)
 

@@ -227,6 +227,15 @@ def _ad(
     return ad
 
 
+def _expand(sub: Any, key: str) -> str:
+    try:
+        return str(sub.expand(key))
+    except KeyError:  # a key set to nothing (``box_oauth_permissions_public =``)
+        return ""
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"cannot expand {key} of the submit description: {exc}") from None
+
+
 def expand(text: str, *, cluster: int, owner: str, user: str, iwd: str) -> list[Proc]:
     """Every proc of ``text``'s queue statement, expanded (``UsageError`` naming the fault)."""
     _refuse_outside(text)
@@ -264,10 +273,7 @@ def expand(text: str, *, cluster: int, owner: str, user: str, iwd: str) -> list[
             }
             for name, value in live.items():
                 sub[name] = value
-            try:
-                values = {k.lower(): sub.expand(k) for k in keys}
-            except (ValueError, RuntimeError, KeyError) as exc:
-                raise UsageError(f"cannot expand the submit description: {exc}") from None
+            values = {k.lower(): _expand(sub, k) for k in keys}
             ad = _ad(values, cluster=cluster, proc=proc, owner=owner, user=user, iwd=iwd, now=now)
             procs.append(Proc(proc, ad))
     return procs

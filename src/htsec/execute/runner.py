@@ -361,14 +361,15 @@ class Runner:
         if r.removed_by or r.stopping:
             return creds
         exit_code, exit_signal = (None, -status) if status < 0 else (status, None)
+        disk = limits.file_size
         if exit_signal == signal.SIGXFSZ:
             raise JobFailed(
-                f"The job exceeded its file-size limit of {limits.file_size} bytes (request_disk)",
+                f"The job exceeded request_disk ({disk} bytes): a file reached the file-size limit",
                 34,
             )
-        if limits.file_size is not None and r.sandbox.usage() > limits.file_size:
+        if disk is not None and (used := r.sandbox.usage()) >= disk:
             raise JobFailed(
-                f"The job's sandbox grew past request_disk ({limits.file_size} bytes)", 34
+                f"The job exceeded request_disk ({disk} bytes): its sandbox holds {used} bytes", 34
             )
         stage_out(
             r.sandbox, ad, owner=owner, plugins=self.plugins, env=env, run_as=(job.uid, job.gid)
