@@ -64,6 +64,7 @@ def in_process_credmon(settings: Settings) -> Lifespan:
         # Routes run in worker threads; an asyncio.Event is set only from its own loop.
         loop = asyncio.get_running_loop()
         app.state.credmon_wake = lambda: loop.call_soon_threadsafe(credmon.engine.wake.set)
+        app.state.credmon_listeners = credmon.engine.listeners  # token delivery to jobs
         app.state.metrics.extra.append(credmon.engine.metrics.registry)
         stop = asyncio.Event()
         task = asyncio.create_task(service.run(stop))
@@ -79,6 +80,7 @@ def in_process_credmon(settings: Settings) -> Lifespan:
 def in_process_execute(settings: Settings, then: Lifespan | None = None) -> Lifespan:
     """The all-in-one server runs jobs too (:mod:`htsec.execute`): its runner starts after
     ``then`` (the credmon) and stops before it; jobs it cut short run again next start."""
+    from htsec.execute.creds import CredDelivery
     from htsec.execute.point import ExecutePoint
 
     @contextlib.asynccontextmanager
@@ -86,7 +88,19 @@ def in_process_execute(settings: Settings, then: Lifespan | None = None) -> Life
         async with contextlib.AsyncExitStack() as stack:
             if then is not None:
                 await stack.enter_async_context(then(app))
-            point = ExecutePoint(settings, app.state.authority.store)
+            # Tokens go into sandboxes from the store, kept current on the credmon's events:
+            # its listener when it runs here, inotify on the credential directory otherwise.
+            delivery = CredDelivery(
+                app.state.credstore,
+                cred_dir=settings.cred_dir,
+                wake_credmon=app.state.credmon_wake,
+            )
+            delivery.start()
+            stack.callback(delivery.close)
+            listeners = getattr(app.state, "credmon_listeners", None)
+            if listeners is not None:
+                listeners.append(delivery.notify)
+            point = ExecutePoint(settings, app.state.authority.store, delivery=delivery)
             await asyncio.to_thread(point.start)
             app.state.execute = point
             try:

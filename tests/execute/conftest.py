@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.conftest import HTSEC, free_port, run
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")

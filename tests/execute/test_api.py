@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import run
 from tests.execute.conftest import Point
 

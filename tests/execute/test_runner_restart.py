@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.execute.conftest import Point, alive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.execute.conftest import Point
 
 from htsec.execute.transfer import method_of
+from tests.execute.conftest import Point
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")
 

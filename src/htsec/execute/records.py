@@ -13,16 +13,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     CursorResult,
-    Float,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
     Table,
-    Text,
     and_,
     delete,
     insert,
@@ -33,6 +25,7 @@ from sqlalchemy import (
 
 from htsec.errors import NotFound
 from htsec.store.db import Store
+from htsec.store.models import JobCluster, JobProc
 
 __all__ = ["ACTIVE", "DONE", "JobBook", "ProcRow"]
 
@@ -41,41 +34,8 @@ IDLE, RUNNING, COMPLETED, HELD, REMOVED = "idle", "running", "completed", "held"
 ACTIVE = (IDLE, RUNNING, HELD)
 DONE = (COMPLETED, REMOVED)
 
-_meta = MetaData()
-clusters = Table(
-    "job_clusters",
-    _meta,
-    Column("cluster_id", Integer, primary_key=True, autoincrement=True),
-    Column("owner", String(200), nullable=False),
-    Column("submitter", Text, nullable=False),
-    Column("iwd", Text, nullable=False),
-    Column("submit_text", Text, nullable=False),
-    Column("procs", Integer, nullable=False),
-    Column("submitted_at", Float, nullable=False),
-)
-procs = Table(
-    "job_procs",
-    _meta,
-    Column("cluster_id", Integer, ForeignKey("job_clusters.cluster_id"), primary_key=True),
-    Column("proc_id", Integer, primary_key=True),
-    Column("owner", String(200), nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("hold_reason", Text),
-    Column("hold_code", Integer),
-    Column("exit_code", Integer),
-    Column("exit_signal", Integer),
-    Column("ad", Text, nullable=False),
-    Column("sandbox", Text),
-    Column("cgroup", Text),
-    Column("pid", Integer),
-    Column("pid_start", BigInteger),
-    Column("runs", Integer, nullable=False),
-    Column("restarts", Integer, nullable=False),
-    Column("note", Text),
-    Column("submitted_at", Float, nullable=False),
-    Column("started_at", Float),
-    Column("ended_at", Float),
-)
+clusters = cast(Table, JobCluster.__table__)
+procs = cast(Table, JobProc.__table__)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ MAX_RESTARTS = 3
 
 
 class JobCreds(Protocol):
-    environ: Mapping[str, str]
+    @property
+    def environ(self) -> Mapping[str, str]: ...
 
     def close(self) -> None: ...
 

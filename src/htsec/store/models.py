@@ -25,6 +25,8 @@ __all__ = [
     "Base",
     "Credential",
     "IssuedToken",
+    "JobCluster",
+    "JobProc",
     "PendingAuthorization",
     "PortalLogin",
     "PortalSession",
@@ -249,3 +251,46 @@ class AuditEntry(Base):
     peer: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class JobCluster(Base):
+    """A submit accepted by the local execution point (htsec.execute.records)."""
+
+    __tablename__ = "job_clusters"
+
+    cluster_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    submitter: Mapped[str] = mapped_column(Text)
+    iwd: Mapped[str] = mapped_column(Text)
+    submit_text: Mapped[str] = mapped_column(Text)
+    procs: Mapped[int] = mapped_column(Integer)
+    submitted_at: Mapped[float] = mapped_column(Float)
+
+
+class JobProc(Base):
+    """One proc of a cluster: state (idle, running, completed, held, removed), its expanded
+    job ad as JSON, and what the runner needs to find it again after a restart."""
+
+    __tablename__ = "job_procs"
+
+    cluster_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("job_clusters.cluster_id", ondelete="CASCADE"), primary_key=True
+    )
+    proc_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    hold_code: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    exit_signal: Mapped[int | None] = mapped_column(Integer)
+    ad: Mapped[str] = mapped_column(Text)
+    sandbox: Mapped[str | None] = mapped_column(Text)
+    cgroup: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    pid_start: Mapped[int | None] = mapped_column(BigInteger)
+    runs: Mapped[int] = mapped_column(Integer, server_default="0")
+    restarts: Mapped[int] = mapped_column(Integer, server_default="0")
+    note: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
