@@ -5,10 +5,11 @@ access tokens, refresh-token rotation on).
 Two ways a refresh reaches the delivery (:mod:`htsec.execute.creds`), measured in the same run:
 
 (a) ``htsec credmon`` in another process writes HTCondor's credential directory; the delivery
-    learns of it by inotify. Latency: from the credmon's rename of ``<user>/oidc.use`` to the
-    rename of each of that user's sandbox ``.use`` files, both seen by one inotify observer in
-    this process (its own delay cancels out). The credmon commits to the store just before it
-    renames, so this is the hand-off from the commit, less well under a millisecond.
+    learns of it by inotify. Latency: from the credmon's rename of ``<user>/oidc.top`` (the
+    rotated refresh token, written right after its store commit and before ``oidc.use``: the
+    first trace of the commit visible outside that process) to the rename of each of that
+    user's sandbox ``.use`` files, both seen by one inotify observer in this process (its own
+    delay cancels out).
 (b) the credmon inside this process (``htsec serve`` without a credential directory), which
     calls ``RefreshEngine.listeners``: from the listener call that follows the store commit to
     each sandbox ``.use`` renamed (seen by the same kind of observer).
@@ -61,7 +62,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 class Observer:
-    """One inotify instance in a thread: when each watched directory received ``oidc.use``."""
+    """One inotify instance in a thread: when each watched directory received ``oidc.use``
+    (sandboxes, labelled ``user/jobN``) or ``oidc.top`` (credential directories: ``user``)."""
 
     def __init__(self) -> None:
         self.notify = Inotify()
@@ -86,8 +88,9 @@ class Observer:
             if self._stop in ready:
                 return
             for wd, _mask, name in self.notify.read():
-                if name == "oidc.use" and wd in self.dirs:
-                    self.events.append((now, self.dirs[wd]))
+                label = self.dirs.get(wd)
+                if label is not None and name == ("oidc.use" if "/" in label else "oidc.top"):
+                    self.events.append((now, label))
 
     def close(self) -> None:
         os.eventfd_write(self._stop, 1)
