@@ -22,6 +22,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from htsec.authz import Perm, credential_owner, grants
+from htsec.creds.check import check_needs, local_services
 from htsec.creds.creddir import CredDir
 from htsec.creds.links import MAX_NEEDS, Need, create_link, link_url, portal_url
 from htsec.creds.store import CredentialInfo, CredStore
@@ -345,4 +346,38 @@ def create_authorization(
         "url": link_url(portal_url(request.app.state.settings), link.id),
         "expires_at": link.expires_at,
         "user": link.user,
+    }
+
+
+class CheckIn(BaseModel):
+    """The credentials one submit needs (``user``: another user's, for ADMINISTRATOR)."""
+
+    needs: list[NeedIn] = Field(max_length=MAX_NEEDS)
+    user: str | None = Field(default=None, max_length=200)
+
+
+@router.post("/creds/check")
+def check_credentials(body: CheckIn, request: Request, caller: Caller) -> dict[str, Any]:
+    """Which of ``needs`` the user has (:mod:`htsec.creds.check`): per need ``present``,
+    ``missing``, ``mismatch`` or ``needs-reauth``, and ``ready`` when all are present. Missing
+    local-issuer credentials are created (and the credmon woken), as condor_credd does. Needs
+    WRITE, as HTCondor's CREDD_CHECK_CREDS."""
+    domain = _uid_domain(request)
+    try:
+        user = _target(caller, body.user, perm=Perm.WRITE, uid_domain=domain)
+        needs = [Need(n.service, n.handle, frozenset(n.scopes), n.audience) for n in body.needs]
+        state = request.app.state
+        local = getattr(state, "check_local_services", None)
+        if local is None:
+            local = state.check_local_services = local_services()
+        results = check_needs(_creds(request), user, needs, local=local, actor=caller.subject)
+    except HtsecError as exc:
+        _audit_refusal(request, caller, "check", body.user, "", None, exc)
+        raise
+    if any(r.detail == "created for the local issuer" for r in results):
+        wake_credmon(request)
+    return {
+        "user": user,
+        "ready": all(r.state == "present" for r in results),
+        "needs": [r.as_dict() for r in results],
     }

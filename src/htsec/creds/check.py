@@ -1,0 +1,156 @@
+"""Does a user have the credentials a job needs? The credd's answer to ``htsec submit``.
+
+HTCondor's counterpart is condor_credd's ``CREDD_CHECK_CREDS`` (``src/condor_credd/credd.cpp``
+``check_creds_handler``), which condor_submit sends once per submit. Per need it decides:
+
+- ``present``: stored, active, and with the scopes and audience the job asks for;
+- ``missing``: not stored (the user must log in at the provider: an authorisation link);
+- ``mismatch``: stored with other scopes or another audience. HTCondor compares the ``.top``
+  file's ``scopes`` and ``audience`` strings with the request's exactly
+  (``store_cred.cpp`` ``cred_matches``), so ``"a,b"`` differs from ``"b,a"``; htsec compares
+  scopes as sets and the audience as a string (none and empty are the same);
+- ``needs-reauth``: stored but not usable until its owner logs in again (the credmon marked
+  it, e.g. after ``invalid_grant``).
+
+Local-issuer and local-client services (``LOCAL_CREDMON_PROVIDER_NAMES``, else
+``LOCAL_CREDMON_PROVIDER_NAME``, default ``scitokens`` as in ``store_cred.cpp``
+``CredSorter::Init``; ``CLIENT_CREDMON_PROVIDER_NAMES``) need no login: a missing one is
+created for the local issuer, as condor_credd writes its ``.top``, and is ``present``. As in
+``credd.cpp``, such a service may not have a handle, nor (when missing) scopes or an audience;
+both refuse the whole check with HTCondor's text.
+
+One query reads every need's row; nothing here reads a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from htsec.config import param
+from htsec.creds.links import Need
+from htsec.creds.names import local_user
+from htsec.creds.store import CredStore
+from htsec.creds.writes import CREDENTIALS
+from htsec.errors import CredStoreError
+
+__all__ = ["NeedState", "check_needs", "local_services"]
+
+_C = CREDENTIALS.c
+
+
+@dataclass(frozen=True)
+class NeedState:
+    """The answer for one need."""
+
+    service: str
+    handle: str | None
+    state: str  # present | missing | mismatch | needs-reauth
+    detail: str
+    #: What is stored (for a mismatch): scopes and audience.
+    stored_scopes: tuple[str, ...] = ()
+    stored_audience: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "service": self.service,
+            "handle": self.handle,
+            "state": self.state,
+            "detail": self.detail,
+        }
+        if self.state == "mismatch":
+            out["stored_scopes"] = list(self.stored_scopes)
+            out["stored_audience"] = self.stored_audience
+        return out
+
+
+def _names(knob: str) -> list[str]:
+    return [n for n in (param(knob) or "").replace(",", " ").split() if n]
+
+
+def local_services() -> frozenset[str]:
+    """Lower-case names of the local-issuer and local-client services (condor_credd's
+    ``CredSorter``: ``LOCAL_CREDMON_PROVIDER_NAMES``, else ``LOCAL_CREDMON_PROVIDER_NAME``,
+    default ``scitokens``; and ``CLIENT_CREDMON_PROVIDER_NAMES``)."""
+    local = (
+        _names("LOCAL_CREDMON_PROVIDER_NAMES")
+        or _names("LOCAL_CREDMON_PROVIDER_NAME")
+        or ["scitokens"]
+    )
+    return frozenset(n.lower() for n in local + _names("CLIENT_CREDMON_PROVIDER_NAMES"))
+
+
+def _text(scopes: Sequence[str] | frozenset[str]) -> str:
+    return ",".join(sorted(scopes)) or "(none)"
+
+
+def check_needs(
+    cs: CredStore,
+    user: str,
+    needs: Sequence[Need],
+    *,
+    local: frozenset[str],
+    actor: str = "htsec",
+) -> list[NeedState]:
+    """The state of each of ``needs`` for ``user``; missing local-issuer credentials are
+    created on the way.
+
+    :raises CredStoreError: for a local-issuer need with a handle, or a missing one with
+        scopes or an audience (condor_credd's refusals).
+    """
+    owner = local_user(user)
+    for n in needs:
+        if n.service.lower() in local and n.handle:
+            raise CredStoreError(f"Local Issuer credential '{n.service}' can't have a handle.")
+    services = sorted({n.service for n in needs})
+    rows: dict[tuple[str, str], tuple[str, str, str, str | None]] = {}
+    if services:
+        query = select(
+            _C.service, _C.handle, _C.scopes, _C.audience, _C.state, _C.last_error
+        ).where(_C.user == owner, _C.service.in_(services))
+        with cs.store.engine.connect() as conn:
+            for service, handle, scopes, audience, state, last_error in conn.execute(query):
+                rows[(service, handle or "")] = (scopes, audience, state, last_error)
+    out: list[NeedState] = []
+    for n in needs:
+        row = rows.get((n.service, n.handle or ""))
+        is_local = n.service.lower() in local
+        if row is None:
+            if not is_local:
+                out.append(NeedState(n.service, n.handle, "missing", "not stored"))
+                continue
+            if n.scopes or n.audience:
+                raise CredStoreError(
+                    f"Local Issuer/Client credential '{n.service}' can't have user-provided "
+                    "scope or audience."
+                )
+            cs.ensure_local(owner, n.service, actor=actor)
+            out.append(NeedState(n.service, n.handle, "present", "created for the local issuer"))
+            continue
+        scopes_text, audience, state, last_error = row
+        stored = frozenset(s for s in scopes_text.split(",") if s)
+        stored_audience = audience or None
+        if not is_local and (stored != n.scopes or stored_audience != n.audience):
+            out.append(
+                NeedState(
+                    n.service,
+                    n.handle,
+                    "mismatch",
+                    f"stored with scopes {_text(stored)} and audience "
+                    f"{stored_audience or '(none)'}; the job asks for scopes {_text(n.scopes)} "
+                    f"and audience {n.audience or '(none)'}",
+                    tuple(sorted(stored)),
+                    stored_audience,
+                )
+            )
+        elif state != "active":
+            out.append(
+                NeedState(
+                    n.service, n.handle, "needs-reauth", f"{state}: {last_error or 'no detail'}"
+                )
+            )
+        else:
+            out.append(NeedState(n.service, n.handle, "present", "stored"))
+    return out
