@@ -37,6 +37,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from htsec.creds.links import MAX_NEEDS as LINK_MAX_NEEDS
 from htsec.creds.names import TokenName, split_scopes
 from htsec.errors import BadCredentialName, CredentialError, SubmitError
 from htsec.submit.load import Job, Statement, SubmitDescription, expand
@@ -51,8 +52,9 @@ __all__ = [
     "token_need",
 ]
 
-#: The most tokens one description may need (htsec's bound; HTCondor has none).
-MAX_NEEDS = 256
+#: The most tokens one description may need (htsec's bound, the credd's and the links'
+#: (:data:`htsec.creds.links.MAX_NEEDS`); HTCondor has none).
+MAX_NEEDS = LINK_MAX_NEEDS
 #: The most jobs whose values are expanded one by one (only when they hold macros).
 MAX_JOBS_EVALUATED = 10_000
 
