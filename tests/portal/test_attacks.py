@@ -234,3 +234,35 @@ def test_bad_key_in_the_address(portal: Portal) -> None:
         assert "Traceback" not in r.text
     r = b.client.get(path_of(f"{PORTAL}/key/{'0' * 64}"))
     assert r.status_code == 404 and heading(r) == "Not found"
+
+
+def test_next_on_the_link_page_is_ignored_unless_a_portal_path(portal: Portal) -> None:
+    b = portal.browser()
+    url = portal.link()
+    page = b.open(f"{url}?next=https://evil.example/")
+    assert page.status_code == 200 and "was ignored" in page.text
+    assert 'name="next"' not in page.text
+    row = _last(portal, "redirect")
+    assert row["outcome"] == "denied" and "evil.example" in str(row["detail"])
+
+
+def test_next_leads_back_into_the_portal_after_the_login(portal: Portal) -> None:
+    b = portal.browser()
+    url = portal.link()
+    page = b.open(f"{url}?next=/somewhere/else")
+    action, fields = login_form(page)
+    assert fields["next"] == "/somewhere/else"
+    start = b.client.post(action, data=fields, follow_redirects=False)
+    back = b.come_back(b.to_provider_and_back(start))
+    assert back.status_code == 303 and back.headers["location"] == "/somewhere/else"
+
+
+def test_next_posted_to_another_site_is_not_followed(portal: Portal) -> None:
+    b = portal.browser()
+    url = portal.link()
+    action, fields = login_form(b.open(url))
+    fields["next"] = "//evil.example/x"
+    start = b.client.post(action, data=fields, follow_redirects=False)
+    back = b.come_back(b.to_provider_and_back(start))
+    assert back.status_code == 303 and back.headers["location"] == urlsplit(url).path
+    assert _last(portal, "redirect")["outcome"] == "denied"

@@ -87,9 +87,11 @@ def start_login(
     link: Link,
     position: int,
     provider: OAuthProvider,
+    next_path: str | None = None,
 ) -> str:
     """The provider's authorization URL for ``link``'s need ``position``; the pending login
-    is in the store when this returns."""
+    is in the store when this returns. ``next_path`` (a path of the portal, checked by the
+    caller) is where the browser goes after the login."""
     need = link.needs[position]
     state = secrets.token_urlsafe(32)
     verifier = generate_token(64)
@@ -103,7 +105,7 @@ def start_login(
     url, _ = _client(provider, provider.redirect_uri).create_authorization_url(
         provider.authorization_url, state=state, code_verifier=verifier, **params
     )
-    secrets_blob = json.dumps({"v": verifier, "k": link.id}).encode()
+    secrets_blob = json.dumps({"v": verifier, "k": link.id, "n": next_path}).encode()
     now = int(time.time())
     with cs.store.session() as s:
         s.execute(delete(_T).where(_T.c.expires_at < now))
@@ -132,6 +134,7 @@ class ClaimedLogin:
     provider: str
     redirect_uri: str
     code_verifier: str
+    next_path: str | None = None
 
     def __repr__(self) -> str:
         return f"ClaimedLogin(provider={self.provider!r}, position={self.position})"
@@ -176,7 +179,9 @@ def claim_login(
         if not n:
             raise LoginFailed("this login was already completed (a page reloaded?)")
     blob = json.loads(cs.sealer.open(row.code_verifier, _aad(h)))
-    return ClaimedLogin(blob["k"], row.position, row.provider, row.redirect_uri, blob["v"])
+    return ClaimedLogin(
+        blob["k"], row.position, row.provider, row.redirect_uri, blob["v"], blob.get("n")
+    )
 
 
 def exchange(

@@ -44,7 +44,7 @@ from htsec.errors import (
 from htsec.portal.csrf import FIELD, check_csrf
 from htsec.portal.dropin import DropIn, provider_of
 from htsec.portal.oauth import claim_login, exchange, start_login
-from htsec.portal.pages import STATIC, PortalRoute, redirect, render
+from htsec.portal.pages import STATIC, PortalRoute, redirect, render, safe_next
 from htsec.portal.providers import OAuthProvider, ProviderCache, provider_title
 from htsec.portal.sessions import BrowserSession, browser_session
 from htsec.web.auth import peer
@@ -144,7 +144,30 @@ def _stored(cs: CredStore, link: Link) -> list[bool]:
     return out
 
 
-def _key_page(request: Request, link: Link, session: BrowserSession) -> Response:
+def _next(request: Request, value: str | None, user: str | None) -> str | None:
+    """``value`` if it is a path of this portal; otherwise None, and the attempt audited."""
+    if value is None or value == "":
+        return None
+    safe = safe_next(value, "")
+    if safe:
+        return safe
+    _audit(
+        request,
+        "redirect",
+        "denied",
+        f"next {value[:200]!r} is not a path of the portal",
+        user=user,
+    )
+    return None
+
+
+def _key_page(
+    request: Request,
+    link: Link,
+    session: BrowserSession,
+    next_path: str | None = None,
+    notice: str | None = None,
+) -> Response:
     stored = _stored(_cs(request), link)
     items: list[dict[str, Any]] = []
     targets: list[str] = []
@@ -179,6 +202,8 @@ def _key_page(request: Request, link: Link, session: BrowserSession) -> Response
             "complete": all(i["done"] for i in items),
             "expires_iso": expires.isoformat(),
             "expires_text": expires.strftime("%H:%M UTC"),
+            "next": next_path,
+            "notice": notice,
         },
         session=session,
         form_targets=targets,
@@ -190,16 +215,27 @@ def stylesheet() -> FileResponse:
     return FileResponse(STATIC / "portal.css", media_type="text/css")
 
 
+NextQ = Annotated[str | None, Query(alias="next", max_length=2048)]
+
+
 @router.get("/key/{key}")
-def key_page(key: Key, request: Request) -> Response:
+def key_page(key: Key, request: Request, next_: NextQ = None) -> Response:
+    """The link's page. ``?next=/path`` (a path of the portal only) is where the browser goes
+    after each login; anything else is ignored, with a notice and an audit row."""
     session = browser_session(request, create=True)
     assert session is not None
     done = peek_link(_cs(request), key)
+    nxt = _next(request, next_, done.user if done else None)
+    notice = (
+        "The address to continue to after logging in was ignored: it is not a page of this portal."
+        if next_ and nxt is None
+        else None
+    )
     if done is not None and done.complete and done.session_hash == session.hash:
-        return _key_page(request, done, session)  # back from the last login: "All set"
+        return _key_page(request, done, session, nxt, notice)  # back from the last login
     link = _link(request, key)
     link = open_link(_cs(request), key, session_hash=session.hash, session_user=session.user)
-    return _key_page(request, link, session)
+    return _key_page(request, link, session, nxt, notice)
 
 
 @router.get("/login/{name}")
@@ -233,16 +269,18 @@ def login(
     request: Request,
     key: Annotated[str, Form(max_length=64)] = "",
     csrf_token: Annotated[str, Form(alias=FIELD, max_length=128)] = "",
+    next_: Annotated[str, Form(alias="next", max_length=2048)] = "",
 ) -> Response:
     session = check_csrf(request, browser_session(request), csrf_token)
     check_key(key)
+    nxt = _next(request, next_, session.user)
     link = _link(request, key)
     link = open_link(_cs(request), key, session_hash=session.hash, session_user=session.user)
     i = _position(link, name)
     if link.done[i]:
         return redirect(request, f"{request.app.state.portal_prefix}/key/{key}", session=session)
     p = _provider(request, link, i)
-    url = start_login(_cs(request), session, link, i, p)
+    url = start_login(_cs(request), session, link, i, p, nxt)
     _audit(request, "login", "started", f"to {p.name}", user=link.user, name=link.needs[i].name)
     return redirect(request, url, session=session)
 
@@ -301,7 +339,8 @@ def oauth_return(
         1000 * ((t1 - t0) + (t3 - t2)),
         1000 * (t2 - t1),
     )
-    return redirect(request, f"{request.app.state.portal_prefix}/key/{link.id}", session=session)
+    back = safe_next(claimed.next_path, "") or f"{request.app.state.portal_prefix}/key/{link.id}"
+    return redirect(request, back, session=session)
 
 
 def _store(
