@@ -79,6 +79,8 @@ class SessionStore:
         now = int(time.time())
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         with self.store.session() as s:
+            # Sessions expire by themselves; their rows go when the next one is made.
+            s.execute(delete(_T).where((_T.c.expires_at <= now) | (_T.c.seen_at <= now - IDLE)))
             s.execute(
                 insert(_T).values(
                     id_hash=_hash(sid),
