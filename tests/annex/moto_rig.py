@@ -5,8 +5,9 @@ The adapter, and only it, changes moto:
 
 1. ``DescribeInstances`` filter ``client-token``: moto keeps the token but cannot filter on it;
    one entry in moto's filter table maps it to the attribute moto already stores.
-2. Spot fleet client tokens: moto drops ``SpotFleetRequestConfig.ClientToken``; the adapter
-   keeps it on the request and echoes it in ``DescribeSpotFleetRequests``.
+2. Spot fleets: moto drops ``SpotFleetRequestConfig.ClientToken`` (the adapter keeps it and
+   echoes it in ``DescribeSpotFleetRequests``) and gives the fleet's instances no instance
+   profile (the adapter associates the launch specification's).
 3. ``RunInstances`` launches as many as EC2 would (up to ``MaxCount``; moto launches
    ``MinCount``), each with the instance profile (moto gives it to the first only).
 4. The ``aws:ec2spot:fleet-request-id`` tag: AWS adds it to a fleet's instances a little after
@@ -74,11 +75,23 @@ def install_adapter() -> None:
     original_request = SpotFleets.request_spot_fleet
 
     def request_spot_fleet(self: SpotFleets) -> Any:
-        _pending.token = self._get_param("SpotFleetRequestConfig", {}).get("ClientToken")
+        cfg = self._get_param("SpotFleetRequestConfig", {})
+        _pending.token = cfg.get("ClientToken")
         try:
-            return original_request(self)
+            result = original_request(self)
         finally:
             _pending.token = None
+        # moto keeps the launch specification's instance profile but associates it with none
+        # of the fleet's instances; EC2 gives it to each.
+        specs = cfg.get("LaunchSpecifications") or [{}]
+        profile = (specs[0].get("IamInstanceProfile") or {}).get("Name")
+        sfr = self.ec2_backend.spot_fleet_requests[result.result["SpotFleetRequestId"]]
+        for req in sfr.spot_requests:
+            if profile and getattr(req, "instance", None):
+                self.ec2_backend.associate_iam_instance_profile(
+                    instance_id=req.instance.id, iam_instance_profile_name=profile
+                )
+        return result
 
     SpotFleets.request_spot_fleet = request_spot_fleet  # type: ignore[method-assign]
     original_init = SpotFleetRequest.__init__

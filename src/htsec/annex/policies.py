@@ -49,7 +49,8 @@ def instance_policy(bucket: str, name: str) -> str:
             "Sid": "MarkConfigured",
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
-            "Resource": "arn:aws:ec2:*:*:instance/*",
+            # The conditions confine it: only instances of this annex, only this one tag key.
+            "Resource": "*",
             "Condition": {
                 "StringEquals": {f"ec2:ResourceTag/{TAG_NAME}": name},
                 "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_CONFIGURED]},
