@@ -1,0 +1,438 @@
+"""The REST client the cloud plugins (Box, Google Drive, OneDrive) share.
+
+What each of their transfers needs from HTTP, written once:
+
+- the bearer token is read again before every request (the starter replaces the ``.use`` file
+  while the job runs; FORMATS.md section 6), and a 401 waits a short while for a replaced file
+  before it gives up;
+- 429 and 5xx answers and dropped connections are retried with exponential back-off, honouring
+  ``Retry-After`` (RFC 9110 section 10.2.3: seconds or an HTTP date);
+- downloads stream into a hidden temporary file beside the target, resume with ``Range`` after
+  a dropped connection (RFC 9110 section 14), are checked against the provider's size and
+  digest, and only then take the target's name: a partial file never looks complete;
+- uploads are read from the file in blocks of at most 1 MiB (``os.pread``), so memory stays
+  bounded whatever the size of a chunk or part.
+
+Every failure is a :class:`TransferFailed` whose message a person can act on; provider error
+text is cut short and stripped of control characters, tokens never appear in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import ipaddress
+import os
+import random
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from htsec.errors import TransferFailed
+from htsec.plugins.files import Sink
+
+__all__ = [
+    "Api",
+    "Backoff",
+    "Moved",
+    "base_url",
+    "file_blocks",
+    "remote_path",
+]
+
+#: Statuses worth another try: too many requests, and the server-side failures that are usually
+#: passing (Box, Google and Microsoft all document retrying these with back-off).
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What a finished transfer moved: bytes, and the host that served them."""
+
+    bytes: int
+    host: str
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry policy: ``attempts`` tries in all, waits ``base * 2**n`` (jittered, at most
+    ``cap`` seconds) unless the server sent ``Retry-After`` (honoured up to ``retry_after_cap``);
+    after a 401, up to ``token_grace`` seconds for the ``.use`` file to be replaced."""
+
+    attempts: int = 6
+    base: float = 0.5
+    cap: float = 30.0
+    retry_after_cap: float = 300.0
+    token_grace: float = 5.0
+
+    def delay(self, attempt: int, response: httpx.Response | None) -> float:
+        if response is not None:
+            after = retry_after(response.headers.get("retry-after"))
+            if after is not None:
+                return min(after, self.retry_after_cap)
+        wait: float = min(self.cap, self.base * (2**attempt))
+        return wait * (0.5 + random.random() / 2)  # noqa: S311 -- jitter, not a secret
+
+
+def retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url(variable: str, default: str) -> str:
+    """The provider's base URL: ``default``, or for the test suite only the loopback URL in the
+    environment variable ``variable`` (an ``HTSEC_TEST_*`` name, never read from the job's ad).
+
+    A URL that is not on this machine is refused: the override exists for the local fakes of
+    tests/plugins/fakes/, and must never send a token anywhere else.
+    """
+    raw = os.environ.get(variable)
+    if not raw:
+        return default
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not _loopback(parts.hostname or ""):
+        raise TransferFailed(
+            f"{variable} is for the test suite and must be an http(s) URL on 127.0.0.1 or "
+            f"localhost, not {raw[:80]!r}; unset it"
+        )
+    return raw.rstrip("/")
+
+
+_SEGMENT_BAD = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def remote_path(url: str) -> list[str]:
+    """The folder names and file name of ``<scheme>://first/second/name`` (HTCondor's cloud
+    plugins read the host part as the first folder), percent-decoded.
+
+    Empty segments are skipped; ``.``, ``..``, control characters and encoded ``/`` or ``\\``
+    are refused, as are a query or fragment (write ``?`` and ``#`` in names as ``%3F``, ``%23``).
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise TransferFailed(f"{url}: a '?' or '#' in a file name must be written %3F or %23")
+    raw = [parts.netloc, *parts.path.split("/")]
+    names: list[str] = []
+    for segment in raw:
+        if not segment:
+            continue
+        name = urllib.parse.unquote(segment, errors="strict")
+        if name in (".", "..") or _SEGMENT_BAD.search(name):
+            raise TransferFailed(
+                f"{url}: path segment {segment!r} is not a plain name ('.', '..', '/', '\\' "
+                "and control characters are refused)"
+            )
+        names.append(name)
+    if not names:
+        raise TransferFailed(f"{url}: no file name in the URL")
+    return names
+
+
+def file_blocks(fd: int, offset: int, length: int) -> Iterator[bytes]:
+    """``length`` bytes of the open file ``fd`` from ``offset``, in blocks of at most 1 MiB."""
+    end = offset + length
+    while offset < end:
+        block = os.pread(fd, min(BLOCK, end - offset), offset)
+        if not block:
+            raise TransferFailed("the file being uploaded shrank while it was read")
+        offset += len(block)
+        yield block
+
+
+def _clean(text: str, limit: int = 200) -> str:
+    text = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe(response: httpx.Response) -> str:
+    """The provider's own words for a failed answer (Box ``message``, Google and Microsoft
+    ``error.message``), or the reason phrase."""
+    detail = ""
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError, httpx.ResponseNotRead):
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            detail = str(error.get("message") or error.get("code") or "")
+        elif isinstance(body.get("message"), str):
+            detail = str(body.get("message"))
+            if isinstance(body.get("code"), str):
+                detail = f"{body['code']}: {detail}"
+        elif isinstance(error, str):
+            detail = str(body.get("error_description") or error)
+    return f"{response.status_code} {response.reason_phrase}" + (
+        f" ({_clean(detail)})" if detail else ""
+    )
+
+
+_HINTS = {
+    401: ("Authorization", "the access token was refused: expired, revoked or for another service"),
+    403: ("Authorization", "the token's user may not do this"),
+    404: ("Specification", "not found"),
+}
+
+
+@dataclass
+class Api:
+    """One provider's HTTP client for one plugin run.
+
+    ``token`` returns the current access token (it reads the ``.use`` file each time).
+    Plain HTTP to loopback never goes through a proxy from the environment (the test fakes).
+    """
+
+    name: str
+    token: Callable[[], str]
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float = 60.0
+    sleep: Callable[[float], None] = time.sleep
+    #: Told of every failed attempt that is retried (for the result ad's TransferErrorData).
+    on_retry: Callable[[TransferFailed], None] = lambda failure: None
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(self.timeout, connect=15.0),
+            follow_redirects=False,
+            headers={"User-Agent": "htsec-plugin"},
+            mounts={
+                f"all://{host}": httpx.HTTPTransport()
+                for host in ("127.0.0.1", "localhost", "[::1]")
+            },
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _await_new_token(self, refused: str) -> bool:
+        """After a 401: wait up to ``token_grace`` s for the ``.use`` file to hold another
+        token (the starter replaces it when the credmon refreshes)."""
+        deadline = time.monotonic() + self.backoff.token_grace
+        while True:
+            with contextlib.suppress(TransferFailed):
+                if self.token() != refused:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            self.sleep(0.2)
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        content: Callable[[], Iterator[bytes]] | bytes | None = None,
+        files: Callable[[], Any] | None = None,
+        data: Mapping[str, str] | None = None,
+        bearer: bool = True,
+        stream: bool = False,
+        redirects: bool = False,
+        ok: Callable[[int], bool] = lambda status: status < 300,
+        attempts: int | None = None,
+    ) -> httpx.Response:
+        """Send one request, retrying as :class:`Backoff` says; return the first answer
+        ``ok`` accepts (streamed: the caller closes it), or raise :class:`TransferFailed`
+        naming ``what`` was being done.
+
+        ``content`` and ``files`` are factories, called again for each try, so a body read
+        from a file is re-read from its start after a failure. ``attempts`` overrides the
+        policy's count (1: the caller recovers itself, as resumable uploads do).
+        """
+        limit = self.backoff.attempts if attempts is None else attempts
+        attempt = 0
+        token_swaps = 0
+        while True:
+            sent_token = ""
+            hdrs = dict(headers or {})
+            if bearer:
+                sent_token = self.token()
+                hdrs["Authorization"] = f"Bearer {sent_token}"
+            body = content() if callable(content) else content
+            request = self.client.build_request(
+                method,
+                url,
+                params=params,
+                headers=hdrs,
+                json=json,
+                content=body,
+                files=files() if files else None,
+                data=data,
+            )
+            response: httpx.Response | None = None
+            try:
+                response = self.client.send(request, stream=True, follow_redirects=redirects)
+                status = response.status_code
+                if ok(status) and stream:
+                    return response
+                try:
+                    response.read()
+                finally:
+                    response.close()
+                if ok(status):
+                    return response
+            except httpx.TransportError as err:
+                response = None
+                failure = f"{type(err).__name__}: {_clean(str(err)) or 'connection failed'}"
+            else:
+                failure = describe(response)
+                renewed = status == 401 and bearer and token_swaps < 3
+                if renewed and self._await_new_token(sent_token):
+                    token_swaps += 1
+                    continue
+                if status not in RETRY_STATUSES:
+                    kind, hint = _HINTS.get(status, ("Transfer", ""))
+                    raise TransferFailed(
+                        f"{self.name}: {what}: {failure}" + (f"; {hint}" if hint else ""),
+                        kind=kind,
+                        server=request.url.host,
+                        should_refresh=status == 401,
+                        error_code=status,
+                    )
+            attempt += 1
+            error = TransferFailed(
+                f"{self.name}: {what}: {failure}"
+                + (f" (gave up after {attempt} tries)" if attempt > 1 and attempt >= limit else ""),
+                kind="Transfer" if response is not None else "Contact",
+                server=request.url.host,
+                error_code=response.status_code if response is not None else 1,
+            )
+            if attempt >= limit:
+                raise error
+            self.on_retry(error)
+            self.sleep(self.backoff.delay(attempt - 1, response))
+
+    def download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        what: str,
+        params: Mapping[str, str | int] | None = None,
+        size: int | None = None,
+        digest: tuple[str, str] | None = None,
+    ) -> Moved:
+        """Stream ``url`` into ``dest``; resume after dropped connections with ``Range``.
+
+        ``size`` and ``digest`` (``("sha1" | "md5", hex)``), when the provider gave them, are
+        checked before the file takes its name. Redirects are followed; httpx drops the
+        Authorization header when a redirect leaves the origin (Box and Graph send the bytes
+        from pre-authenticated URLs on other hosts).
+        """
+        host = urllib.parse.urlsplit(url).hostname or ""
+        with Sink(dest) as sink:
+            hasher = hashlib.new(digest[0]) if digest else None
+            resumes = 0
+            while True:
+                headers = {"Accept-Encoding": "identity"}
+                if sink.size:
+                    headers["Range"] = f"bytes={sink.size}-"
+                response = self.send(
+                    "GET",
+                    url,
+                    what=what,
+                    params=params,
+                    headers=headers,
+                    stream=True,
+                    redirects=True,
+                    ok=lambda s: s in (200, 206),
+                )
+                host = response.url.host or host
+                try:
+                    if sink.size and not _resumes_at(response, sink.size):
+                        sink.restart(0)  # the server sent the whole file again: start over
+                        hasher = hashlib.new(digest[0]) if digest else None
+                    try:
+                        for block in response.iter_raw(BLOCK):
+                            sink.write(block)
+                            if hasher is not None:
+                                hasher.update(block)
+                    except httpx.TransportError as err:
+                        resumes += 1
+                        failure = TransferFailed(
+                            f"{self.name}: {what}: connection dropped after {sink.size} bytes "
+                            f"({type(err).__name__})",
+                            kind="Transfer",
+                            server=host,
+                        )
+                        if resumes >= self.backoff.attempts:
+                            raise failure from None
+                        self.on_retry(failure)
+                        self.sleep(self.backoff.delay(resumes - 1, None))
+                        continue
+                finally:
+                    response.close()
+                expected = size if size is not None else _total_length(response)
+                if expected is not None and sink.size != expected:
+                    resumes += 1
+                    if sink.size < expected and resumes < self.backoff.attempts:
+                        continue  # the body ended early without an error: fetch the rest
+                    raise TransferFailed(
+                        f"{self.name}: {what}: received {sink.size} bytes, expected {expected}",
+                        server=host,
+                    )
+                break
+            if hasher is not None and digest and hasher.hexdigest() != digest[1].lower():
+                raise TransferFailed(
+                    f"{self.name}: {what}: the {digest[0].upper()} of the received bytes is "
+                    "not the one the provider lists for the file",
+                    server=host,
+                )
+            received = sink.size
+            sink.commit()
+        return Moved(received, host)
+
+
+def _resumes_at(response: httpx.Response, offset: int) -> bool:
+    """Whether a ranged answer continues at ``offset`` (206 with a matching Content-Range)."""
+    if response.status_code != 206:
+        return False
+    match = re.match(r"bytes (\d+)-", response.headers.get("content-range", ""))
+    return match is not None and int(match.group(1)) == offset
+
+
+def _total_length(response: httpx.Response) -> int | None:
+    """The full size the server announced (Content-Range's total, or Content-Length)."""
+    match = re.match(r"bytes \d+-\d+/(\d+)", response.headers.get("content-range", ""))
+    if match:
+        return int(match.group(1))
+    length = response.headers.get("content-length")
+    if response.status_code == 200 and length and length.isdigit():
+        return int(length)
+    return None

@@ -1,0 +1,145 @@
+"""htsec-plugin-box against the local Box API fake (tests/plugins/fakes/box.py): paths,
+downloads, direct and chunked uploads, token naming, one result ad per file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.plugins.fakes.box import BoxFake
+from tests.plugins.fakes.run import run_plugin, write_token
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[BoxFake]:
+    fake = BoxFake(tmp_path / "box").start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Path:
+    path = tmp_path / "sandbox"
+    path.mkdir()
+    write_token(path / ".condor_creds", "box", "token-1")
+    return path
+
+
+def test_download_resolves_the_folder_path_and_skips_the_bearer_on_the_redirect(
+    box: BoxFake, sandbox: Path
+) -> None:
+    box.put_file("data/run 1/input.txt", b"hello box\n")
+    box.put_file("data/other/input.txt", b"wrong file\n")
+    run = run_plugin(
+        "box",
+        sandbox,
+        [("box://data/run%201/input.txt", str(sandbox / "input.txt"))],
+        env=box.env(),
+    )
+    assert run.code == 0, run.results
+    (ad,) = run.results
+    assert ad["TransferSuccess"] is True
+    assert ad["TransferFileBytes"] == 10
+    assert ad["TransferType"] == "download"
+    assert (sandbox / "input.txt").read_bytes() == b"hello box\n"
+    assert [p.name for p in sandbox.iterdir() if p.name.startswith(".input")] == []
+    downloads = [s for s in box.seen if s.port == box.content.port]
+    assert downloads and all("Authorization" not in s.headers for s in downloads)
+
+
+def test_upload_creates_folders_then_uploads_a_new_version(
+    box: BoxFake, sandbox: Path
+) -> None:
+    out = sandbox / "out.dat"
+    out.write_bytes(b"first")
+    url = "box://results/2026/out.dat"
+    assert run_plugin("box", sandbox, [(url, str(out))], env=box.env(), upload=True).code == 0
+    first = box.lookup("results/2026/out.dat")
+    assert first is not None and box.read("results/2026/out.dat") == b"first"
+    out.write_bytes(b"second version")
+    run = run_plugin("box", sandbox, [(url, str(out))], env=box.env(), upload=True)
+    assert run.code == 0
+    second = box.lookup("results/2026/out.dat")
+    assert second is not None and second.id == first.id and second.version == 2
+    assert box.read("results/2026/out.dat") == b"second version"
+    assert run.results[0]["TransferType"] == "upload"
+    assert run.results[0]["TransferFileBytes"] == len(b"second version")
+
+
+def test_handle_form_reads_box_handle_token(box: BoxFake, sandbox: Path) -> None:
+    box.tokens = {"token-work"}
+    write_token(sandbox / ".condor_creds", "box_work", "token-work")
+    box.put_file("in.txt", b"x")
+    run = run_plugin(
+        "box", sandbox, [("work+box://in.txt", str(sandbox / "in.txt"))], env=box.env()
+    )
+    assert run.code == 0, run.results
+    assert {s.headers.get("Authorization") for s in box.seen if s.port == box.api.port} == {
+        "Bearer token-work"
+    }
+
+
+def test_every_file_gets_a_result_ad_after_a_failure(box: BoxFake, sandbox: Path) -> None:
+    box.put_file("a.txt", b"a")
+    box.put_file("c.txt", b"c")
+    run = run_plugin(
+        "box",
+        sandbox,
+        [
+            ("box://a.txt", str(sandbox / "a.txt")),
+            ("box://missing/b.txt", str(sandbox / "b.txt")),
+            ("box://c.txt", str(sandbox / "c.txt")),
+        ],
+        env=box.env(),
+    )
+    assert run.code == 1
+    assert [ad["TransferSuccess"] for ad in run.results] == [True, False, True]
+    assert "its folder does not exist" in run.results[1]["TransferError"]
+    assert not (sandbox / "b.txt").exists()
+    assert (sandbox / "c.txt").read_bytes() == b"c"
+
+
+def test_missing_token_file_is_a_readable_error(box: BoxFake, sandbox: Path) -> None:
+    run = run_plugin(
+        "box", sandbox, [("other+box://a.txt", str(sandbox / "a.txt"))], env=box.env()
+    )
+    assert run.code == 1
+    assert "box_other.use" in run.results[0]["TransferError"]
+    assert box.seen == []
+
+
+@pytest.mark.parametrize("url", ["box://a/../b.txt", "box://a/%2e%2e/b.txt", "box://a/x%2Fy"])
+def test_traversal_in_the_remote_path_is_refused_before_any_request(
+    box: BoxFake, sandbox: Path, url: str
+) -> None:
+    run = run_plugin("box", sandbox, [(url, str(sandbox / "b.txt"))], env=box.env())
+    assert run.code == 1
+    assert "not a plain name" in run.results[0]["TransferError"]
+    assert box.seen == []
+
+
+def test_chunked_upload_sends_digested_parts_and_commits_after_202(
+    box: BoxFake, sandbox: Path
+) -> None:
+    big = sandbox / "big.bin"
+    big.write_bytes(os.urandom(21_000_000))
+    box.commit_pending = 1
+    run = run_plugin(
+        "box", sandbox, [("box://big/big.bin", str(big))], env=box.env(), upload=True
+    )
+    assert run.code == 0, run.results
+    assert box.read("big/big.bin") == big.read_bytes()
+    parts = [s for s in box.seen if s.method == "PUT"]
+    assert len(parts) == 3  # 8 MiB parts
+    assert all(s.headers["Digest"].startswith("sha=") for s in parts)
+    # a new version of an existing big file goes through /files/{id}/upload_sessions
+    run = run_plugin(
+        "box", sandbox, [("box://big/big.bin", str(big))], env=box.env(), upload=True
+    )
+    assert run.code == 0
+    item = box.lookup("big/big.bin")
+    assert item is not None and item.version == 2
+    assert any(s.path == f"/api/2.0/files/{item.id}/upload_sessions" for s in box.seen)
