@@ -50,9 +50,7 @@ def test_download_resolves_the_folder_path_and_skips_the_bearer_on_the_redirect(
     assert downloads and all("Authorization" not in s.headers for s in downloads)
 
 
-def test_upload_creates_folders_then_uploads_a_new_version(
-    box: BoxFake, sandbox: Path
-) -> None:
+def test_upload_creates_folders_then_uploads_a_new_version(box: BoxFake, sandbox: Path) -> None:
     out = sandbox / "out.dat"
     out.write_bytes(b"first")
     url = "box://results/2026/out.dat"
@@ -103,9 +101,7 @@ def test_every_file_gets_a_result_ad_after_a_failure(box: BoxFake, sandbox: Path
 
 
 def test_missing_token_file_is_a_readable_error(box: BoxFake, sandbox: Path) -> None:
-    run = run_plugin(
-        "box", sandbox, [("other+box://a.txt", str(sandbox / "a.txt"))], env=box.env()
-    )
+    run = run_plugin("box", sandbox, [("other+box://a.txt", str(sandbox / "a.txt"))], env=box.env())
     assert run.code == 1
     assert "box_other.use" in run.results[0]["TransferError"]
     assert box.seen == []
@@ -127,18 +123,14 @@ def test_chunked_upload_sends_digested_parts_and_commits_after_202(
     big = sandbox / "big.bin"
     big.write_bytes(os.urandom(21_000_000))
     box.commit_pending = 1
-    run = run_plugin(
-        "box", sandbox, [("box://big/big.bin", str(big))], env=box.env(), upload=True
-    )
+    run = run_plugin("box", sandbox, [("box://big/big.bin", str(big))], env=box.env(), upload=True)
     assert run.code == 0, run.results
     assert box.read("big/big.bin") == big.read_bytes()
     parts = [s for s in box.seen if s.method == "PUT"]
     assert len(parts) == 3  # 8 MiB parts
     assert all(s.headers["Digest"].startswith("sha=") for s in parts)
     # a new version of an existing big file goes through /files/{id}/upload_sessions
-    run = run_plugin(
-        "box", sandbox, [("box://big/big.bin", str(big))], env=box.env(), upload=True
-    )
+    run = run_plugin("box", sandbox, [("box://big/big.bin", str(big))], env=box.env(), upload=True)
     assert run.code == 0
     item = box.lookup("big/big.bin")
     assert item is not None and item.version == 2

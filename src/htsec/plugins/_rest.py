@@ -379,7 +379,7 @@ class Api:
                         sink.restart(0)  # the server sent the whole file again: start over
                         hasher = hashlib.new(digest[0]) if digest else None
                     try:
-                        for block in response.iter_raw(BLOCK):
+                        for block in response.iter_raw():
                             sink.write(block)
                             if hasher is not None:
                                 hasher.update(block)
