@@ -107,7 +107,9 @@ def test_missing_token_file_is_a_readable_error(box: BoxFake, sandbox: Path) -> 
     assert box.seen == []
 
 
-@pytest.mark.parametrize("url", ["box://a/../b.txt", "box://a/%2e%2e/b.txt", "box://a/x%2Fy"])
+@pytest.mark.parametrize(
+    "url", ["box://a/../b.txt", "box://a/%2e%2e/b.txt", "box://a/%252E%252E/b", "box://a/x%2Fy"]
+)
 def test_traversal_in_the_remote_path_is_refused_before_any_request(
     box: BoxFake, sandbox: Path, url: str
 ) -> None:
@@ -135,3 +137,10 @@ def test_chunked_upload_sends_digested_parts_and_commits_after_202(
     item = box.lookup("big/big.bin")
     assert item is not None and item.version == 2
     assert any(s.path == f"/api/2.0/files/{item.id}/upload_sessions" for s in box.seen)
+
+
+def test_the_test_base_url_may_only_point_at_this_machine(box: BoxFake, sandbox: Path) -> None:
+    env = {**box.env(), "HTSEC_TEST_BOX_API_URL": "https://api.box.example/2.0"}
+    run = run_plugin("box", sandbox, [("box://a.txt", str(sandbox / "a.txt"))], env=env)
+    assert run.code == 1
+    assert "HTSEC_TEST_BOX_API_URL is for the test suite" in run.results[0]["TransferError"]

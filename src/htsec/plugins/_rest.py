@@ -131,8 +131,9 @@ def remote_path(url: str) -> list[str]:
     """The folder names and file name of ``<scheme>://first/second/name`` (HTCondor's cloud
     plugins read the host part as the first folder), percent-decoded.
 
-    Empty segments are skipped; ``.``, ``..``, control characters and encoded ``/`` or ``\\``
-    are refused, as are a query or fragment (write ``?`` and ``#`` in names as ``%3F``, ``%23``).
+    Empty segments are skipped; ``.``, ``..`` (also percent-encoded twice), control characters
+    and encoded ``/`` or ``\\`` are refused, as are a query or fragment (write ``?`` and ``#``
+    in names as ``%3F``, ``%23``).
     """
     parts = urllib.parse.urlsplit(url)
     if parts.query or parts.fragment or "?" in url or "#" in url:
@@ -143,7 +144,8 @@ def remote_path(url: str) -> list[str]:
         if not segment:
             continue
         name = urllib.parse.unquote(segment, errors="strict")
-        if name in (".", "..") or _SEGMENT_BAD.search(name):
+        again = urllib.parse.unquote(name)  # encoded twice: refused as if decoded twice
+        if name in (".", "..") or _SEGMENT_BAD.search(name) or again in (".", ".."):
             raise TransferFailed(
                 f"{url}: path segment {segment!r} is not a plain name ('.', '..', '/', '\\' "
                 "and control characters are refused)"

@@ -103,9 +103,18 @@ class BoxClient:
             what=where,
             ok=lambda s: s in (201, 409),
         )
+        body = response.json()
         if response.status_code == 201:
-            return dict(response.json())
-        entry = self._find(parent, name, "folder", where)  # created meanwhile by someone else
+            return dict(body)
+        # 409 item_name_in_use: Box names the item that holds the name (one created meanwhile,
+        # or one whose name differs only in case) in context_info.conflicts.
+        conflicts = ((body.get("context_info") or {}).get("conflicts") or []) if body else []
+        if isinstance(conflicts, dict):
+            conflicts = [conflicts]
+        for item in conflicts:
+            if isinstance(item, dict) and item.get("type") == "folder" and item.get("id"):
+                return dict(item)
+        entry = self._find(parent, name, "folder", where)
         if entry is None:
             raise TransferFailed(
                 f"box: {where}: 409 Conflict, and no folder of that name exists (a file?)",
