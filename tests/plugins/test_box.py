@@ -11,6 +11,7 @@ import pytest
 
 from tests.plugins.fakes.box import BoxFake
 from tests.plugins.fakes.run import run_plugin, write_token
+from tests.xrootd import make_test_ca
 
 
 @pytest.fixture
@@ -144,3 +145,31 @@ def test_the_test_base_url_may_only_point_at_this_machine(box: BoxFake, sandbox:
     run = run_plugin("box", sandbox, [("box://a.txt", str(sandbox / "a.txt"))], env=env)
     assert run.code == 1
     assert "HTSEC_TEST_BOX_API_URL is for the test suite" in run.results[0]["TransferError"]
+
+
+def test_https_with_the_trusted_ca_works_and_an_unknown_ca_is_refused(
+    tmp_path: Path, sandbox: Path
+) -> None:
+    ca = make_test_ca(tmp_path / "ca", ("127.0.0.1",))
+    box = BoxFake(tmp_path / "tls", tls=ca.server_context()).start()
+    try:
+        box.put_file("in.txt", b"over tls")
+        files = [("box://in.txt", str(sandbox / "in.txt"))]
+        refused = run_plugin("box", sandbox, files, env=box.env())
+        assert refused.code == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.results[0]["TransferError"]
+        run = run_plugin("box", sandbox, files, env={**box.env(), "SSL_CERT_FILE": str(ca.cert)})
+        assert run.code == 0, run.results[0].get("TransferError")
+        assert (sandbox / "in.txt").read_bytes() == b"over tls"
+        out = sandbox / "out.txt"
+        out.write_bytes(b"up over tls")
+        up = run_plugin(
+            "box",
+            sandbox,
+            [("box://o/out.txt", str(out))],
+            env={**box.env(), "SSL_CERT_FILE": str(ca.cert)},
+            upload=True,
+        )
+        assert up.code == 0 and box.read("o/out.txt") == b"up over tls"
+    finally:
+        box.stop()

@@ -1,4 +1,5 @@
-"""What the three provider fakes share: a threaded HTTP/1.1 server on 127.0.0.1, an item tree
+"""What the three provider fakes share: a threaded HTTP/1.1 server on 127.0.0.1 (plain, or
+TLS with a test CA's certificate), an item tree
 whose file bytes live on disk (a 256 MiB upload costs no memory), bearer-token checks, a
 request log, and fault injection.
 
@@ -17,6 +18,7 @@ import json
 import re
 import shutil
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,8 +83,9 @@ class Fake:
 
     root_id = "0"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, tls: ssl.SSLContext | None = None) -> None:
         self.workdir = workdir
+        self.scheme = "https" if tls else "http"
         workdir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
         self.tokens: set[str] = {"token-1"}
@@ -91,8 +94,8 @@ class Fake:
         self.seen: list[Seen] = []
         self.on_request: Callable[[Seen], None] | None = None
         self._ids = itertools.count(1000)
-        self.api = _Server(self)
-        self.content = _Server(self, content_only=True)  # another origin, as real CDNs are
+        self.api = _Server(self, tls)
+        self.content = _Server(self, tls, content_only=True)  # another origin, as CDNs are
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Fake:
@@ -106,11 +109,11 @@ class Fake:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api.port}"
+        return f"{self.scheme}://127.0.0.1:{self.api.port}"
 
     @property
     def content_url(self) -> str:
-        return f"http://127.0.0.1:{self.content.port}"
+        return f"{self.scheme}://127.0.0.1:{self.content.port}"
 
     # -- the item tree ------------------------------------------------------------------
     def new_id(self) -> str:
@@ -319,8 +322,12 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class _Server:
-    def __init__(self, fake: Fake, *, content_only: bool = False) -> None:
+    def __init__(
+        self, fake: Fake, tls: ssl.SSLContext | None, *, content_only: bool = False
+    ) -> None:
         self.httpd = _HTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.fake = fake
         self.httpd.content_only = content_only
         self.port = self.httpd.port = self.httpd.server_address[1]
