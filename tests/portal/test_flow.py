@@ -27,3 +27,27 @@ def test_a_link_ends_with_the_credential_stored(portal: Portal) -> None:
     assert done.status_code == 200 and heading(done) == "All set", done.text
     again = portal.browser().open(url)
     assert again.status_code == 410 and "already used" in again.text
+
+
+def test_a_link_of_two_credentials_with_an_audience(portal: Portal) -> None:
+    """Two credentials of one provider (one with a handle, a resource server's audience and its
+    scopes): each its own login; the link is used up after the second."""
+    from htsec.creds.links import Need
+    from tests.oidc import WLCG_AUDIENCE
+
+    wlcg = Need("rig", "wlcg", frozenset({"storage.read:/"}), WLCG_AUDIENCE)
+    plain = Need("rig", None, frozenset({"openid"}))
+    url = portal.link(needs=(plain, wlcg))
+    b = portal.browser()
+    assert b.authorise(url, "rig").status_code == 303
+    page = b.open(url)
+    assert page.status_code == 200 and "Stored" in page.text and heading(page) != "All set"
+    start = b.start(url, "rig_wlcg")
+    q = parse_qs(urlsplit(start.headers["location"]).query)
+    assert q["resource"] == [WLCG_AUDIENCE]
+    assert b.come_back(b.to_provider_and_back(start)).status_code == 303
+    assert heading(b.open(url)) == "All set"
+    info = portal.creds.info("alice", "rig", "wlcg")
+    assert info.audience == WLCG_AUDIENCE and info.scopes == ["storage.read:/"]
+    at = portal.creds.access_token("alice", "rig", "wlcg").access_token
+    assert at.count(".") == 2  # a JWT for the resource server
