@@ -266,3 +266,15 @@ def test_next_posted_to_another_site_is_not_followed(portal: Portal) -> None:
     back = b.come_back(b.to_provider_and_back(start))
     assert back.status_code == 303 and back.headers["location"] == urlsplit(url).path
     assert _last(portal, "redirect")["outcome"] == "denied"
+
+
+def test_a_get_of_the_login_route_starts_nothing(portal: Portal) -> None:
+    url = portal.link()
+    b = portal.browser()
+    key = url.rsplit("/", 1)[1]
+    r = b.client.get(f"/login/rig?key={key}")
+    assert r.status_code == 200 and heading(r) == "Log in at rig"
+    assert _pending_logins(portal) == 0
+    action, fields = login_form(r)
+    assert b.client.post(action, data=fields, follow_redirects=False).status_code == 303
+    assert _pending_logins(portal) == 1

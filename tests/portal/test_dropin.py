@@ -161,3 +161,32 @@ def test_a_credential_already_stored_with_the_same_scope_set_shows_as_stored(
     portal.creds.put("alice", "rig", refresh_token="rt", scopes=["profile", "openid"])
     page = portal.browser().open(portal.link())
     assert heading(page) == "All set", page.text
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\xff garbage", b'Provider = "rig"\n', b'Provider = "rig"\nLocalUser = "../root"\n'],
+    ids=["garbage", "no-user", "bad-user"],
+)
+def test_a_bad_pending_file_is_a_clear_page(
+    dropin: Portal, empty_cred_root: Path, content: bytes
+) -> None:
+    path = empty_cred_root / KEY
+    path.write_bytes(content)
+    path.chmod(0o640)
+    r = _browser(dropin).open(f"{PORTAL}/key/{KEY}")
+    assert r.status_code == 404 and "cannot be read" in r.text and "Traceback" not in r.text
+    assert dropin.audit("link")[0]["outcome"] == "bad-file"
+    assert dropin.creds.credentials() == []
+
+
+def test_a_pending_file_that_is_a_symlink_is_not_followed(
+    dropin: Portal, empty_cred_root: Path, oidc: Provider, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    credd_pending_file(elsewhere, KEY, oidc)
+    (empty_cred_root / KEY).symlink_to(elsewhere / KEY)
+    r = _browser(dropin).open(f"{PORTAL}/key/{KEY}")
+    assert r.status_code == 404 and "Traceback" not in r.text
+    assert dropin.audit("link")[0]["outcome"] == "bad-file"

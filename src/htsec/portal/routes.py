@@ -36,6 +36,7 @@ from htsec.creds.store import CredStore
 from htsec.errors import (
     ConfigError,
     CredentialError,
+    FileSecurityError,
     HtsecError,
     LinkGone,
     LoginFailed,
@@ -98,7 +99,7 @@ def _link(request: Request, key: str) -> Link:
     except NotFound:
         try:
             link = _dropin(request).adopt(cs, key)
-        except CredentialError as exc:
+        except (CredentialError, FileSecurityError) as exc:
             _audit(request, "link", "bad-file", str(exc))
             raise NotFound("this link's request cannot be read; run your submit again") from None
         if link is None:
