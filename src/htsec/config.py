@@ -87,6 +87,10 @@ KNOBS: dict[str, str] = {
     "HTSEC_EXECUTE_SLOTS": "jobs 'htsec serve' runs at once on its execution point (CPUs)",
     "EXECUTE": "job sandboxes (root: /var/lib/htsec/execute; else $(HTSEC_HOME)/execute)",
     "FILETRANSFER_PLUGINS": "file-transfer plugin executables (default: htsec's htsec-plugin-*)",
+    "HTSEC_PORTAL_LOGIN_PROVIDER": "provider (OpenID Connect, with <NAME>_ISSUER) for signing in "
+    "to the dashboard (unset: ID tokens only)",
+    "HTSEC_PORTAL_LOGIN_CLAIM": "ID-token claim naming the dashboard user: user or "
+    "user@$(UID_DOMAIN) (sub)",
 }
 
 #: htsec's own knobs, which ``HTSEC_<KNOB>`` in the environment also sets (like

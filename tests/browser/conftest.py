@@ -83,7 +83,7 @@ def site(home: Path, tmp_path: Path, empty_cred_root: Path) -> Iterator[Site]:
     port = free_port()
     url = f"https://127.0.0.1:{port}"
     config = default_config()
-    config["clients"][0]["redirect_uris"].append(f"{url}/return/rig")
+    config["clients"][0]["redirect_uris"] += [f"{url}/return/rig", f"{url}/dashboard/return"]
     # The rig's loadExistingGrant consents for the user (tests/oidc.py): the provider shows its
     # login page; a consent page, should one come, is confirmed by the test.
     provider = start_provider(config, tmp_path / "oidc")
@@ -95,6 +95,7 @@ def site(home: Path, tmp_path: Path, empty_cred_root: Path) -> Iterator[Site]:
             **provider_env(provider, tmp_path),
             "_CONDOR_SEC_CREDENTIAL_DIRECTORY_OAUTH": str(empty_cred_root),
             "_CONDOR_HTSEC_SERVE_CREDMON": "true",
+            "_CONDOR_HTSEC_PORTAL_LOGIN_PROVIDER": "rig",  # "Sign in with rig" on the dashboard
         }
         shots = tmp_path / "screenshots"
         shots.mkdir()

@@ -65,7 +65,7 @@ def sign_in(site: Site, page: Any, token: str, shot: str | None = None) -> None:
     if shot:
         site.screenshot(page, shot)
     page.get_by_label("ID token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(re.compile(r".*/\?done=login$"))
 
 
@@ -122,6 +122,20 @@ def test_dashboard_for_user_and_administrator(site: Site, context: Any, chromium
     page.wait_for_url(re.compile(r".*done=deleted$"))
     site.screenshot(page, "14-dashboard-deleted")
     assert site.api("GET", "/v1/creds/rig", site.alice).status_code == 404
+
+
+def test_sign_in_at_the_openid_provider(site: Site, context: Any) -> None:
+    page = context.new_page()
+    page.goto(f"{site.url}/")
+    page.get_by_role("button", name="Sign in with rig").click()
+    page.wait_for_url(f"{site.provider.issuer}/**")
+    page.fill("input[name=login]", "alice")
+    page.fill("input[name=password]", "rig")
+    page.locator("button[type=submit]").first.click()
+    page.wait_for_url(re.compile(r".*/\?done=login$"))
+    site.screenshot(page, "15-dashboard-openid")
+    assert "Signed in as alice@pool.example.org" in page.inner_text("header")
+    assert page.get_by_role("heading", name="Your credentials").is_visible()
 
 
 def test_a_post_without_the_csrf_token_is_refused(site: Site, context: Any) -> None:

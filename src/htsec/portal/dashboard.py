@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from markupsafe import Markup
 
 from htsec import _time
@@ -33,6 +34,7 @@ from htsec.errors import Forbidden, HtsecError, TokenRejected
 from htsec.portal.csrf import check_csrf
 from htsec.portal.pages import PortalRoute, redirect, render
 from htsec.portal.sessions import BrowserSession, SessionStore, browser_session, replace_session
+from htsec.portal.signin import PENDING, PENDING_LIFETIME, OidcUser, finish, login_provider, start
 from htsec.tokens.api import token_requests
 from htsec.web.auth import peer, require
 from htsec.web.verifier import VerifiedCaller
@@ -40,6 +42,9 @@ from htsec.web.verifier import VerifiedCaller
 __all__ = ["COOKIE", "MESSAGES", "router"]
 
 router = APIRouter(route_class=PortalRoute)
+log = logging.getLogger("htsec.portal")
+#: Marks a sealed cookie of a user signed in at the OpenID provider (a token never starts so).
+_OIDC = "oidc:"
 
 #: The cookie holding the session's sealed ID token.
 COOKIE = "__Host-htsec-dashboard"
@@ -95,13 +100,19 @@ def viewer(request: Request) -> tuple[BrowserSession | None, Viewer | None]:
     sealed = request.cookies.get(COOKIE)
     if session is None or session.user is None or not sealed or len(sealed) > _MAX_COOKIE:
         return session, None
+    domain = _uid_domain(request)
     try:
         raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
         token = _creds(request).sealer.open(raw, _aad(session))
+        if token.startswith(_OIDC):  # signed in at the OpenID provider (htsec.portal.signin)
+            user = token.removeprefix(_OIDC)
+            if user != session.user:
+                return session, None
+            return session, Viewer(OidcUser(f"{user}@{domain}"), user)
         verified = request.app.state.verifiers.get().verify(token)
     except (binascii.Error, ValueError, HtsecError):
         return session, None  # another session's cookie, a revoked or expired token
-    return session, Viewer(verified, credential_owner(verified.subject, _uid_domain(request)))
+    return session, Viewer(verified, credential_owner(verified.subject, domain))
 
 
 def _require_viewer(request: Request, csrf: str) -> Viewer:
@@ -129,8 +140,17 @@ def dashboard(request: Request, done: str | None = None) -> Response:
     session, who = viewer(request)
     if who is None:
         session = session or browser_session(request, create=True)
-        page = {"title": "Sign in", "uid_domain": _uid_domain(request)}
-        return render(request, "dashboard_login.html", page, session=session)
+        page: dict[str, Any] = {"title": "Sign in", "uid_domain": _uid_domain(request)}
+        targets = []
+        try:
+            found = login_provider(request)
+        except HtsecError as exc:  # a misconfigured provider must not stop token sign-in
+            log.warning("dashboard: OpenID sign-in is off: %s", exc)
+            found = None
+        if found is not None:
+            page["oidc_title"] = found[0].title
+            targets.append(found[0].authorization_url)
+        return render(request, "dashboard_login.html", page, session=session, form_targets=targets)
     ctx: dict[str, Any] = {
         "title": "Dashboard",
         "viewer": who,
@@ -205,21 +225,7 @@ def log_in(
         raise TokenRejected("no_token", "paste an ID token to sign in")
     verified = request.app.state.verifiers.get().verify(raw)  # TokenRejected: an error page
     user = credential_owner(verified.subject, _uid_domain(request))
-    sessions: SessionStore = request.app.state.portal_sessions
-    session = sessions.log_in(session, user or verified.subject)
-    replace_session(request, session)
-    session = browser_session(request) or session  # marked new: its cookie is set
-    sealed = _creds(request).sealer.seal(raw, _aad(session))
-    response = redirect(request, f"{request.app.state.portal_prefix}/?done=login", session=session)
-    response.set_cookie(
-        COOKIE,
-        base64.urlsafe_b64encode(sealed).decode().rstrip("="),
-        max_age=int(session.expires_at - time.time()),
-        path="/",
-        secure=True,
-        httponly=True,
-        samesite="strict",
-    )
+    response = _signed_in(request, session, user or verified.subject, raw)
     _creds(request).audit(
         actor=verified.subject,
         action="dashboard-login",
@@ -231,13 +237,89 @@ def log_in(
     return response
 
 
+def _signed_in(request: Request, old: BrowserSession, user: str, kept: str) -> Response:
+    """A new session for ``user`` (the old id is gone) holding ``kept`` sealed in
+    :data:`COOKIE`; the 303 to the dashboard."""
+    sessions: SessionStore = request.app.state.portal_sessions
+    session = sessions.log_in(old, user)
+    replace_session(request, session)
+    session = browser_session(request) or session  # marked new: its cookie is set
+    sealed = _creds(request).sealer.seal(kept, _aad(session))
+    response = redirect(request, f"{request.app.state.portal_prefix}/?done=login", session=session)
+    response.set_cookie(
+        COOKIE,
+        base64.urlsafe_b64encode(sealed).decode().rstrip("="),
+        max_age=int(session.expires_at - time.time()),
+        path="/",
+        secure=True,
+        httponly=True,
+        # Lax, as the session's: after the OpenID provider's redirect the browser treats the
+        # whole redirect chain as cross-site and would not send a Strict cookie to /, so the
+        # user would land on the sign-in page. Cross-site posts still carry no cookie.
+        samesite="lax",
+    )
+    return response
+
+
+@router.post("/dashboard/oidc")
+def oidc_start(request: Request, csrf: Csrf = "") -> Response:
+    """Off to the OpenID provider (:mod:`htsec.portal.signin`)."""
+    session = check_csrf(request, browser_session(request), csrf)
+    url, pending = start(request, session)
+    response = redirect(request, url, session=session)
+    response.set_cookie(
+        PENDING,
+        pending,
+        max_age=PENDING_LIFETIME,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="lax",  # sent on the provider's redirect back (a top-level GET)
+    )
+    return response
+
+
+@router.get("/dashboard/return")
+def oidc_return(
+    request: Request,
+    code: Annotated[str | None, Query(max_length=4096)] = None,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+) -> Response:
+    session = browser_session(request)
+    if session is None:
+        raise Forbidden("no portal session (cookies disabled, or it expired); sign in again")
+    try:
+        user = finish(request, session, request.cookies.get(PENDING), code, state, error)
+    except HtsecError as exc:
+        _creds(request).audit(
+            actor="browser",
+            action="dashboard-login",
+            outcome="denied",
+            peer=peer(request.scope),
+            detail=str(exc)[:200],
+        )
+        raise
+    response = _signed_in(request, session, user, _OIDC + user)
+    response.delete_cookie(PENDING, path="/", secure=True, httponly=True, samesite="lax")
+    _creds(request).audit(
+        actor=f"{user}@{_uid_domain(request)}",
+        action="dashboard-login",
+        outcome="ok",
+        user=user,
+        peer=peer(request.scope),
+        detail="openid connect",
+    )
+    return response
+
+
 @router.post("/dashboard/logout")
 def log_out(request: Request, csrf: Csrf = "") -> Response:
     session = check_csrf(request, browser_session(request), csrf)
     sessions: SessionStore = request.app.state.portal_sessions
     sessions.end(session)
     response = redirect(request, f"{request.app.state.portal_prefix}/", session=None)
-    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="lax")
     return response
 
 
