@@ -136,3 +136,16 @@ def test_route_makes_a_link_for_the_callers_own_user(
         )
         assert denied.status_code == 403
         assert c.post("/v1/creds/authorizations", json={"needs": []}).status_code == 401
+
+
+def test_links_a_day_past_their_expiry_are_purged(store: Store) -> None:
+    old = create_link(store, user="alice", needs=[BOX], ttl=60, created_at=time.time() - 90000)
+    create_link(store, user="alice", needs=[BOX], ttl=900)
+    with pytest.raises(NotFound):
+        lookup_link(store, old.id)
+    with store.engine.connect() as conn:
+        n = conn.execute(
+            text("SELECT count(*) FROM authorization_needs WHERE link_hash = :h"),
+            {"h": link_hash(old.id)},
+        ).scalar_one()
+    assert n == 0

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from htsec.config import Settings, float_knob, param
@@ -65,6 +65,7 @@ _MAX_SCOPES = 64
 _MAX_SCOPE = 256
 _MAX_AUDIENCE = 1024
 
+_KEEP_EXPIRED = 86400
 _LINKS = cast(Table, PendingAuthorization.__table__)
 _NEEDS = cast(Table, AuthorizationNeed.__table__)
 
@@ -209,6 +210,9 @@ def create_link(
     expires = int(now + life)
     uniq = tuple(dict.fromkeys(needs))
     with _db(store).session() as s:
+        # Links a day past their expiry are of no use, even to explain a refusal: gone (their
+        # needs with them, ON DELETE CASCADE).
+        s.execute(delete(_LINKS).where(_LINKS.c.expires_at < now - _KEEP_EXPIRED))
         s.execute(
             insert(_LINKS).values(
                 id=link_hash(lid),
