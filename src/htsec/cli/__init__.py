@@ -37,6 +37,7 @@ from htsec.cli.portal import portal
 from htsec.cli.request import token_request
 from htsec.cli.serve import credd, serve
 from htsec.cli.store import store
+from htsec.cli.submit import submit
 from htsec.cli.token import token
 from htsec.errors import HtsecError
 
@@ -88,6 +89,7 @@ for command in (
     q,
     rm,
     history,
+    submit,
 ):
     htsec.add_command(command)
 
