@@ -236,3 +236,6 @@ def test_pages_carry_the_portal_security_headers(alice: tuple[TestClient, str]) 
     r = client.get("/")
     assert "default-src 'none'" in r.headers["content-security-policy"]
     assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
+    # The one stylesheet is the same for everyone: a browser keeps it between pages.
+    css = client.get("/static/portal.css")
+    assert css.headers["cache-control"] == "public, max-age=3600" and css.headers["etag"]
