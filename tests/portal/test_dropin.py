@@ -190,3 +190,44 @@ def test_a_pending_file_that_is_a_symlink_is_not_followed(
     r = _browser(dropin).open(f"{PORTAL}/key/{KEY}")
     assert r.status_code == 404 and "Traceback" not in r.text
     assert dropin.audit("link")[0]["outcome"] == "bad-file"
+
+
+def test_the_portal_alone_wakes_the_credmon_of_the_credential_directory(
+    dropin: Portal, empty_cred_root: Path, oidc: Provider, tmp_path: Path
+) -> None:
+    """``htsec portal`` (create_portal_app: no in-process credmon) signals the credmon whose pid
+    is in ``<cred root>/pid`` with SIGHUP after storing, as condor_credd does."""
+    import signal
+    import subprocess
+    import sys
+
+    from htsec.portal.app import create_portal_app
+
+    marker = tmp_path / "woken"
+    credmon = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time, pathlib\n"
+            f"signal.signal(signal.SIGHUP, lambda *a: (pathlib.Path({str(marker)!r}).touch(), "
+            "sys.exit(0)))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert credmon.stdout is not None and credmon.stdout.readline() == b"ready\n"
+        (empty_cred_root / "pid").write_text(str(credmon.pid))
+        alone = create_portal_app(dropin.settings, dropin.creds.store)
+        credd_pending_file(empty_cred_root, KEY, oidc)
+        b = Browser(TestClient(alone, base_url=PORTAL), oidc.issuer)
+        assert b.authorise(f"{PORTAL}/key/{KEY}").status_code == 303
+        credmon.wait(10)
+        assert marker.exists()
+    finally:
+        if credmon.poll() is None:
+            credmon.send_signal(signal.SIGKILL)
+            credmon.wait()
+        assert credmon.stdout is not None
+        credmon.stdout.close()
