@@ -23,6 +23,9 @@ def test_a_link_ends_with_the_credential_stored(portal: Portal) -> None:
     info = portal.creds.info("alice", "rig")
     assert info.has_refresh_token and info.has_access_token
     assert sorted(info.scopes) == ["openid", "profile"]
+    # the provider account attached is in the audit trail (the userinfo endpoint's answer)
+    ok = [r for r in portal.audit("login") if r["outcome"] == "ok"]
+    assert ok and ok[0]["detail"] == "at rig as alice" and ok[0]["user"] == "alice"
     done = b.open(url)
     assert done.status_code == 200 and heading(done) == "All set", done.text
     again = portal.browser().open(url)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from htsec.config import Settings
+from htsec.config import Settings, param
 from htsec.creds.creddir import CredDir
 from htsec.creds.files import MetaFile, TopFile, UseFile
 from htsec.creds.links import Link, Need, adopt_pending, link_lifetime
@@ -65,6 +65,8 @@ def provider_of(login: PendingLogin) -> OAuthProvider:
         authorization_url=login.authorization_url,
         token_url=login.token_url,
         redirect_uri=login.return_url,
+        user_url=param(f"{login.provider.upper()}_USER_URL")
+        or (preset.user_url if preset else None),
         # HTCondor's web server (requests-oauthlib, include_client_id) sends the secret in the
         # body; so must we: the provider was registered for that.
         token_auth="client_secret_post",  # noqa: S106 - a method name

@@ -37,13 +37,19 @@ from htsec.portal.sessions import BrowserSession
 from htsec.store.models import PortalLogin
 
 __all__ = [
+    "ACCOUNT_FIELDS",
     "LOGIN_LIFETIME",
     "PROVIDER_TIMEOUT",
     "ClaimedLogin",
     "claim_login",
     "exchange",
+    "provider_account",
     "start_login",
 ]
+
+#: The fields of a user-info answer naming the account, in order of preference (Box: login,
+#: Google/OIDC: email, preferred_username, Microsoft Graph: userPrincipalName).
+ACCOUNT_FIELDS = ("email", "login", "preferred_username", "userPrincipalName", "name", "sub", "id")
 
 #: Seconds between leaving for the provider and coming back.
 LOGIN_LIFETIME = 600
@@ -227,3 +233,26 @@ def exchange(
     if not isinstance(body.get("access_token"), str):
         raise LoginFailed(f"{provider.title} answered without an access token")
     return body
+
+
+def provider_account(provider: OAuthProvider, token: dict[str, Any]) -> str | None:
+    """Which account at the provider the user logged in with (``<NAME>_USER_URL``, or the
+    discovery document's ``userinfo_endpoint``), for the audit trail; None when there is no
+    user URL or it does not answer within 5 s (the login is not failed for that)."""
+    if not provider.user_url:
+        return None
+    try:
+        with httpx.Client(timeout=5.0, follow_redirects=False, trust_env=False, verify=_tls()) as c:
+            r = c.get(
+                provider.user_url, headers={"Authorization": f"Bearer {token['access_token']}"}
+            )
+        info = r.raise_for_status().json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    for key in ACCOUNT_FIELDS:
+        value = info.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            return str(value)[:200]
+    return None

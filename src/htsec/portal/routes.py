@@ -44,7 +44,7 @@ from htsec.errors import (
 )
 from htsec.portal.csrf import FIELD, check_csrf
 from htsec.portal.dropin import DropIn, provider_of
-from htsec.portal.oauth import claim_login, exchange, start_login
+from htsec.portal.oauth import claim_login, exchange, provider_account, start_login
 from htsec.portal.pages import STATIC, PortalRoute, redirect, render, safe_next
 from htsec.portal.providers import OAuthProvider, ProviderCache, provider_title
 from htsec.portal.sessions import BrowserSession, browser_session
@@ -330,8 +330,17 @@ def oauth_return(
             raise LoginFailed("the provider's return address changed during the login")
         t1 = time.perf_counter()
         token = exchange(p, claimed, code, need)
+        account = provider_account(p, token)
         t2 = time.perf_counter()
         _store(request, link, claimed.position, p, token)
+        _audit(
+            request,
+            "login",
+            "ok",
+            f"at {p.name} as {account or 'an account the provider did not name'}",
+            user=link.user,
+            name=need.name,
+        )
     except LoginFailed as exc:
         _audit(request, "login", "failed", str(exc), user=user, name=name)
         raise
