@@ -118,3 +118,21 @@ def test_a_url_no_plugin_supports_holds_the_job_naming_the_scheme(
     )
     job = plugged.wait(f"{cluster}.0", "held")
     assert "no file-transfer plugin supports gopher://" in job["hold_reason"]
+
+
+def test_plugins_htcondors_default_names_but_this_machine_lacks_give_way_to_htsecs_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from htsec.config import load
+    from htsec.execute.transfer import Plugins
+
+    monkeypatch.setenv("_CONDOR_FILETRANSFER_PLUGINS", "/nonexistent/curl_plugin, /nonexistent/x")
+    load()
+    own = str(Path(sys.executable).with_name("htsec-plugin-https"))
+    assert own in Plugins.configured()
+    assert "/nonexistent/curl_plugin" not in Plugins.configured()
+    monkeypatch.setenv("_CONDOR_FILETRANSFER_PLUGINS", "/nonexistent/curl_plugin, /bin/true")
+    load()
+    assert Plugins.configured() == ["/bin/true"]

@@ -83,11 +83,16 @@ class Plugins:
 
     @staticmethod
     def configured() -> list[str]:
+        """``FILETRANSFER_PLUGINS``' executables that exist; htsec's own ``htsec-plugin-*``
+        when none does (HTCondor's default names its own plugins in ``$(LIBEXEC)``, which a
+        machine without HTCondor does not have)."""
         from htsec.config import param
 
-        raw = param("FILETRANSFER_PLUGINS")
-        if raw and raw.strip():
-            return [p for p in re.split(r"[\s,]+", raw.strip()) if p]
+        raw = param("FILETRANSFER_PLUGINS") or ""
+        listed = [p for p in re.split(r"[\s,]+", raw.strip()) if p]
+        found = [p for p in listed if os.access(p, os.X_OK)]
+        if found:
+            return found
         bindir = Path(sys.executable).parent
         return sorted(str(p) for p in bindir.glob("htsec-plugin-*") if os.access(p, os.X_OK))
 
