@@ -68,9 +68,11 @@ def execute_dir(settings: Settings) -> Path:
     """Where sandboxes go: HTCondor's ``EXECUTE``; by default ``/var/lib/htsec/execute`` when
     root (the job user must reach it; ``HTSEC_HOME`` is private) else ``$(HTSEC_HOME)/execute``.
     Made 0711; refused when someone else owns it or others may write it."""
-    raw = param("EXECUTE")
-    if raw and raw.strip():
-        path = Path(raw.strip())
+    raw = (param("EXECUTE") or "").strip()
+    if raw == "/execute" and not (param("LOCAL_DIR") or "").strip():
+        raw = ""  # HTCondor's default $(LOCAL_DIR)/execute, with no LOCAL_DIR: not a choice
+    if raw:
+        path = Path(raw)
     elif os.geteuid() == 0:
         path = Path("/var/lib/htsec/execute")
     else:
