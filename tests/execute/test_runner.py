@@ -156,3 +156,20 @@ def test_a_job_past_its_allowed_execute_duration_is_killed_and_held(
     cluster = point.submit("executable = job.sh\nallowed_execute_duration = 1\nqueue\n", iwd)
     job = point.wait(f"{cluster}.0", "held")
     assert job["hold_code"] == 47
+
+
+def test_without_transfer_output_files_only_what_the_job_made_or_changed_comes_back(
+    point: Point, iwd: Path
+) -> None:
+    _script(iwd, "job.sh", "#!/bin/sh\necho new > made.txt\necho more >> changed.txt\n")
+    (iwd / "kept.txt").write_text("input\n")
+    (iwd / "changed.txt").write_text("input\n")
+    kept = (iwd / "kept.txt").stat().st_ino
+    cluster = point.submit(
+        "executable = job.sh\ntransfer_input_files = kept.txt, changed.txt\nqueue\n", iwd
+    )
+    point.wait(f"{cluster}.0", "completed")
+    assert (iwd / "made.txt").read_text() == "new\n"
+    assert (iwd / "changed.txt").read_text() == "input\nmore\n"
+    assert (iwd / "job.sh").stat().st_mode & 0o777 == 0o755  # not replaced by its copy
+    assert (iwd / "kept.txt").stat().st_ino == kept  # not written back

@@ -102,7 +102,10 @@ class Runner:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         os.makedirs(self.execute_dir, mode=0o711, exist_ok=True)
-        log.info("execute: sandboxes in %s; %s", self.execute_dir, self.cgroup_note)
+        limited = self.cgroups is None or "not available" in self.cgroup_note
+        (log.warning if limited else log.info)(
+            "execute: sandboxes in %s; %s", self.execute_dir, self.cgroup_note
+        )
         if self.job_user is None:
             log.warning("execute: no job user (htsec-job missing): jobs are held until it exists")
         self.recover()
@@ -325,6 +328,7 @@ class Runner:
         argv = stage_in(
             r.sandbox, ad, owner=owner, plugins=self.plugins, env=env, run_as=(job.uid, job.gid)
         )
+        r.sandbox.mark_inputs()
         with self._lock_stdio(r.sandbox, ad) as (stdin, stdout, stderr):
             if self.book.get(c, p).state != RUNNING:  # removed while it was being set up
                 return creds

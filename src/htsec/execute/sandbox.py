@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from htsec.execute.asuser import OwnerFiles
@@ -68,6 +68,8 @@ class Sandbox:
     path: Path
     uid: int
     gid: int
+    #: The top-level files as the job found them (name: size, mtime, inode): not output.
+    inputs: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, root: Path, name: str, uid: int, gid: int) -> Sandbox:
@@ -168,12 +170,23 @@ class Sandbox:
         finally:
             os.close(dfd)
 
+    def mark_inputs(self) -> None:
+        """Remember the top-level files before the job starts (its input, its executable)."""
+        self.inputs = {}
+        for entry in os.scandir(self.path):
+            st = entry.stat(follow_symlinks=False)
+            self.inputs[entry.name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+
     def top_level(self) -> list[str]:
-        """The job's own top-level regular files and symlinks (what HTCondor transfers back
-        when ``transfer_output_files`` is not given), the execution point's names excluded."""
+        """The top-level regular files and symlinks the job created or changed (what HTCondor
+        transfers back when ``transfer_output_files`` is not given); the execution point's
+        names and unchanged input files excluded."""
         out = []
         for entry in os.scandir(self.path):
             if entry.name in RESERVED or entry.name.startswith(".htsec_transfer"):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if self.inputs.get(entry.name) == (st.st_size, st.st_mtime_ns, st.st_ino):
                 continue
             if entry.is_file(follow_symlinks=False) or entry.is_symlink():
                 out.append(entry.name)
