@@ -18,12 +18,15 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job
 DETACH = """#!/bin/sh
 /usr/bin/python3 -c '
 import os, sys, time
+r, w = os.pipe()
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
         print(os.getpid(), flush=True)
+        os.write(w, b"x")
         time.sleep(300)
     os._exit(0)
+os.read(r, 1)
 os.wait()
 '
 """
