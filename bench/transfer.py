@@ -2,10 +2,13 @@
 
 * token hand-off (``bench/handoff.py``): from a credmon's refresh to the sandbox ``.use``
   replaced, p99 (target < 1 s), beside the inotify floor;
+* plugin vs curl (``bench/plugin.py``): htsec-plugin-https and curl moving the same file from
+  the same local nginx over HTTPS, rate ratio (target >= 0.9); 256 MiB unless ``--gib``;
 
-Last line: one JSON object (``handoff_ms_p99`` ...).
+Last line: one JSON object (``handoff_ms_p99``, ``plugin_vs_curl`` ...).
 
     .venv/bin/python bench/transfer.py [--handoff-seconds 20] [--users 40] [--jobs 2]
+                                       [--mib 256 | --gib] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import handoff
+import plugin
 
 
 def main() -> None:
@@ -25,9 +29,11 @@ def main() -> None:
     parser.add_argument("--handoff-seconds", type=float, default=20.0)
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=2, help="jobs per user")
+    plugin.add_arguments(parser)
     args = parser.parse_args()
     figures: dict[str, object] = {}
     figures.update(handoff.run(args.handoff_seconds, args.users, args.jobs))
+    figures.update(plugin.from_args(args))
     print(json.dumps(figures))
 
 

@@ -22,7 +22,6 @@ file from nginx with the least CPU (docs/plugins.md has the figures).
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import os
 import ssl
@@ -30,14 +29,20 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from htsec.errors import TransferFailed
 from htsec.plugins.files import Sink, open_source
 from htsec.plugins.protocol import Plugin, Transfer, check_url_path
 from htsec.plugins.tokens import read_token, token_name
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import aiohttp
+
+# asyncio and aiohttp (about 250 ms of imports) are loaded when the first file moves, not for
+# -classad, which the starter runs when the EP starts and before every job.
 
 __all__ = ["ATTEMPTS", "MAX_RETRY_AFTER", "HttpsPlugin", "main"]
 
@@ -111,8 +116,16 @@ class HttpsPlugin(Plugin):
     attempts = ATTEMPTS
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop_now: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop_now is None:
+            import asyncio
+
+            self._loop_now = asyncio.new_event_loop()
+        return self._loop_now
 
     # -- the protocol's two operations ------------------------------------------------------
 
@@ -133,18 +146,25 @@ class HttpsPlugin(Plugin):
             )
 
     def close(self) -> None:
+        if self._loop_now is None:
+            return
+        import asyncio
+
+        loop = self._loop_now
         try:
             if self._session is not None:
-                self._loop.run_until_complete(self._session.close())
+                loop.run_until_complete(self._session.close())
                 # TLS transports finish closing on the next turns of the loop.
-                self._loop.run_until_complete(asyncio.sleep(0.05))
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+                loop.run_until_complete(asyncio.sleep(0.05))
+            loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
-            self._loop.close()
+            loop.close()
 
     # -- attempts -------------------------------------------------------------------------
 
     def _session_now(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=_ssl_context(), limit=4),
@@ -167,6 +187,8 @@ class HttpsPlugin(Plugin):
         source: BinaryIO | None = None,
         size: int = 0,
     ) -> None:
+        import asyncio
+
         name = token_name(url, self.token_form)
         resume: dict[str, str] = {}  # the validator of the partial body (ETag, Last-Modified)
         retried_401 = False
@@ -178,7 +200,6 @@ class HttpsPlugin(Plugin):
                 else:
                     assert source is not None
                     await self._put_once(real, token, transfer, source, size)
-                transfer.developer["TransferTries"] = attempt
                 return
             except _Retry as retry:
                 err = retry.error
@@ -208,6 +229,8 @@ class HttpsPlugin(Plugin):
     ) -> aiohttp.ClientResponse:
         """The response to ``method real`` after redirects (the caller releases it); ``body``
         makes a fresh request body for each request sent."""
+        import aiohttp
+
         session = self._session_now()
         target = real
         for _ in range(MAX_REDIRECTS + 1):
@@ -297,6 +320,8 @@ class HttpsPlugin(Plugin):
     ) -> None:
         """One GET, resuming from ``sink.size`` when it is not 0 and ``resume`` holds the
         validator of what is there (set here from each 200's strong ETag or Last-Modified)."""
+        import aiohttp
+
         headers = {"Accept-Encoding": "identity"}
         offset = sink.size
         validator = resume.pop("validator", None)

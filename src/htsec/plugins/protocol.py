@@ -262,6 +262,7 @@ def result_ad(
         protocol = split_scheme(transfer.url)[1] if transfer.url else ""
     developer = {k: v for k, v in transfer.developer.items() if v is not None}
     developer |= {
+        "TransferSeconds": round(max(0.0, end - start), 6),
         "TransferTries": len(transfer.failures) + 1,
         "TransferHostName": transfer.host,
         "TransferLocalMachineName": local_host,
