@@ -5,11 +5,13 @@ relying party's refusals reported readably."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pwd
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,3 +124,27 @@ def test_get_and_put_through_xrootd_with_local_issuer_tokens(
     assert xrd.path("/user/alice/result.dat").read_bytes() == (sandbox / "result.dat").read_bytes()
     assert denied["TransferSuccess"] is False and "HTTP 403" in denied["TransferError"]
     assert not xrd.path("/user/bob/sneaky.dat").exists()
+
+
+def test_expired_token_is_refused_readably(
+    xrootd: tuple[XRootD, Path], sandbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token that expired before the transfer (the credmon failed to refresh it): the
+    relying party refuses it, the result ad says so, nothing is written."""
+    xrd, ca = xrootd
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    token = run("issuer", "token", "alice", env={"_CONDOR_LOCAL_CREDMON_TOKEN_LIFETIME": "1"})
+    body = token.out.strip().split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    assert claims["exp"] - claims["iat"] == 1
+    creds = sandbox / ".condor_creds"
+    (creds / "scitokens.use").write_text(json.dumps({"access_token": token.out.strip()}) + "\n")
+    time.sleep(2.5)
+    url = f"scitokens+https://127.0.0.1:{xrd.port}/user/alice/hello.txt"
+    infile, outfile = starter_files(sandbox, input_ads((url, str(sandbox / "late.txt"))))
+    assert HttpsPlugin().run(str(infile), str(outfile), upload=False) == 1
+    (ad,) = results(outfile)
+    check_result_shape(ad)
+    assert ad["TransferErrorData"][-1]["ErrorType"] == "Authorization"
+    assert ad["TransferError"].startswith("GET 127.0.0.1: HTTP 40")
+    assert not (sandbox / "late.txt").exists()
