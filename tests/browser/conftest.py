@@ -27,6 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS_COPY = os.environ.get("HTSEC_TEST_SCREENSHOTS")
 ALICE = "alice@pool.example.org"
 ADMIN = "admin@pool.example.org"
+ROOT = "root@pool.example.org"
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Site:
     cred_dir: Path
     alice: str
     admin: str
+    root: str
     shots: Path
     env: dict[str, str] = field(default_factory=dict)
 
@@ -91,6 +93,9 @@ def site(home: Path, tmp_path: Path, empty_cred_root: Path) -> Iterator[Site]:
         assert run("key", "create", "POOL").code == 0
         alice = run("token", "create", "-i", ALICE, "--authz", "READ", "--authz", "WRITE")
         admin = run("token", "create", "-i", ADMIN, "--authz", "ADMINISTRATOR")
+        # Jobs of the built-in execution point belong to a local account (root's run as
+        # htsec-job): the flow that ends in an accepted job is root's.
+        root = run("token", "create", "-i", ROOT, "--authz", "READ", "--authz", "WRITE")
         env = {
             **provider_env(provider, tmp_path),
             "_CONDOR_SEC_CREDENTIAL_DIRECTORY_OAUTH": str(empty_cred_root),
@@ -107,6 +112,7 @@ def site(home: Path, tmp_path: Path, empty_cred_root: Path) -> Iterator[Site]:
                 empty_cred_root,
                 alice.out.strip(),
                 admin.out.strip(),
+                root.out.strip(),
                 shots,
                 env,
             )

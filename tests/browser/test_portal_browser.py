@@ -1,14 +1,13 @@
 """The portal in a real browser (chromium through Playwright): the whole authorisation flow
-from a refused submit to a published ``.use``, the dashboard, CSRF and keyboard access.
-
-The refusal's link comes from the credd route ``htsec submit`` calls
-(``POST /v1/creds/authorizations``); the credential check afterwards is the same route set.
-"""
+from ``htsec submit`` refused with a link to the job accepted, the dashboard, CSRF and
+keyboard access."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,9 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import Site
+from tests.conftest import HTSEC
 
 pytestmark = pytest.mark.slow
-
-NEED = {"service": "rig", "scopes": ["openid", "offline_access"]}
 
 
 def wait_for(path: Path, timeout: float = 30) -> dict[str, Any]:
@@ -30,16 +28,45 @@ def wait_for(path: Path, timeout: float = 30) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-def refused_link(site: Site) -> str:
-    """What ``htsec submit`` prints for a job needing ``rig`` that alice has not authorised."""
-    r = site.api("POST", "/v1/creds/authorizations", site.alice, json={"needs": [NEED]})
-    assert r.status_code == 201, r.text
-    url = str(r.json()["url"])
+JOB = (
+    "executable = /bin/true\ntransfer_executable = false\n"
+    "use_oauth_services = rig\nrig_oauth_permissions = openid offline_access\nqueue\n"
+)
+
+
+def submit(site: Site, user: str = "alice") -> tuple[int, str]:
+    """``htsec submit`` of a job needing ``rig`` as ``user``: (exit status, output)."""
+    work = site.shots.parent / "job"
+    work.mkdir(exist_ok=True)
+    (work / "job.sub").write_text(JOB)
+    token = work / f"{user}.token"
+    token.write_text(site.root if user == "root" else site.alice)
+    token.chmod(0o600)
+    proc = subprocess.run(
+        [HTSEC, "submit", "job.sub", "--token-file", str(token)],
+        cwd=work,
+        env={**os.environ, **site.env, "_CONDOR_HTSEC_SERVER_URL": site.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def refused_link(site: Site, user: str = "alice") -> str:
+    """The link ``htsec submit`` prints for the job, which ``user`` has not authorised yet."""
+    code, out = submit(site, user)
+    assert code == 1, out
+    match = re.search(rf"^Hello, {user}\.\nPlease visit: (\S+)\n\n", out, re.M)
+    assert match, out
+    url = match.group(1)
     assert re.fullmatch(rf"{re.escape(site.url)}/key/[0-9a-f]{{64}}", url)
     return url
 
 
-def authorise_in_browser(site: Site, page: Any, url: str, *, shots: bool = True) -> None:
+def authorise_in_browser(
+    site: Site, page: Any, url: str, *, user: str = "alice", shots: bool = True
+) -> None:
     """Open the link, log in at the provider (consenting if asked), come back."""
     page.goto(url)
     if shots:
@@ -48,7 +75,7 @@ def authorise_in_browser(site: Site, page: Any, url: str, *, shots: bool = True)
     page.wait_for_url(f"{site.provider.issuer}/**")
     if shots:
         site.screenshot(page, "02-provider-login")
-    page.fill("input[name=login]", "alice")
+    page.fill("input[name=login]", user)
     page.fill("input[name=password]", "rig")
     page.locator("button[type=submit], input[type=submit]").first.click()
     page.wait_for_load_state()
@@ -69,23 +96,21 @@ def sign_in(site: Site, page: Any, token: str, shot: str | None = None) -> None:
     page.wait_for_url(re.compile(r".*/\?done=login$"))
 
 
-def test_refused_submit_to_published_credential(site: Site, context: Any) -> None:
-    r = site.api("GET", "/v1/creds/rig", site.alice)
-    assert r.status_code == 404  # the job would be refused
-    url = refused_link(site)
+def test_refused_submit_to_accepted_submit(site: Site, context: Any) -> None:
+    url = refused_link(site, "root")
     page = context.new_page()
-    authorise_in_browser(site, page, url)
+    authorise_in_browser(site, page, url, user="root", shots=False)
     site.screenshot(page, "04-stored")
     assert page.get_by_role("heading", level=1).inner_text() == "All set"
 
-    cred = site.api("GET", "/v1/creds/rig", site.alice).json()
+    cred = site.api("GET", "/v1/creds/rig", site.root).json()
     assert cred["has_refresh_token"] and cred["state"] == "active", cred
-    assert {"openid", "offline_access"} <= set(cred["scopes"])
-    use = wait_for(site.cred_dir / "alice" / "rig.use")
+    assert set(cred["scopes"]) == {"openid", "offline_access"}
+    use = wait_for(site.cred_dir / "root" / "rig.use")
     assert use["access_token"] and use["token_type"].lower() == "bearer"
-    # The submit would now go ahead: the credential the job needs is there and active.
-    again = site.api("GET", "/v1/creds", site.alice).json()["credentials"]
-    assert [(c["service"], c["state"]) for c in again] == [("rig", "active")]
+    # The same submit is accepted now.
+    code, out = submit(site, "root")
+    assert code == 0 and "job(s) submitted to cluster" in out, out
     # The link is used up: opening it again shows no login button.
     page.goto(url)
     site.screenshot(page, "05-link-used")
@@ -94,7 +119,7 @@ def test_refused_submit_to_published_credential(site: Site, context: Any) -> Non
 
 def test_dashboard_for_user_and_administrator(site: Site, context: Any, chromium: Any) -> None:
     page = context.new_page()
-    authorise_in_browser(site, page, refused_link(site), shots=False)
+    authorise_in_browser(site, page, refused_link(site))  # alice's link: the pictures in docs
     sign_in(site, page, site.alice, shot="10-dashboard-sign-in")
     site.screenshot(page, "11-dashboard-user")
     assert page.get_by_role("heading", name="Your credentials").is_visible()
