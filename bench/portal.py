@@ -1,7 +1,7 @@
 """Benchmark of issue 12: the portal in a real browser, and the submit gate.
 
-**Browser half**: from the refusal of a job (the one-time link the credd hands ``htsec
-submit``, ``POST /v1/creds/authorizations``) to the credential stored, driven by Playwright
+**Browser half**: from ``htsec submit`` refusing a job with a one-time link to the
+credential stored, driven by Playwright
 (Debian's chromium, headless) against a real ``htsec serve`` and the local oidc-provider
 (tests/oidc.py): open the link, press "Log in at rig", log in at the provider, come back, the
 "All set" page. Each round uses a new link and a fresh browser profile (so the provider asks
@@ -46,8 +46,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
@@ -58,7 +56,6 @@ from tests.portal.rig import provider_env  # noqa: E402
 
 HTSEC = str(Path(sys.executable).with_name("htsec"))
 CHROMIUM = "/usr/bin/chromium"
-NEED = {"service": "rig", "scopes": ["openid", "offline_access"]}
 # "2026-11-30T02:44:51.986Z POST /token -> 200 12ms": the rig logs each request when answered.
 _LOG = re.compile(r"^(\S+Z) (GET|POST) (\S+) -> \d+ (\d+)ms$")
 # Requests only the portal makes (the browser's go to /auth and /interaction/...).
@@ -124,7 +121,7 @@ def browser_rounds(rounds: int) -> list[dict[str, float]]:
     results = []
     with (
         tempfile.TemporaryDirectory(prefix="htsec-bench-portal-") as d,
-        portal_site(Path(d)) as (url, ca, provider, env),
+        portal_site(Path(d)) as (url, _ca, provider, env),
     ):
         token = _htsec(env, "token", "create", "-i", "alice@pool.example.org")
         portal_origin = urlsplit(url).netloc
@@ -132,12 +129,7 @@ def browser_rounds(rounds: int) -> list[dict[str, float]]:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
             for i in range(rounds + 1):  # the first round warms up both servers
-                link = httpx.post(
-                    f"{url}/v1/creds/authorizations",
-                    json={"needs": [{**NEED, "handle": f"round{i}"}]},  # a new one each
-                    headers={"Authorization": f"Bearer {token}"},
-                    verify=ca,
-                ).json()["url"]
+                link = refused(Path(d), env, url, token, f"round{i}")  # a new handle each
                 r = one_round(browser, link, url, provider, portal_origin, provider_origin)
                 if i:
                     results.append(r)
@@ -147,6 +139,29 @@ def browser_rounds(rounds: int) -> list[dict[str, float]]:
 
 
 DETAIL = False
+
+
+def refused(work: Path, env: dict[str, str], url: str, token: str, handle: str) -> str:
+    """``htsec submit`` of a job needing ``rig_<handle>``: refused, with the link it prints."""
+    job = work / f"{handle}.sub"
+    job.write_text(
+        "executable = /bin/true\ntransfer_executable = false\nuse_oauth_services = rig\n"
+        f"rig_oauth_permissions_{handle} = openid offline_access\nqueue\n"
+    )
+    token_file = work / "alice.token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    out = subprocess.run(
+        [HTSEC, "submit", str(job), "--token-file", str(token_file)],
+        env={**env, "_CONDOR_HTSEC_SERVER_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(r"^Please visit: (\S+)$", out.stdout, re.M)
+    if out.returncode != 1 or not match:
+        raise RuntimeError(f"htsec submit was not refused with a link:\n{out.stdout}{out.stderr}")
+    return match.group(1)
 
 
 def one_round(
