@@ -86,64 +86,78 @@ def _walk(top: str) -> list[str]:
     return out
 
 
+def _handle(req: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """One request, in whoever's permissions this runs with (``OSError`` when refused)."""
+    op, path = req.get("op"), str(req.get("path", ""))
+    if op == "read":
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            os.close(fd)
+            return {"ok": True, "dir": True, "files": _walk(path)}, None
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise OSError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return {"ok": True, "dir": False, "mode": st.st_mode & 0o777}, fd
+    if op == "create":
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        return {"ok": True}, os.open(path, flags, int(req.get("mode", 0o644)) & ~_umask())
+    if op == "append":
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o644 & ~_umask())
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(f"{path} is not a regular file")
+        return {"ok": True}, fd
+    if op == "rename":
+        os.rename(path, str(req["to"]))
+        return {"ok": True}, None
+    if op == "unlink":
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return {"ok": True}, None
+    return {"ok": False, "error": f"unknown operation {op!r}"}, None
+
+
+def _umask() -> int:
+    return 0o022
+
+
 def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the forked helper
     while True:
         req, _ = _recv(sock)
         if req is None:
             return
-        op, path = req.get("op"), req.get("path", "")
         try:
-            if op == "read":
-                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                st = os.fstat(fd)
-                if stat.S_ISDIR(st.st_mode):
-                    os.close(fd)
-                    _send(sock, {"ok": True, "dir": True, "files": _walk(path)})
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    os.close(fd)
-                    raise OSError(f"{path} is not a regular file")
-                os.set_blocking(fd, True)
-                _send(sock, {"ok": True, "dir": False, "mode": st.st_mode & 0o777}, [fd])
-                os.close(fd)
-            elif op == "create":
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                parent = os.path.dirname(path)
-                if parent:
-                    os.makedirs(parent, exist_ok=True)
-                fd = os.open(path, flags, req.get("mode", 0o644))
-                _send(sock, {"ok": True}, [fd])
-                os.close(fd)
-            elif op == "append":
-                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-                fd = os.open(path, flags, 0o644)
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    os.close(fd)
-                    raise OSError(f"{path} is not a regular file")
-                _send(sock, {"ok": True}, [fd])
-                os.close(fd)
-            elif op == "rename":
-                os.rename(path, req["to"])
-                _send(sock, {"ok": True})
-            elif op == "unlink":
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                _send(sock, {"ok": True})
-            else:
-                _send(sock, {"ok": False, "error": f"unknown operation {op!r}"})
+            reply, fd = _handle(req)
         except OSError as exc:
             _send(sock, {"ok": False, "error": exc.strerror or str(exc)})
+            continue
+        _send(sock, reply, [fd] if fd is not None else None)
+        if fd is not None:
+            os.close(fd)
 
 
 class OwnerFiles:
     """A session with the helper; every path is absolute, in the owner's view."""
 
-    def __init__(self, sock: socket.socket, pid: int, who: str) -> None:
+    def __init__(self, sock: socket.socket | None, pid: int, who: str) -> None:
         self._sock = sock
         self._pid = pid
         self.who = who
 
     def _call(self, what: str, **req: Any) -> tuple[dict[str, Any], list[int]]:
+        if self._sock is None:  # htsec is the owner: no one to become
+            try:
+                done, fd = _handle(req)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise OwnerFileError(f"cannot {what} {req.get('path')}: {reason}") from None
+            return done, [fd] if fd is not None else []
         _send(self._sock, req)
         reply, fds = _recv(self._sock)
         if reply is None:
@@ -172,6 +186,8 @@ class OwnerFiles:
         self._call("remove", op="unlink", path=path)
 
     def close(self) -> None:
+        if self._sock is None:
+            return
         self._sock.close()
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self._pid, 0)
@@ -179,7 +195,10 @@ class OwnerFiles:
 
 @contextlib.contextmanager
 def owner_files(who: Identity) -> Iterator[OwnerFiles]:
-    """A helper running as ``who`` (as htsec's own user when that is who, e.g. not root)."""
+    """A helper running as ``who``; htsec itself when it runs as ``who`` already."""
+    if os.geteuid() == who.uid and os.getegid() == who.gid:
+        yield OwnerFiles(None, 0, who.name)
+        return
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the helper

@@ -63,7 +63,7 @@ class _Running:
     row: ProcRow
     sandbox: Sandbox | None = None
     group: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
+    proc: process.Job | None = None
     removed_by: str | None = None
     stopping: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
