@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 
 import pytest
 
-from tests.annex.moto_rig import MotoRig
+from htsec.annex import record, setup
+from htsec.annex.aws import Clients
+from htsec.annex.names import config_key
+from tests.annex.moto_rig import REGION, MotoRig
 from tests.conftest import run
 
 
@@ -16,18 +21,30 @@ def test_bad_name_is_a_usage_error_without_traceback() -> None:
 
 
 @pytest.mark.slow
-def test_setup_then_create_status_off_from_the_cli(moto: MotoRig) -> None:
+def test_setup_plan_then_create_from_the_cli(moto: MotoRig, authority: object) -> None:
     dry = run("annex", "setup", "--bucket", "htsec-annex-cli", "--dry-run")
     assert dry.code == 0 and "would create" in dry.out, dry.err
-    assert run("annex", "setup", "--bucket", "htsec-annex-cli").code == 0
-    assert run("key", "create", "POOL").code == 0
+    aws = Clients(REGION)
+    setup.run(setup.plan(aws, "htsec-annex-cli"), dry_run=False, report=lambda s: None)
     c = run(
         "annex", "create", "cli", "--count", "1", "--bucket", "htsec-annex-cli",
         "--collector", "cm.example.org", "--ami", moto.ami(), "--wait", "5",
     )  # fmt: skip
     assert c.code == 0, c.err
-    assert "client token cli_" in c.out and "running" in c.err
-    s = run("annex", "status", "--bucket", "htsec-annex-cli", "--json")
-    assert json.loads(s.out)["annexes"][0]["instances"] == {"running": 1}
-    o = run("annex", "off", "cli", "--bucket", "htsec-annex-cli")
-    assert o.code == 0 and "terminated 1" in o.out
+    assert "client token cli_" in c.out and "running" in c.err  # the progress display
+    lease = record.load(aws, "htsec-annex-cli", "cli")
+    assert lease is not None and lease.state == "launched"
+    # The token in the uploaded configuration: the annex's identity, three authorizations,
+    # expiring at the lease end.
+    data = moto.client("s3").get_object(Bucket="htsec-annex-cli", Key=config_key("cli"))
+    with tarfile.open(fileobj=io.BytesIO(data["Body"].read())) as tar:
+        member = tar.extractfile("tokens.d/htsec-annex-cli")
+        assert member is not None
+        token = member.read().decode().strip()
+    verified = authority.verify(token)  # type: ignore[attr-defined]
+    assert verified.subject == "annex-cli@pool.example.org"
+    assert verified.authorizations == ("READ", "ADVERTISE_STARTD", "ADVERTISE_MASTER")
+    assert verified.exp == lease.lease_end
+    st = run("annex", "status", "--bucket", "htsec-annex-cli", "--json")
+    shown = json.loads(st.out)
+    assert shown["annexes"][0]["instances"] == {"running": 1} and shown["strays"] == []

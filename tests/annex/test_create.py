@@ -17,8 +17,6 @@ from htsec.annex.names import TAG_CONFIGURED, annex_of_client_token, config_key
 from htsec.errors import AnnexError, CloudError
 from tests.annex.moto_rig import REGION, MotoRig
 
-pytestmark = pytest.mark.slow  # moto round trips: 3-10 s a test on 2 cores
-
 BUCKET = "htsec-annex-test"
 
 

@@ -163,11 +163,16 @@ def create_cmd(app: App, name: str, count: int, slots: int, duration: float, idl
     identity = f"annex-{name}@{app.settings.uid_domain}"
 
     def mint(lease_end: int) -> str:
-        lifetime = max(1, lease_end - int(time.time()))
+        now = int(time.time())
         return app.authority.mint(
-            identity=identity, key=signing_key, lifetime=lifetime, authz=ANNEX_AUTHZ,
-            minted_by=app.caller_name(), via="annex",
-        )  # fmt: skip
+            identity=identity,
+            key=signing_key,
+            lifetime=max(1, lease_end - now),
+            authz=ANNEX_AUTHZ,
+            minted_by=app.caller_name(),
+            via="annex",
+            now=now,
+        )
 
     aws = _clients(region)
     lease = create(aws, req, mint, say=lambda m: err.print(m))
