@@ -12,6 +12,8 @@ The adapter, and only it, changes moto:
    ``MinCount``), each with the instance profile (moto gives it to the first only).
 4. The ``aws:ec2spot:fleet-request-id`` tag: AWS adds it to a fleet's instances a little after
    they start; moto never does. :meth:`MotoRig.tag_fleet` adds it when a test says so.
+5. A quota: ``QUOTA["instances"]`` makes RunInstances launch at most that many running
+   instances and answer ``InstanceLimitExceeded`` below ``MinCount``, as EC2 does.
 
 IAM enforcement (``INITIAL_NO_AUTH_ACTION_COUNT = 0`` after the admin user exists) makes moto
 judge every call by the caller's policies, so "an instance of annex A cannot read annex B's
@@ -33,6 +35,7 @@ import boto3
 from moto import settings as moto_settings
 from moto.core.responses import ActionAuthenticatorMixin
 from moto.ec2 import utils as ec2_utils
+from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.spot_requests import SpotFleetRequest
 from moto.ec2.responses.instances import InstanceResponse
@@ -43,6 +46,14 @@ from moto.sts.models import sts_backends
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 _pending = threading.local()
+#: Adapter 5: an instance quota (EC2 has one per account; moto none). None: unlimited.
+QUOTA: dict[str, int | None] = {"instances": None}
+
+
+class InstanceLimitExceeded(EC2ClientError):
+    code = "InstanceLimitExceeded"
+
+
 _installed = False
 
 
@@ -57,6 +68,20 @@ def install_adapter() -> None:
 
     def run_instances(self: InstanceResponse) -> Any:
         most = self._get_param("MaxCount")
+        if QUOTA["instances"] is not None and most:
+            running = sum(
+                1
+                for r in self.ec2_backend.reservations.values()
+                for i in r.instances
+                if i.state in ("pending", "running")
+            )
+            room = QUOTA["instances"] - running
+            if room < int(self._get_param("MinCount") or 1):
+                raise InstanceLimitExceeded(
+                    f"You have requested more instances ({most}) than your current instance "
+                    f"limit of {QUOTA['instances']} allows"
+                )
+            most = min(int(most), room)
         if most:
             if self.automated_parameter_parsing:
                 self.params["MinCount"] = most
@@ -167,6 +192,7 @@ class MotoRig:
         self.admin = {"key": k["AccessKeyId"], "secret": k["SecretAccessKey"]}
         self.calls.clear()
         self.key_owner.clear()
+        QUOTA["instances"] = None
         ActionAuthenticatorMixin.request_count = 0
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
 

@@ -15,7 +15,7 @@ from htsec.annex.aws import Clients
 from htsec.annex.create import CreateRequest, create, instances_of
 from htsec.annex.names import TAG_CONFIGURED, annex_of_client_token, config_key
 from htsec.errors import AnnexError, CloudError
-from tests.annex.moto_rig import REGION, MotoRig
+from tests.annex.moto_rig import QUOTA, REGION, MotoRig
 
 BUCKET = "htsec-annex-test"
 
@@ -115,6 +115,29 @@ def test_access_denied_is_clear_and_rolls_back(moto: MotoRig) -> None:
     assert keys == 0
     roles = [r["RoleName"] for r in moto.client("iam").list_roles()["Roles"]]
     assert "htsec-annex-burst" not in roles and _live(moto) == []
+
+
+def test_quota_error_is_clear_and_rolls_back(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    QUOTA["instances"] = 0
+    with pytest.raises(CloudError, match="InstanceLimitExceeded") as exc:
+        create(aws, _req(moto, "burst"), _mint)
+    assert "raise the quota" in str(exc.value)
+    assert record.load(aws, BUCKET, "burst") is None and _live(moto) == []
+    assert moto.client("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+def test_partial_launch_is_recorded_and_said(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    QUOTA["instances"] = 1
+    said: list[str] = []
+    lease = create(aws, _req(moto, "burst", count=3), _mint, say=said.append)
+    assert lease.state == "launched" and len(lease.instances) == 1
+    assert any("launched 1 of 3" in m for m in said)
+    annexes, strays = lease_mod.status(aws, BUCKET)
+    assert annexes[0].states == {"running": 1} and strays == []
 
 
 def test_lease_check_ends_test_but_never_test2(moto: MotoRig) -> None:
