@@ -44,6 +44,10 @@ def say(text: str) -> None:
 
 def main() -> int:
     settings = load()
+    if not serving(settings):
+        print(f"htsec serve does not answer at {settings.server_url}: start it first, in another")
+        print("terminal: scripts/run")
+        return 1
     user = getpass.getuser()
     identity = f"{user}@{settings.uid_domain}"
     token = settings.token_dir / "example"
@@ -55,12 +59,6 @@ def main() -> int:
     else:
         print(f"   {token} (made before)")
     client = Client(settings, token_file=str(token))
-    try:
-        client.call("GET", "/v1/jobs")
-    except HtsecError as exc:
-        print(f"   htsec serve does not answer at {settings.server_url}: {exc}")
-        print("   start it first, in another terminal: scripts/run")
-        return 1
 
     work = Path(tempfile.mkdtemp(prefix="htsec-example-", dir="/tmp"))
     work.chmod(0o755)
@@ -101,6 +99,23 @@ def main() -> int:
         if storage is not None:
             storage.stop()
         print(f"\n(the job's directory is {work / 'job'})")
+
+
+def serving(settings: object, wait: float = 60) -> bool:
+    """Whether htsec serve answers (waiting up to ``wait`` s for one that is starting)."""
+    deadline = time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            Client(settings).call("GET", "/v1/health", auth=False)  # type: ignore[arg-type]
+            return True
+        except HtsecError:
+            if time.monotonic() > deadline:
+                return False
+            if not told:
+                print("waiting for htsec serve to answer ...", flush=True)
+                told = True
+            time.sleep(1)
 
 
 def start_storage(work: Path, user: str, htsec_ca: Path) -> tuple[object | None, str]:

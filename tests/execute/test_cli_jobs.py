@@ -52,6 +52,8 @@ def test_q_rm_and_history_show_the_jobs_as_condor_q_does(point: Point, iwd: Path
     r = run("history", *args, env=env)
     assert r.code == 0, r.err
     assert f"{done}.0" in r.out and "/bin/echo hi" in r.out and f"{running}.1" in r.out
+    (done_line,) = [line for line in r.out.splitlines() if line.startswith(f"{done}.0 ")]
+    assert " C " in done_line and " 0 " in done_line  # exit code 0 is shown, not blank
 
     r = run("history", "--json", *args, env=env)
     states = {j["id"]: j["state"] for j in json.loads(r.out)["jobs"]}

@@ -140,7 +140,11 @@ def history(
     t = table("ID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "COMPLETED", "EXIT", "CMD")
     for j in body["jobs"]:
         code = j.get("exit_code")
-        exit_text = f"signal {j['exit_signal']}" if j.get("exit_signal") else str(code or "")
+        exit_text = (
+            f"signal {j['exit_signal']}"
+            if j.get("exit_signal")
+            else ("" if code is None else str(code))
+        )
         t.add_row(
             cell(j["id"]),
             cell(j["owner"]),
