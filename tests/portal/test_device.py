@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import HTSEC, run, serving
-from tests.oidc import CLIENT_ID, CLIENT_SECRET, Provider, _Forms, inject_fault, provider_fixture
+from tests.oidc import Provider, _Forms, inject_fault, provider_fixture
+from tests.portal.rig import provider_env
 
 oidc = provider_fixture()
 
@@ -41,18 +42,6 @@ class Portal:
             verify=self.ca,
             timeout=30,
         )
-
-
-def provider_env(provider: Provider, tmp_path: Path, name: str = "RIG") -> dict[str, str]:
-    """HTCondor's knobs for the rig as provider ``name`` (client secret in a 0600 file)."""
-    secret = tmp_path / f"{name.lower()}.secret"
-    secret.write_text(CLIENT_SECRET)
-    secret.chmod(0o600)
-    return {
-        f"_CONDOR_{name}_CLIENT_ID": CLIENT_ID,
-        f"_CONDOR_{name}_CLIENT_SECRET_FILE": str(secret),
-        f"_CONDOR_{name}_ISSUER": provider.issuer,
-    }
 
 
 @pytest.fixture
