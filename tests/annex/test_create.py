@@ -153,6 +153,16 @@ def test_lease_check_ends_test_but_never_test2(moto: MotoRig) -> None:
     assert config_key("test") not in keys and config_key("test2") in keys
 
 
+def test_lambda_handler_runs_the_lease_check(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    create(aws, _req(moto, "burst", count=1, duration=1), _mint)
+    time.sleep(1.1)
+    assert lease_mod.lambda_handler({"bucket": BUCKET}, None)["ended"].keys() == {"burst"}
+    with pytest.raises(AnnexError, match="must name the annex bucket"):
+        lease_mod.lambda_handler({}, None)
+
+
 def test_off_extend_status_and_strays(moto: MotoRig) -> None:
     aws = Clients(REGION)
     _setup(aws)

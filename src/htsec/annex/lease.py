@@ -28,7 +28,7 @@ from htsec.annex.names import (
 from htsec.annex.record import Lease
 from htsec.errors import AnnexError
 
-__all__ = ["AnnexStatus", "check", "end", "extend", "status"]
+__all__ = ["AnnexStatus", "check", "end", "extend", "lambda_handler", "status"]
 
 
 def _require(aws: Clients, bucket: str, name: str) -> Lease:
@@ -172,3 +172,13 @@ def status(
                     if owner not in live and (name is None or owner == name):
                         strays.append(inst)
     return annexes, strays
+
+
+def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    """AWS Lambda entry point for the periodic lease check (docs/annex.md): the event names the
+    bucket (``{"bucket": "..."}``), the region is the Lambda's own."""
+    bucket = event.get("bucket") if isinstance(event, dict) else None
+    if not isinstance(bucket, str) or not bucket:
+        raise AnnexError('the lease check event must name the annex bucket: {"bucket": "..."}')
+    result = check(Clients(), bucket)
+    return {"ended": result.ended, "objects_deleted": result.objects_deleted}
