@@ -176,3 +176,21 @@ def test_without_transfer_output_files_only_what_the_job_made_or_changed_comes_b
     assert (iwd / "changed.txt").read_text() == "input\nmore\n"
     assert (iwd / "job.sh").stat().st_mode & 0o777 == 0o755  # not replaced by its copy
     assert (iwd / "kept.txt").stat().st_ino == kept  # not written back
+
+
+def test_loader_variables_from_the_submit_never_reach_the_launcher_or_the_job(
+    point: Point, iwd: Path
+) -> None:
+    # The launcher runs as root until setpriv: LD_PRELOAD there would load any library as root.
+    _script(iwd, "job.sh", "#!/bin/sh\nenv | sort\n")
+    cluster = point.submit(
+        "executable = job.sh\n"
+        'environment = "LD_PRELOAD=/nonexistent/evil.so LD_LIBRARY_PATH=/x KEEP=yes"\n'
+        "output = out\nerror = err\nqueue\n",
+        iwd,
+    )
+    point.wait(f"{cluster}.0", "completed")
+    out = (iwd / "out").read_text()
+    assert "KEEP=yes" in out
+    assert "LD_PRELOAD" not in out and "LD_LIBRARY_PATH" not in out
+    assert "evil.so" not in (iwd / "err").read_text()

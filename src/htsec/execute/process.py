@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Job", "Limits", "cgroup_root", "kill_all", "spawn"]
+__all__ = ["Job", "Limits", "cgroup_root", "job_env", "kill_all", "spawn"]
 
 log = logging.getLogger("htsec.execute")
 
@@ -178,6 +178,40 @@ _SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")
 _PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin")
 
 
+#: What the dynamic loader and libc read from the environment (glibc's list of variables it
+#: drops for setuid programs, and every ``LD_*``/``GLIBC_*``): the launcher runs as root until
+#: ``setpriv`` drops to the job user, so a job's ``environment = "LD_PRELOAD=..."`` would run
+#: code as root. They are never passed to a job.
+_LOADER = frozenset(
+    {
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "MALLOC_TRACE",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+        "TZDIR",
+        "MALLOC_CHECK_",
+        "MALLOC_PERTURB_",
+        "ENV",
+        "BASH_ENV",
+        "CDPATH",
+        "IFS",
+    }
+)
+
+
+def job_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without what the loader, libc or the launcher's shell would act on as root."""
+    return {
+        k: v for k, v in env.items() if k not in _LOADER and not k.startswith(("LD_", "GLIBC_"))
+    }
+
+
 class Job:
     """A started job: its pid (a child of this process, session leader) and its end."""
 
@@ -261,7 +295,7 @@ def spawn(
     pid = os.posix_spawn(
         "/bin/sh",
         _launch_argv(argv, cwd, uid, gid, limits, group),
-        dict(env),
+        job_env(env),
         file_actions=actions,
         setsid=True,
     )
@@ -316,7 +350,7 @@ def _spawn_forked(
         proc = subprocess.Popen(
             list(argv),
             cwd=cwd,
-            env=dict(env),
+            env=job_env(env),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
