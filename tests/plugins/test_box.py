@@ -4,9 +4,12 @@ downloads, direct and chunked uploads, token naming, one result ad per file."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import classad2
 import pytest
 
 from tests.plugins.fakes.box import BoxFake
@@ -173,3 +176,13 @@ def test_https_with_the_trusted_ca_works_and_an_unknown_ca_is_refused(
         assert up.code == 0 and box.read("o/out.txt") == b"up over tls"
     finally:
         box.stop()
+
+
+def test_classad_advertises_box_without_loading_the_http_client() -> None:
+    script = (
+        "import sys; from htsec.plugins.box import main; sys.argv[1:] = ['-classad']; "
+        "code = main(); assert 'httpx' not in sys.modules; sys.exit(code)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    ad = classad2.parseOne(out.stdout, classad2.ParserType.Old)
+    assert ad["SupportedMethods"] == "box" and ad["MultipleFileSupport"] is True

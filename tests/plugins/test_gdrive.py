@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import classad2
 import pytest
 
 from tests.plugins.fakes._server import Fault, Seen
@@ -179,3 +182,13 @@ def test_a_256_mib_file_moves_both_ways_with_bounded_memory(
     assert up.code == down.code == 0, (up.results, down.results)
     assert (sandbox / "c").stat().st_size == big.stat().st_size
     assert up.max_rss_kib < 100 * 1024 and down.max_rss_kib < 100 * 1024
+
+
+def test_classad_advertises_gdrive_without_loading_the_http_client() -> None:
+    script = (
+        "import sys; from htsec.plugins.gdrive import main; sys.argv[1:] = ['-classad']; "
+        "code = main(); assert 'httpx' not in sys.modules; sys.exit(code)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    ad = classad2.parseOne(out.stdout, classad2.ParserType.Old)
+    assert ad["SupportedMethods"] == "gdrive" and ad["MultipleFileSupport"] is True

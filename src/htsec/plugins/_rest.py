@@ -31,12 +31,13 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from htsec.errors import TransferFailed
 from htsec.plugins.files import Sink
+
+if TYPE_CHECKING:
+    import httpx  # imported when the first request is made: -classad runs without it
 
 __all__ = [
     "Api",
@@ -175,6 +176,8 @@ def _clean(text: str, limit: int = 200) -> str:
 def describe(response: httpx.Response) -> str:
     """The provider's own words for a failed answer (Box ``message``, Google and Microsoft
     ``error.message``), or the reason phrase."""
+    import httpx
+
     detail = ""
     try:
         body = response.json()
@@ -220,6 +223,8 @@ class Api:
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
+        import httpx
+
         self.client = httpx.Client(
             timeout=httpx.Timeout(self.timeout, connect=15.0),
             follow_redirects=False,
@@ -277,6 +282,8 @@ class Api:
         from a file is re-read from its start after a failure. ``attempts`` overrides the
         policy's count (1: the caller recovers itself, as resumable uploads do).
         """
+        import httpx
+
         limit = self.backoff.attempts if attempts is None else attempts
         attempt = 0
         token_swaps = 0
@@ -357,6 +364,8 @@ class Api:
         Authorization header when a redirect leaves the origin (Box and Graph send the bytes
         from pre-authenticated URLs on other hosts).
         """
+        import httpx
+
         host = urllib.parse.urlsplit(url).hostname or ""
         with Sink(dest) as sink:
             hasher = hashlib.new(digest[0]) if digest else None
