@@ -42,6 +42,16 @@ def test_429_waits_for_retry_after_then_succeeds(box: BoxFake, sandbox: Path) ->
     assert (sandbox / "in.txt").read_bytes() == b"data"
 
 
+def test_a_retry_after_beyond_a_minute_is_left_to_htcondor(box: BoxFake, sandbox: Path) -> None:
+    box.put_file("in.txt", b"data")
+    box.faults.append(Fault(r"^GET /2\.0/folders/0/items", "status", 429, {"Retry-After": "3600"}))
+    started = time.monotonic()
+    run = run_plugin("box", sandbox, [("box://in.txt", str(sandbox / "in.txt"))], env=box.env())
+    assert run.code == 1 and time.monotonic() - started < 30
+    assert "asks to wait 3600 s" in run.results[0]["TransferError"]
+    assert run.results[0]["TransferErrorData"][0]["Retryable"] == 3601
+
+
 def test_5xx_and_a_dropped_connection_are_retried(box: BoxFake, sandbox: Path) -> None:
     box.put_file("in.txt", b"data")
     box.faults += [

@@ -65,13 +65,15 @@ class Moved:
 @dataclass(frozen=True)
 class Backoff:
     """Retry policy: ``attempts`` tries in all, waits ``base * 2**n`` (jittered, at most
-    ``cap`` seconds) unless the server sent ``Retry-After`` (honoured up to ``retry_after_cap``);
-    after a 401, up to ``token_grace`` seconds for the ``.use`` file to be replaced."""
+    ``cap`` seconds) unless the server sent ``Retry-After`` (honoured up to ``retry_after_cap``;
+    a longer one ends the file's transfer with ``Retryable`` set, for HTCondor to schedule, as
+    the https plugin does); after a 401, up to ``token_grace`` seconds for the ``.use`` file to
+    be replaced."""
 
     attempts: int = 6
     base: float = 0.5
     cap: float = 30.0
-    retry_after_cap: float = 300.0
+    retry_after_cap: float = 60.0
     token_grace: float = 5.0
 
     def delay(self, attempt: int, response: httpx.Response | None) -> float:
@@ -335,14 +337,20 @@ class Api:
                         error_code=status,
                     )
             attempt += 1
+            after = None if response is None else retry_after(response.headers.get("retry-after"))
+            too_long = after is not None and after > self.backoff.retry_after_cap
+            if too_long:
+                failure += f" (the service asks to wait {int(after or 0)} s: not waited here)"
+            elif attempt > 1 and attempt >= limit:
+                failure += f" (gave up after {attempt} tries)"
             error = TransferFailed(
-                f"{self.name}: {what}: {failure}"
-                + (f" (gave up after {attempt} tries)" if attempt > 1 and attempt >= limit else ""),
+                f"{self.name}: {what}: {failure}",
                 kind="Transfer" if response is not None else "Contact",
                 server=request.url.host,
                 error_code=response.status_code if response is not None else 1,
+                retryable=int(after or 0) + 1 if too_long else None,
             )
-            if attempt >= limit:
+            if too_long or attempt >= limit:
                 raise error
             self.on_retry(error)
             self.sleep(self.backoff.delay(attempt - 1, response))
