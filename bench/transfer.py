@@ -1,14 +1,16 @@
 """Benchmark of the local execution point's transfers (issue 13), in one run:
 
+* job start latency (``bench/start.py``): from a submit accepted to the job's process running
+  as htsec-job with its token in place, median (target < 100 ms), beside a bare spawn;
 * token hand-off (``bench/handoff.py``): from a credmon's refresh to the sandbox ``.use``
   replaced, p99 (target < 1 s), beside the inotify floor;
 * plugin vs curl (``bench/plugin.py``): htsec-plugin-https and curl moving the same file from
   the same local nginx over HTTPS, rate ratio (target >= 0.9); 256 MiB unless ``--gib``;
 
-Last line: one JSON object (``handoff_ms_p99``, ``plugin_vs_curl`` ...).
+Last line: one JSON object (``start_ms_p50``, ``handoff_ms_p99``, ``plugin_vs_curl`` ...).
 
-    .venv/bin/python bench/transfer.py [--handoff-seconds 20] [--users 40] [--jobs 2]
-                                       [--mib 256 | --gib] [--rounds 3]
+    .venv/bin/python bench/transfer.py [--start-jobs 50] [--handoff-seconds 20] [--users 40]
+                                       [--jobs 2] [--mib 256 | --gib] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import handoff
 import plugin
+import start
 
 
 def main() -> None:
@@ -29,9 +32,11 @@ def main() -> None:
     parser.add_argument("--handoff-seconds", type=float, default=20.0)
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=2, help="jobs per user")
+    parser.add_argument("--start-jobs", type=int, default=50, help="jobs timed from accepted")
     plugin.add_arguments(parser)
     args = parser.parse_args()
     figures: dict[str, object] = {}
+    figures.update(start.run(args.start_jobs))
     figures.update(handoff.run(args.handoff_seconds, args.users, args.jobs))
     figures.update(plugin.from_args(args))
     print(json.dumps(figures))
