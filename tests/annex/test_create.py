@@ -194,6 +194,8 @@ def test_off_extend_status_and_strays(moto: MotoRig) -> None:
     assert [x.name for x in annexes] == ["beta"] and annexes[0].states == {"running": 1}
     with pytest.raises(AnnexError, match="no live annex alpha"):
         lease_mod.off(aws, BUCKET, "alpha")
+    again = create(aws, _req(moto, "alpha", count=1), _mint)  # an ended name may be reused
+    assert again.client_token != a.client_token and again.state == "launched"
 
 
 def test_object_deleted_once_every_instance_fetched_it(moto: MotoRig) -> None:

@@ -242,6 +242,8 @@ def create(
         raise AnnexError("on-demand annexes need an image: --ami ami-...")
     clock = time.time() if now is None else now
     lease = record.load(aws, req.bucket, req.name)
+    if lease is not None and lease.state == record.ENDED:
+        lease = None  # an ended annex's name may be used again (a new client token)
     if lease is not None and lease.state != record.CREATING:
         raise AnnexError(
             f"annex {req.name} already exists ({lease.state}, lease ends "
