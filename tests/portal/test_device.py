@@ -32,6 +32,7 @@ class Portal:
     ca: str
     env: dict[str, str]
     token_file: Path
+    cred_dir: Path
 
     def call(self, path: str, body: dict[str, Any], token: str | None = None) -> httpx.Response:
         token = token or self.token_file.read_text().strip()
@@ -45,14 +46,20 @@ class Portal:
 
 
 @pytest.fixture
-def portal(oidc: Provider, home: Path, tmp_path: Path) -> Iterator[Portal]:
+def portal(oidc: Provider, home: Path, tmp_path: Path, empty_cred_root: Path) -> Iterator[Portal]:
     assert run("key", "create", "POOL").code == 0
     token = run("token", "create", "-i", ALICE).out.strip()
     token_file = tmp_path / "alice.token"
     token_file.write_text(token)
     token_file.chmod(0o600)
-    with serving(home, provider_env(oidc, tmp_path)) as env:
-        yield Portal(env["_CONDOR_HTSEC_SERVER_URL"], str(home / "tls" / "ca.pem"), env, token_file)
+    env = {
+        **provider_env(oidc, tmp_path),
+        "_CONDOR_SEC_CREDENTIAL_DIRECTORY_OAUTH": str(empty_cred_root),
+        "_CONDOR_HTSEC_SERVE_CREDMON": "true",  # passes every 10 s, and when woken
+    }
+    with serving(home, env) as client_env:
+        url = client_env["_CONDOR_HTSEC_SERVER_URL"]
+        yield Portal(url, str(home / "tls" / "ca.pem"), client_env, token_file, empty_cred_root)
 
 
 def approve(verification_uri_complete: str, user: str = "alice", *, confirm: bool = True) -> str:
@@ -110,8 +117,14 @@ def test_login_stores_the_credential_approved_on_another_device(portal: Portal) 
     assert f"user_code={code}" in uri
     assert approve(uri) == "Sign-in Success"
     out, err = proc.communicate(timeout=60)
+    stored = time.monotonic()
     assert proc.returncode == 0, err
     assert "stored rig for alice (scopes: " in out and "offline_access" in out
+    # The credmon publishes the job's .use from the stored refresh token.
+    use = portal.cred_dir / "alice" / "rig.use"
+    while not use.exists():
+        assert time.monotonic() - stored < 15, "the credmon did not publish rig.use"
+        time.sleep(0.05)
     r = httpx.get(
         f"{portal.url}/v1/creds/rig",
         headers={"Authorization": f"Bearer {portal.token_file.read_text().strip()}"},
