@@ -149,6 +149,13 @@ def test_user_cannot_use_administrator_forms(alice: tuple[TestClient, str]) -> N
     ):
         r = client.post(path, data={**data, "csrf_token": csrf_of(page)})
         assert r.status_code == 403 and "ADMINISTRATOR" in r.text
+    # Each refusal is in the audit trail, with who tried and what.
+    rows = client.app.state.credstore.audit_log(limit=20)  # type: ignore[attr-defined]
+    refused = {(r["action"], r["outcome"], r["actor"]) for r in rows if r["outcome"] == "denied"}
+    assert refused >= {
+        ("dashboard-revoke", "denied", ALICE),
+        ("dashboard-approve", "denied", ALICE),
+    }
 
 
 def test_administrator_approves_denies_and_revokes(

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -120,6 +122,13 @@ def _require_viewer(request: Request, csrf: str) -> Viewer:
     session, who = viewer(request)
     check_csrf(request, session, csrf)
     if who is None:
+        _creds(request).audit(
+            actor=(session.user if session else None) or "browser",
+            action="dashboard",
+            outcome="denied",
+            peer=peer(request.scope),
+            detail="a form posted without a signed-in dashboard session",
+        )
         raise Forbidden("your dashboard session has ended (or the token was revoked); log in")
     return who
 
@@ -330,15 +339,37 @@ def _back(request: Request, done: str) -> Response:
 # -- the user's credentials ------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _audited(request: Request, who: Viewer, action: str, detail: str) -> Iterator[None]:
+    """One audit row for the form's action, refused (the error's code) or done."""
+    outcome = "ok"
+    try:
+        yield
+    except HtsecError as exc:
+        outcome = "denied" if isinstance(exc, Forbidden) else exc.code
+        detail = f"{detail}: {exc}"
+        raise
+    finally:
+        _creds(request).audit(
+            actor=who.subject,
+            action=f"dashboard-{action}",
+            outcome=outcome,
+            user=who.user,
+            peer=peer(request.scope),
+            detail=detail[:300],
+        )
+
+
 @router.post("/dashboard/credentials/delete")
 def delete_credential(
     request: Request, service: Text, handle: Handle = "", csrf: Csrf = ""
 ) -> Response:
     who = _require_viewer(request, csrf)
-    user = _own(request, who, Perm.WRITE, "delete credentials")
-    cs = _creds(request)
-    cs.info(user, service, handle or None)  # NotFound: an error page
-    cs.delete(user, service, handle or None, actor=who.subject, peer=peer(request.scope))
+    with _audited(request, who, "delete", f"{service} {handle}".strip()):
+        user = _own(request, who, Perm.WRITE, "delete credentials")
+        cs = _creds(request)
+        cs.info(user, service, handle or None)  # NotFound: an error page
+        cs.delete(user, service, handle or None, actor=who.subject, peer=peer(request.scope))
     return _back(request, "deleted")
 
 
@@ -346,11 +377,12 @@ def delete_credential(
 def reauthorize(request: Request, service: Text, handle: Handle = "", csrf: Csrf = "") -> Response:
     """A new one-time link for the credential (same scopes and audience), opened at once."""
     who = _require_viewer(request, csrf)
-    user = _own(request, who, Perm.WRITE, "re-authorise credentials")
-    cs = _creds(request)
-    info = cs.info(user, service, handle or None)
-    need = Need(info.service, info.handle, frozenset(info.scopes), info.audience or None)
-    link = create_link(cs, user=user, needs=[need], actor=who.subject)
+    with _audited(request, who, "reauthorize", f"{service} {handle}".strip()):
+        user = _own(request, who, Perm.WRITE, "re-authorise credentials")
+        cs = _creds(request)
+        info = cs.info(user, service, handle or None)
+        need = Need(info.service, info.handle, frozenset(info.scopes), info.audience or None)
+        link = create_link(cs, user=user, needs=[need], actor=who.subject)
     return redirect(request, link_url(portal_url(request.app.state.settings), link.id))
 
 
@@ -360,10 +392,11 @@ def reauthorize(request: Request, service: Text, handle: Handle = "", csrf: Csrf
 @router.post("/dashboard/tokens/revoke")
 def revoke_token(request: Request, jti: Text, csrf: Csrf = "") -> Response:
     who = _require_viewer(request, csrf)
-    require(who.token, Perm.ADMINISTRATOR, to="revoke tokens")
-    request.app.state.authority.registry.revoke(
-        kind="jti", value=jti, by=who.subject, reason=f"revoked by {who.subject} (dashboard)"
-    )
+    with _audited(request, who, "revoke", f"token {jti}"):
+        require(who.token, Perm.ADMINISTRATOR, to="revoke tokens")
+        request.app.state.authority.registry.revoke(
+            kind="jti", value=jti, by=who.subject, reason=f"revoked by {who.subject} (dashboard)"
+        )
     return _back(request, "revoked")
 
 
@@ -375,7 +408,8 @@ def decide_request(
     csrf: Csrf = "",
 ) -> Response:
     who = _require_viewer(request, csrf)
-    require(who.token, Perm.ADMINISTRATOR, to="decide token requests")
     approve = decision == "approve"
-    token_requests(request).decide(request_id, approve=approve, by=who.subject)
+    with _audited(request, who, decision, f"token request {request_id}"):
+        require(who.token, Perm.ADMINISTRATOR, to="decide token requests")
+        token_requests(request).decide(request_id, approve=approve, by=who.subject)
     return _back(request, "approved" if approve else "denied")
