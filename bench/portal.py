@@ -18,14 +18,16 @@ for the login every time). The time is split by where it is spent:
 
 **Gate half** (``gate_per_s``, :func:`gate_rates`): ``htsec submit`` decisions per second
 over 1,000 generated submit files against a served store of 10,000 credentials, in this one
-process with one HTTP client (one check request per submit, plus the authorisation link for
-the one in ten that needs a login), beside the two parts alone measured in the same run: the
-check endpoint answering the same needs, and htcondor2.Submit parsing the same files.
+process with one HTTP client shared by 4 threads (one check request per submit, plus the
+authorisation link for the one in ten that needs a login), beside the two parts alone measured
+in the same run, interleaved with it: the check endpoint answering the same needs, and
+htcondor2.Submit parsing the same files.
 
 Prints one line per round, the medians, then one JSON line: ``total_ms``, ``htsec_ms``,
 ``provider_ms``, ``gate_per_s``.
 
     .venv/bin/python bench/portal.py [--rounds 10] [--gate-only] [--submits 1000] [--creds 10000]
+        [--workers 4]
 """
 
 from __future__ import annotations
@@ -314,13 +316,16 @@ def gate_site(tmp: Path, creds: int) -> Iterator[tuple[str, str, dict[str, str],
         os.environ.update(saved)
 
 
-def gate_rates(submits: int = 1000, creds: int = 10_000) -> dict[str, Any]:
+def gate_rates(submits: int = 1000, creds: int = 10_000, workers: int = 4) -> dict[str, Any]:
     """``htsec submit`` decisions per second (read the file, load it with htcondor2, derive
     the tokens, one ``POST /v1/creds/check``, and for a missing one the authorisation link:
     exactly what ``htsec submit`` does before queuing), in this one process with one HTTP
-    client, against a served store of ``creds`` credentials; beside, in the same run, the
-    two parts alone: htcondor2.Submit parsing the same files, and the check endpoint answering
-    the same needs (derived beforehand)."""
+    client shared by ``workers`` threads, against a served store of ``creds`` credentials;
+    beside it, in the same run and interleaved with it in blocks of 100 (so both see the same
+    load from the rest of the machine), the check endpoint answering the same needs (derived
+    beforehand) with the same threads, and htcondor2.Submit parsing the same files."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import htcondor2
 
     from htsec.config import param
@@ -339,14 +344,24 @@ def gate_rates(submits: int = 1000, creds: int = 10_000) -> dict[str, Any]:
             files.append(f)
         users = [f"user{i % USERS}" for i in range(submits)]
         headers = {u: {"Authorization": f"Bearer {t}"} for u, t in tokens.items()}
+        needs = [
+            [n.as_json() for n in derive(load_submit(f.read_bytes(), iwd=d), param).needs]
+            for f in files
+        ]
+        texts = [f.read_text() for f in files]
         states: dict[str, int] = {}
-        with httpx.Client(base_url=url, verify=ca, timeout=30) as http:
+        spent = {"gate": 0.0, "check": 0.0, "parse": 0.0}
+        limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+        with (
+            httpx.Client(base_url=url, verify=ca, timeout=30, limits=limits) as http,
+            ThreadPoolExecutor(workers) as pool,
+        ):
 
             def one(i: int) -> str:
                 h = headers[users[i]]
 
-                def check(needs: list[dict[str, object]]) -> Any:
-                    r = http.post("/v1/creds/check", json={"needs": needs}, headers=h)
+                def check(wanted: list[dict[str, object]]) -> Any:
+                    r = http.post("/v1/creds/check", json={"needs": wanted}, headers=h)
                     r.raise_for_status()
                     return r.json()
 
@@ -360,42 +375,43 @@ def gate_rates(submits: int = 1000, creds: int = 10_000) -> dict[str, Any]:
                     link.raise_for_status()
                 return dec.state
 
-            for i in range(20):  # warm up: connections, caches, the server's first queries
-                one(i)
-            t0 = time.perf_counter()
-            for i in range(submits):
-                state = one(i)
-                states[state] = states.get(state, 0) + 1
-            gate_s = time.perf_counter() - t0
+            def check_only(i: int) -> None:
+                r = http.post(
+                    "/v1/creds/check", json={"needs": needs[i]}, headers=headers[users[i]]
+                )
+                r.raise_for_status()
 
-            needs = [
-                [n.as_json() for n in derive(load_submit(f.read_bytes(), iwd=d), param).needs]
-                for f in files
-            ]
-            t0 = time.perf_counter()
-            for i in range(submits):
-                http.post("/v1/creds/check", json={"needs": needs[i]}, headers=headers[users[i]])
-            check_s = time.perf_counter() - t0
-
-        texts = [f.read_text() for f in files]
-        t0 = time.perf_counter()
-        for t in texts:
-            htcondor2.Submit(t)
-        parse_s = time.perf_counter() - t0
+            list(pool.map(one, range(20)))  # warm up: connections, caches, first queries
+            for block in range(0, submits, 100):
+                part = range(block, min(block + 100, submits))
+                t0 = time.perf_counter()
+                for state in pool.map(one, part):
+                    states[state] = states.get(state, 0) + 1
+                t1 = time.perf_counter()
+                list(pool.map(check_only, part))
+                t2 = time.perf_counter()
+                for i in part:
+                    htcondor2.Submit(texts[i])
+                t3 = time.perf_counter()
+                spent["gate"] += t1 - t0
+                spent["check"] += t2 - t1
+                spent["parse"] += t3 - t2
     return {
-        "gate_per_s": round(submits / gate_s, 1),
-        "check_only_per_s": round(submits / check_s, 1),
-        "parse_only_per_s": round(submits / parse_s, 1),
+        "gate_per_s": round(submits / spent["gate"], 1),
+        "check_only_per_s": round(submits / spent["check"], 1),
+        "parse_only_per_s": round(submits / spent["parse"], 1),
         "decisions": states,
+        "workers": workers,
     }
 
 
-def gate_per_s(submits: int = 1000, creds: int = 10_000) -> float:
+def gate_per_s(submits: int = 1000, creds: int = 10_000, workers: int = 4) -> float:
     """The gate half's figure (see :func:`gate_rates`), printed with its references."""
-    r = gate_rates(submits, creds)
+    r = gate_rates(submits, creds, workers)
     print(
         f"gate: {r['gate_per_s']} decisions/s over {submits} submit files against {creds} "
-        f"credentials (target >= 200; {r['decisions']}); the check endpoint alone "
+        f"credentials, {workers} threads (target >= 200; {r['decisions']}); the check endpoint "
+        "alone "
         f"{r['check_only_per_s']}/s, htcondor2.Submit parsing alone {r['parse_only_per_s']}/s"
     )
     return float(r["gate_per_s"])
@@ -408,6 +424,7 @@ def main() -> None:
     parser.add_argument("--gate-only", action="store_true", help="the gate half alone")
     parser.add_argument("--submits", type=int, default=1000, help="submit files (gate half)")
     parser.add_argument("--creds", type=int, default=10_000, help="stored credentials (gate)")
+    parser.add_argument("--workers", type=int, default=4, help="threads deciding (gate half)")
     args = parser.parse_args()
     global DETAIL
     DETAIL = args.detail
@@ -423,7 +440,7 @@ def main() -> None:
             f"{m['browser_ms']:.1f} ms"
         )
         med = {k: round(m[k], 1) for k in ("total_ms", "htsec_ms", "provider_ms")}
-    gate = gate_per_s(args.submits, args.creds)
+    gate = gate_per_s(args.submits, args.creds, args.workers)
     print(json.dumps({**med, "gate_per_s": gate}))
 
 

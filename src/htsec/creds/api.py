@@ -357,11 +357,15 @@ class CheckIn(BaseModel):
 
 
 @router.post("/creds/check")
-def check_credentials(body: CheckIn, request: Request, caller: Caller) -> dict[str, Any]:
+async def check_credentials(body: CheckIn, request: Request, caller: Caller) -> dict[str, Any]:
     """Which of ``needs`` the user has (:mod:`htsec.creds.check`): per need ``present``,
     ``missing``, ``mismatch`` or ``needs-reauth``, and ``ready`` when all are present. Missing
     local-issuer credentials are created (and the credmon woken), as condor_credd does. Needs
-    WRITE, as HTCondor's CREDD_CHECK_CREDS."""
+    WRITE, as HTCondor's CREDD_CHECK_CREDS.
+
+    A coroutine on purpose, like the access-token fast path: its one indexed read runs on
+    the event loop instead of a worker thread (the hops to and from the thread pool were most
+    of a request's time on a loaded host, measured with bench/portal.py's gate half)."""
     domain = _uid_domain(request)
     try:
         user = _target(caller, body.user, perm=Perm.WRITE, uid_domain=domain)
