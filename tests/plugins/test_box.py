@@ -12,6 +12,7 @@ from pathlib import Path
 import classad2
 import pytest
 
+from tests.plugins.fakes._server import Seen
 from tests.plugins.fakes.box import BoxFake
 from tests.plugins.fakes.run import run_plugin, write_token
 from tests.xrootd import make_test_ca
@@ -186,3 +187,22 @@ def test_classad_advertises_box_without_loading_the_http_client() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     ad = classad2.parseOne(out.stdout, classad2.ParserType.Old)
     assert ad["SupportedMethods"] == "box" and ad["MultipleFileSupport"] is True
+
+
+def test_the_token_file_is_read_again_for_every_request(box: BoxFake, sandbox: Path) -> None:
+    box.tokens = {"token-1", "token-2"}
+    box.put_file("a.txt", b"a")
+    box.put_file("b.txt", b"b")
+
+    def replace_after_first_download(seen: Seen) -> None:
+        if seen.port == box.content.port and box.on_request is not None:
+            box.on_request = None
+            write_token(sandbox / ".condor_creds", "box", "token-2")  # the starter's refresh
+
+    box.on_request = replace_after_first_download
+    files = [("box://a.txt", str(sandbox / "a.txt")), ("box://b.txt", str(sandbox / "b.txt"))]
+    run = run_plugin("box", sandbox, files, env=box.env())
+    assert run.code == 0
+    sent = [s.headers.get("Authorization") for s in box.seen if s.port == box.api.port]
+    assert sent[0] == "Bearer token-1" and sent[-1] == "Bearer token-2"
+    assert len(set(sent)) == 2 and sent.index("Bearer token-2") > 0
