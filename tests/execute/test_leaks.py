@@ -5,7 +5,9 @@ job user's own processes' environ and memory, /proc/sys ...) -- holds a refresh 
 client secret (the rig's, and known values planted in the store). The scan itself is proved
 to find secrets where they are planted on purpose (``test_the_scan_finds_...``).
 
-The scanner runs as the job user, gets the secrets on standard input (never in its own argv or
+The jobs of the first test run under ``htsec serve`` (its execution point and in-process
+credmon); the second starts its own processes (it tests the scan). The scanner runs as the
+job user, gets the secrets on standard input (never in its own argv or
 environment) and skips only its own process."""
 
 from __future__ import annotations
@@ -24,19 +26,17 @@ from typing import Any
 import pytest
 
 from htsec.creds.store import CredStore
-from htsec.errors import HtsecError
-from htsec.execute.creds import CredDelivery, JobCreds
-from tests.conftest import HTSEC
-from tests.credmon.webserver import login, make_root, provider_env, read_json
+from tests.conftest import free_port
+from tests.credmon.webserver import provider_env
+from tests.execute.conftest import Point
 from tests.execute.test_creds import (
-    install,
     job_ids,
     needs_root,
     new_sandbox,
     sandboxes,  # noqa: F401 - fixture
 )
 from tests.execute.test_creds_handoff import creds, oidc, token_of, wait_until  # noqa: F401
-from tests.oidc import CLIENT_SECRET
+from tests.oidc import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, obtain_refresh_token
 from tests.oidc import Provider as OidcProvider
 
 pytestmark = needs_root
@@ -202,23 +202,55 @@ def procs() -> Iterator[list[Any]]:
     stop(started)
 
 
+# The job of the leak test: the same, as a submitted executable.
+JOB_SCRIPT = "#!/usr/bin/python3 -I\n" + JOB
+
+
+def job_processes(uid: int, dirs: list[Path]) -> list[int]:
+    """Pids of ``uid``'s processes whose working directory is one of ``dirs``."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry.path).st_uid != uid:
+                continue
+            cwd = Path(os.readlink(f"{entry.path}/cwd"))
+        except OSError:
+            continue
+        if cwd in dirs:
+            out.append(int(entry.name))
+    return out
+
+
 @pytest.mark.slow
 def test_no_refresh_token_or_client_secret_is_readable_by_running_jobs(
     tmp_path: Path,
     oidc: OidcProvider,  # noqa: F811 - the fixture
     monkeypatch: pytest.MonkeyPatch,
     creds: CredStore,  # noqa: F811 - the fixture
-    sandboxes: Path,  # noqa: F811 - the fixture
-    procs: list[Any],
+    home: Path,
+    execute_dir: Path,
+    iwd: Path,
 ) -> None:
+    """Real ``htsec serve`` (its execution point and its credmon, refreshing against the oidc
+    rig every pass) runs three jobs of one cluster as htsec-job."""
     provider_env(monkeypatch, tmp_path, oidc)
-    root = make_root(tmp_path)
-    first = login(root, oidc, "alice")
-    refresh_tokens = {first["refresh_token"]}
-    # Known values planted in the store beside the rig's: a second credential of alice's.
+    login = obtain_refresh_token(oidc, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, "root", "openid")
+    refresh_tokens = {login["refresh_token"]}
+    creds.put(
+        "root",
+        "oidc",
+        refresh_token=login["refresh_token"],
+        access_token=login["access_token"],
+        expires_at=int(time.time()) + int(login["expires_in"]),
+        scopes="openid",
+        provider="oidc",
+    )
+    # Known values planted in the store beside the rig's: a second credential.
     planted_rt, planted_cs = f"rt-{secrets.token_hex(16)}", f"cs-{secrets.token_hex(16)}"
     creds.put(
-        "alice",
+        "root",
         "box",
         "work",
         refresh_token=planted_rt,
@@ -228,56 +260,61 @@ def test_no_refresh_token_or_client_secret_is_readable_by_running_jobs(
         client_secret=planted_cs,
         token_url="https://box.example.org/token",
     )
-    credmon = subprocess.Popen(
-        [HTSEC, "credmon", "--cred-dir", str(root), "--interval", "0.5"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=os.environ.copy(),
-    )
+    env = {
+        **os.environ,
+        "_CONDOR_HTSEC_SERVER_URL": f"https://127.0.0.1:{(port := free_port())}",
+        "_CONDOR_HTSEC_SERVE_CREDMON": "true",
+        "_CONDOR_HTSEC_EXECUTE_SLOTS": "3",
+        "_CONDOR_EXECUTE": str(execute_dir / "execute"),
+    }
+    point = Point(home, execute_dir / "execute", port, env)
+    (iwd / "job.py").write_text(JOB_SCRIPT)
+    (iwd / "job.py").chmod(0o755)
+    point.start()
     try:
+        cluster = point.submit(
+            "executable = job.py\narguments = --job=$(ProcId)\n"
+            "use_oauth_services = oidc, box\nbox_oauth_permissions_work =\nqueue 3\n",
+            iwd,
+        )
+        for proc in range(3):
+            point.wait(f"{cluster}.{proc}", "running")
+        dirs = [next((execute_dir / "execute").glob(f"dir_{cluster}.{p}_*")) for p in range(3)]
+        for sandbox in dirs:
+            wait_until(lambda s=sandbox: (s / "ready").exists(), 30, "a job did not start")
+        # At least one refresh delivered into the running jobs' sandboxes.
+        use = dirs[0] / ".condor_creds" / "oidc.use"
+        before = token_of(use)
+        wait_until(lambda: token_of(use) != before, 60, "no refresh reached the jobs")
+        refresh_tokens.add(creds.refresh_token("root", "oidc") or "")
+        values = [*sorted(refresh_tokens - {""}), planted_rt, CLIENT_SECRET, planted_cs]
+        uid, _ = job_ids() or (0, 0)
+        job_pids = job_processes(uid, dirs)
+        assert len(job_pids) >= 6, job_pids  # each job and its child
 
-        def imported() -> bool:
-            try:
-                return creds.info("alice", "oidc").has_access_token
-            except HtsecError:
-                return False
+        result = scan(values, dirs)
 
-        wait_until(imported, 30, "the credmon did not import alice's credential")
-        with CredDelivery(creds, cred_dir=root) as delivery:
-            jobs: list[JobCreds] = []
-            for i in range(3):
-                sandbox = new_sandbox(sandboxes, f"job{i}")
-                job = install(delivery, sandbox, "alice", ["oidc", "box*work"])
-                jobs.append(job)
-                procs.append(start_job(sandbox, job.environ, (f"--job={i}",)))
-            # At least one refresh delivered into the running jobs' sandboxes.
-            before = token_of(jobs[0].directory / "oidc.use")
-            wait_until(lambda: token_of(jobs[0].directory / "oidc.use") != before, 30, "no refresh")
-            refresh_tokens.add(read_json(root / "alice" / "oidc.top")["refresh_token"])
-            refresh_tokens.add(creds.refresh_token("alice", "oidc") or "")
-            values = [*sorted(refresh_tokens - {""}), planted_rt, CLIENT_SECRET, planted_cs]
-
-            result = scan(values, [job.sandbox for job in jobs])
-
-            job_pids = [p.pid for p in procs]
-            assert set(job_pids) <= set(result["mem_pids"]), result  # their memory was read
-            assert set(job_pids) <= set(result["environ_pids"]), result
-            assert result["files"] > 1000, result
-            print(
-                f"leak scan: {result['files']} files, {result['mem_bytes']} bytes of the job "
-                f"user's memory ({len(result['mem_pids'])} processes), {len(values)} secrets"
-            )
-            assert result["found"] == [], [(where, f"secret #{i}") for where, i in result["found"]]
-            # ... and the jobs did get their access tokens.
-            for job in jobs:
-                assert sorted(os.listdir(job.directory)) == ["box_work.use", "oidc.use"]
-            stop(procs)
-            for job in jobs:
-                job.close()
-                assert not job.directory.exists()
+        assert set(job_pids) <= set(result["mem_pids"]), result  # their memory was read
+        assert set(job_pids) <= set(result["environ_pids"]), result
+        assert result["files"] > 1000, result
+        print(
+            f"leak scan: {result['files']} files, {result['mem_bytes']} bytes of the job "
+            f"user's memory ({len(result['mem_pids'])} processes), {len(values)} secrets"
+        )
+        assert result["found"] == [], [(where, f"secret #{i}") for where, i in result["found"]]
+        # ... and the jobs did get their access tokens; removed, their directory is gone.
+        for sandbox in dirs:
+            assert sorted(os.listdir(sandbox / ".condor_creds")) == [
+                "box_work.use",
+                "oidc.use",
+            ]
+        assert point.call("DELETE", f"/v1/jobs/{cluster}").status_code == 200
+        for proc in range(3):
+            point.wait(f"{cluster}.{proc}", "removed")
+        for sandbox in dirs:
+            assert not (sandbox / ".condor_creds").exists()
     finally:
-        credmon.terminate()
-        credmon.wait(timeout=30)
+        point.stop()
 
 
 @pytest.mark.slow
