@@ -304,8 +304,11 @@ class CredDelivery:
         self.watch.wake()
 
     def _drain(self) -> None:
+        batch: dict[tuple[str, str | None], None] = {}  # a burst, each change once, in order
         while self._pending:
-            self._on_change(*self._pending.popleft())
+            batch[self._pending.popleft()] = None
+        for user, stem in batch:
+            self._on_change(user, stem)
 
     def _on_change(self, user: str, stem: str | None) -> None:
         with self._lock:
@@ -314,8 +317,11 @@ class CredDelivery:
             for name in names.values():
                 try:
                     use = self._read(user, name)
-                except HtsecError as exc:  # the job keeps the token it has, as in HTCondor
+                except HtsecError as exc:  # the jobs keep the token they have
                     log.warning("%s of %s not updated in sandboxes: %s", name.stem, user, exc)
+                    continue
+                except Exception:  # a bug or a driver error: logged, the others still go
+                    log.exception("%s of %s not updated in sandboxes", name.stem, user)
                     continue
                 for job in jobs:
                     if name in job.names:

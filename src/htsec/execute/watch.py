@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import functools
 import logging
 import os
 import struct
@@ -220,9 +221,17 @@ class CredDirWatch:
                 if self._stopping:
                     return
                 if self.on_wake is not None:
-                    self.on_wake()
+                    self._guarded(self.on_wake)
             if self._notify is not None and self._notify.fd in ready:
-                self._dispatch(self._notify.read())
+                self._guarded(functools.partial(self._dispatch, self._notify.read()))
+
+    @staticmethod
+    def _guarded(call: Callable[[], None]) -> None:
+        """A callback's failure is logged; the thread goes on (later events still count)."""
+        try:
+            call()
+        except Exception:
+            log.exception("credential watch: a callback failed")
 
     def _dispatch(self, events: list[Event]) -> None:
         changed: set[tuple[str, str | None]] = set()
