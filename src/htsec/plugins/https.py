@@ -3,8 +3,8 @@ upload (WebDAV over HTTPS), with a bearer token from ``$_CONDOR_CREDS`` when the
 (``<cred>[.<handle>]+https://host/path`` -> ``<cred>[_<handle>].use``, HTCondor's curl plugin
 form), read again before every request.
 
-* Streaming: 1 MiB at a time in both directions; aiohttp pauses the socket when its buffer is
-  full, so memory stays bounded whatever the file size.
+* Streaming: at most 1 MiB at a time in both directions; aiohttp pauses the socket when
+  512 KiB are unread, so memory stays bounded whatever the file size.
 * Retries: up to :data:`ATTEMPTS` tries on 429, 5xx, a refused or dropped connection and a
   stalled or cut body, waiting ``Retry-After`` when the server sends one (up to
   :data:`MAX_RETRY_AFTER`; longer is reported as ``Retryable``) or else 1, 2, 4 ... s. A 401
@@ -48,7 +48,8 @@ __all__ = ["ATTEMPTS", "MAX_RETRY_AFTER", "HttpsPlugin", "main"]
 
 ATTEMPTS = 5  # tries per file (HttpsPlugin.attempts)
 MAX_RETRY_AFTER = 60.0
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes read from an upload per write
+READ_BUFFER = 256 << 10  # aiohttp pauses the socket at twice this much unread
 MAX_REDIRECTS = 5
 CONNECT_TIMEOUT = 30.0
 STALL_TIMEOUT = 60.0  # no byte for this long: the attempt failed
@@ -172,7 +173,7 @@ class HttpsPlugin(Plugin):
                     total=None, connect=CONNECT_TIMEOUT, sock_read=STALL_TIMEOUT
                 ),
                 auto_decompress=False,
-                read_bufsize=CHUNK,
+                read_bufsize=READ_BUFFER,
                 trust_env=False,
             )
         return self._session
