@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from htsec.errors import UsageError
+from htsec.errors import SubmitError, UsageError
 from htsec.execute.description import expand, parse_size, split_args, split_env
 
 
@@ -73,7 +73,13 @@ def test_arguments_and_environment_follow_both_syntaxes() -> None:
     ("text", "says"),
     [
         ("executable = /bin/true\n", "no 'queue' statement"),
-        ("executable = /bin/true\nqueue\nqueue\n", "several 'queue' statements"),
+        ("a = $(b)\nb = $(a)\nexecutable = /bin/true\narguments = $(a)\nqueue\n", "a"),
+        (
+            "a0 = xxxxxxxxxxxxxxxx\n"
+            + "".join(f"a{i} = $(a{i - 1})$(a{i - 1})\n" for i in range(1, 40))
+            + "executable = /bin/true\narguments = $(a39)\nqueue\n",
+            "expands to more than",
+        ),
         ("include : /etc/passwd\nexecutable = /bin/true\nqueue\n", "'include' is not accepted"),
         ("include command : id |\nqueue\n", "'include' is not accepted"),
         ("executable = /bin/true\narguments = $ENV(HOME)\nqueue\n", "$ENV() is not accepted"),
@@ -83,11 +89,18 @@ def test_arguments_and_environment_follow_both_syntaxes() -> None:
         ("arguments = x\nqueue\n", "no 'executable'"),
         ("executable = /bin/true\nuniverse = docker\nqueue\n", "vanilla jobs"),
         ("executable = /bin/true\nrequest_memory = lots\nqueue\n", "request_memory"),
-        ("executable = /bin/true\n  = x\nqueue\n", "malformed submit description"),
+        ("executable = /bin/true\n  = x\nqueue\n", "does not parse"),
         ('executable = /bin/true\narguments = "a \'b"\nqueue\n', "not closed"),
     ],
 )
 def test_a_malformed_submit_is_refused_with_a_reason(text: str, says: str) -> None:
-    with pytest.raises(UsageError) as err:
+    with pytest.raises((UsageError, SubmitError)) as err:
         _procs(text)
     assert says in str(err.value)
+
+
+def test_several_queue_statements_make_one_cluster_numbered_in_order() -> None:
+    ads = _procs(
+        "executable = x\narguments = a $(ProcId)\nqueue 2\narguments = b $(ProcId)\nqueue\n"
+    )
+    assert [a["Arguments"] for a in ads] == [["a", "0"], ["a", "1"], ["b", "2"]]

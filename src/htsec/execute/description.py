@@ -68,9 +68,7 @@ def _refuse_outside(text: str) -> None:
     queues = _QUEUE.findall(text)
     if not queues:
         raise UsageError("the submit description has no 'queue' statement")
-    if len(queues) > 1:
-        raise UsageError("the submit description has several 'queue' statements; use one")
-    if _FROM_OUTSIDE.search(queues[0]) or _MATCHING.search(queues[0]):
+    if any(_FROM_OUTSIDE.search(q) or _MATCHING.search(q) for q in queues):
         raise UsageError(
             "'queue ... from FILE', 'from COMMAND |' and 'matching' read the server's files; "
             "list the items inline: queue name in (a, b, c)"
@@ -237,43 +235,28 @@ def _expand(sub: Any, key: str) -> str:
 
 
 def expand(text: str, *, cluster: int, owner: str, user: str, iwd: str) -> list[Proc]:
-    """Every proc of ``text``'s queue statement, expanded (``UsageError`` naming the fault)."""
+    """Every proc of ``text``'s queue statements, expanded (``UsageError`` or ``SubmitError``
+    naming the fault). The description is read by :func:`htsec.submit.load.load_submit`
+    (HTCondor's parser, bounded, its macros checked for loops and blow-ups first)."""
     _refuse_outside(text)
-    import htcondor2
+    from htsec.submit.load import load_submit
 
-    try:
-        sub = htcondor2.Submit(text)
-        qargs = sub.getQArgs() or ""
-        items = sub.itemdata()
-        keys = list(sub.keys())
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise UsageError(f"malformed submit description: {exc}") from None
-    count = _count(qargs)
-    rows: list[dict[str, str]] = list(items) if items is not None else [{}]
-    if count < 1 or not rows:
-        raise UsageError("the queue statement makes no procs")
-    if count * len(rows) > MAX_PROCS:
-        raise UsageError(
-            f"the queue statement makes {count * len(rows)} procs; at most {MAX_PROCS}"
-        )
+    desc = load_submit(text)
+    if desc.job_count < 1:
+        raise UsageError("the queue statements make no procs")
+    if desc.job_count > MAX_PROCS:
+        raise UsageError(f"the queue statements make {desc.job_count} procs; at most {MAX_PROCS}")
     now = time.time()
     procs: list[Proc] = []
-    for index, row in enumerate(rows):
-        for step in range(count):
-            proc = len(procs)
-            live = {
-                "ClusterId": str(cluster),
-                "Cluster": str(cluster),
-                "ProcId": str(proc),
-                "Process": str(proc),
-                "Step": str(step),
-                "ItemIndex": str(index),
-                "Row": str(index),
-                **{k: str(v) for k, v in dict(row).items()},
-            }
-            for name, value in live.items():
-                sub[name] = value
-            values = {k.lower(): _expand(sub, k) for k in keys}
-            ad = _ad(values, cluster=cluster, proc=proc, owner=owner, user=user, iwd=iwd, now=now)
-            procs.append(Proc(proc, ad))
+    for job in desc.jobs():
+        sub = job.statement.submit
+        for name in ("ClusterId", "Cluster"):
+            sub[name] = str(cluster)
+        sub["ItemIndex"] = str(job.row)
+        keys = job.statement.submit_keys()
+        values = {k.lower(): v for k, v in desc.expand(job, keys).items()}
+        ad = _ad(
+            values, cluster=cluster, proc=job.proc_id, owner=owner, user=user, iwd=iwd, now=now
+        )
+        procs.append(Proc(job.proc_id, ad))
     return procs
