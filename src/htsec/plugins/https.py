@@ -398,3 +398,7 @@ class HttpsPlugin(Plugin):
 def main() -> int:
     """The ``htsec-plugin-https`` console script."""
     return HttpsPlugin.main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
