@@ -129,7 +129,7 @@ def test_bootstrap_spot_fleet_waits_for_the_fleet_tag(
         for r in moto.client("ec2").describe_instances()["Reservations"]
         for i in r["Instances"]
     ]
-    inst, _ = simulated(ids[0])
+    inst, fake = simulated(ids[0])
     root = tmp_path / "condor"
     root.mkdir()
     proc = inst.popen(
@@ -137,8 +137,13 @@ def test_bootstrap_spot_fleet_waits_for_the_fleet_tag(
         f"touch {root}/POWEROFF", "--spot-wait", "60",
         env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{AWS_PORT}"},
     )  # fmt: skip
-    time.sleep(2)  # AWS tags fleet instances a little after they start
-    assert proc.poll() is None, proc.communicate()
+    # AWS tags fleet instances a little after they start: tag once the instance has looked
+    # (its first DescribeInstances, counted by moto under its own credentials) and found none.
+    deadline = time.monotonic() + 60
+    while moto.calls[fake.credentials["AccessKeyId"]] < 1 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)
     moto.tag_fleet(lease.fleet_id)
     out, errs = proc.communicate(timeout=90)
     assert proc.returncode == 0, errs
