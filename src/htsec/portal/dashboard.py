@@ -8,9 +8,11 @@ session's name in the cookie :data:`COOKIE`: every later request verifies it aga
 revoked or expired token ends the dashboard session at once, and the cookie opens with no
 other session. What a user may do is what the token grants, decided by
 :func:`htsec.web.auth.require` as in the API: ``READ`` to see one's credentials, ``WRITE`` to
-re-authorise or delete them, ``ADMINISTRATOR`` for the rest. Every form posts with the
-session's CSRF token (:func:`htsec.portal.csrf.check_csrf`) and answers with a 303 back to
-``/`` and a fixed message (nothing a request sent is echoed).
+re-authorise or delete them, ``ADMINISTRATOR`` for the rest. One may also sign in at an
+OpenID provider (:mod:`htsec.portal.signin`): that user's own credentials only (``READ`` and
+``WRITE``). Every form posts with the session's CSRF token
+(:func:`htsec.portal.csrf.check_csrf`), is audited whether done or refused, and answers with a
+303 back to ``/`` and a fixed message (nothing a request sent is echoed).
 """
 
 from __future__ import annotations
