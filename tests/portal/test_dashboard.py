@@ -246,3 +246,28 @@ def test_pages_carry_the_portal_security_headers(alice: tuple[TestClient, str]) 
     # The one stylesheet is the same for everyone: a browser keeps it between pages.
     css = client.get("/static/portal.css")
     assert css.headers["cache-control"] == "public, max-age=3600" and css.headers["etag"]
+
+
+def test_under_a_path_prefix(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, authority: Authority
+) -> None:
+    """With the portal at CREDMON_WEB_PREFIX-style https://host/oauth, every link, form and
+    redirect of the dashboard stays under /oauth."""
+    from htsec.config import load
+
+    monkeypatch.setenv("HTSEC_PORTAL_URL", "https://testserver/oauth")
+    token = authority.mint(identity=ALICE)
+    with browser(load(), authority) as client:
+        assert client.get("/").status_code == 404
+        page = client.get("/oauth/").text
+        assert (
+            'action="/oauth/dashboard/login"' in page and 'href="/oauth/static/portal.css"' in page
+        )
+        r = client.post(
+            "/oauth/dashboard/login", data={"token": token, "csrf_token": csrf_of(page)}
+        )
+        assert r.headers["location"] == "/oauth/?done=login"
+        page = client.get("/oauth/?done=login").text
+        assert 'action="/oauth/dashboard/logout"' in page
+        r = client.post("/oauth/dashboard/logout", data={"csrf_token": csrf_of(page)})
+        assert r.headers["location"] == "/oauth/"
