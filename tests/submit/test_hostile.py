@@ -59,7 +59,7 @@ def _config(name: str) -> str | None:
 
 
 @pytest.mark.timeout(240, method="thread")
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(descriptions)
 def test_hostile_description_derived_or_refused(text: str) -> None:
     try:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from htsec.errors import SubmitError
-from htsec.submit.macros import MacroGraph
+from htsec.submit.macros import MacroGraph, without_own_value
 
 __all__ = [
     "MAX_ITEMS",
@@ -213,8 +213,7 @@ def _prescan(lines: list[str]) -> dict[str, list[str]]:
                     i += 1
                 i += 1
                 value = "\n".join(body)
-            own = re.compile(r"\$\(\s*" + re.escape(name) + r"\s*\)", re.IGNORECASE)
-            values.setdefault(name.lower(), []).append(own.sub("", value))
+            values.setdefault(name.lower(), []).append(without_own_value(value, name))
             continue
         if "$" in line:  # if/elif conditions, queue statements and their inline items
             texts.append((f"line {i}", line))

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 
 from htsec.errors import SubmitError
 
-__all__ = ["MAX_EXPANSION", "MAX_NESTING", "MacroGraph", "references"]
+__all__ = ["MAX_EXPANSION", "MAX_NESTING", "MacroGraph", "references", "without_own_value"]
 
 #: The longest expansion htsec lets HTCondor compute, in characters.
 MAX_EXPANSION = 256 * 1024
@@ -88,6 +88,37 @@ def _scan(text: str, refs: list[str], depth: int) -> int:
             literal += _scan(body, refs, depth + 1)
         i = end + 1
     return literal
+
+
+def without_own_value(text: str, name: str) -> str:
+    """``text``, the value assigned to ``name``, without the references HTCondor replaces by
+    ``name``'s previous value when it stores the assignment: ``$(name)`` and
+    ``$(name:default)`` (case-insensitive) at the top level only. Measured with the 25.14.1
+    wheel: ``p = $(p) x`` stores the old value, ``p = $(p:d) x`` too (``d`` when there was
+    none: kept here), but ``p = $(b:$(p))`` keeps its ``$(p)``, and expanding it never ends."""
+    out: list[str] = []
+    i, n, start = 0, len(text), 0
+    while i < n:
+        if text[i] != "$":
+            i += 1
+            continue
+        if text.startswith("$$", i):
+            i += 2
+            continue
+        head = _HEAD.match(text, i + 1)
+        end = _close(text, head.end()) if head else -1
+        if head is None or end < 0:
+            i += 1
+            continue
+        if not head.group(1):
+            own, colon, default = text[head.end() : end].partition(":")
+            if own.lower() == name.lower():
+                out.append(text[start:i])
+                out.append(default if colon else "")
+                start = end + 1
+        i = end + 1
+    out.append(text[start:])
+    return "".join(out)
 
 
 def references(text: str) -> tuple[list[str], int]:
