@@ -1,0 +1,42 @@
+"""htsec shepherd run/status through the real console script, on the local driver."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    cfg = tmp_path / "shepherd.toml"
+    cfg.write_text(
+        f'driver = "local"\nstate_dir = "{tmp_path / "state"}"\n'
+        'override = "/run/htsec-test-none/flock.off"\n'
+        f"[policy]\nreserve = 0.0\n{extra}"
+    )
+    return cfg
+
+
+def test_shepherd_run_once_lends_the_idle_local_host_and_status_shows_it(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    r = run("shepherd", "run", "--once", "--config", str(cfg))
+    assert r.code == 0, r.err
+    mode = json.loads((tmp_path / "state" / "local-mode.json").read_text())
+    assert mode["mode"] == "flocking"
+    s = run("shepherd", "status", "--json", "--config", str(cfg))
+    assert s.code == 0, s.err
+    doc = json.loads(s.out)
+    assert doc["idle_jobs"] == 0 and doc["last_actions"][0]["kind"] == "lend"
+    t = run("shepherd", "status", "--config", str(cfg))
+    assert "flocking" in t.out and "lend" in t.out and "reserve 0%" in t.out
+
+
+def test_shepherd_bad_config_is_one_clear_line(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, "lend_below = 900\nreclaim_above = 100\n")
+    r = run("shepherd", "run", "--once", "--config", str(cfg))
+    assert r.code != 0 and "lend_below" in r.err and "Traceback" not in r.err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('override = "/tmp/flockoff"\n')
+    r = run("shepherd", "status", "--config", str(bad))
+    assert r.code != 0 and "world-writable /tmp" in r.err and "Traceback" not in r.err
