@@ -15,7 +15,6 @@ import pytest
 
 from htsec import _fs
 from htsec.creds.creddir import CredDir
-from htsec.creds.delivery import deliver
 from htsec.creds.files import (
     MAX_CRED_FILE,
     MetaFile,
@@ -137,8 +136,6 @@ def test_uid_gid_own_everything_created(tmp_path: Path) -> None:
     c.touch_complete()
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in [c.root, *c.root.rglob("*")]}
     assert owners == {(4321, 8765)}
-    path = deliver(tmp_path / ".condor_creds", "box", {"access_token": "a"}, uid=4321, gid=8765)
-    assert (path.stat().st_uid, path.parent.stat().st_uid) == (4321, 4321)
 
 
 def test_chown_is_requested_before_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,6 @@ The directory is the contract with HTCondor's credd, schedd, shadow, starter and
 - :mod:`~htsec.creds.creddir`: :class:`~htsec.creds.creddir.CredDir`, the directory on disk
 - :mod:`~htsec.creds.safety`: safe reads and the root's and user directories' checks
 - :mod:`~htsec.creds.scan` and :mod:`~htsec.creds.importer`: importing an existing directory
-- :mod:`~htsec.creds.delivery`: a token into a job's sandbox
 - :mod:`~htsec.creds.store`, :mod:`~htsec.creds.crypto`: the encrypted store; how a put
   becomes rows (:mod:`~htsec.creds.writes`), its audit trail (:mod:`~htsec.creds.audit`), the
   one way to open it (:mod:`~htsec.creds.open`)
