@@ -50,6 +50,7 @@ def write_atomic(
     uid: int | None = None,
     gid: int | None = None,
     dir_fd: int | None = None,
+    durable: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` atomically; the new file has ``mode`` from its creation.
 
@@ -57,6 +58,8 @@ def write_atomic(
     before the rename, so the final name never points at a file with the wrong owner.
     With ``dir_fd`` (see :func:`open_dir`) only ``path.name`` is used, relative to that open
     directory: nobody can swap the directory for a symlink between the check and the write.
+    ``durable=False`` skips both fsyncs, for files that do not outlive a crash anyway (a job
+    sandbox's tokens): still atomic, never half a file, but the rename may be lost.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -73,7 +76,8 @@ def write_atomic(
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -81,6 +85,8 @@ def write_atomic(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
         raise
+    if not durable:
+        return
     if dir_fd is not None:
         os.fsync(dir_fd)
     else:

@@ -42,7 +42,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import secrets
 import shutil
 import stat
 import threading
@@ -51,6 +50,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from htsec import _fs
 from htsec.config import param
 from htsec.creds.files import UseFile, dump_use
 from htsec.creds.names import TokenName, local_user
@@ -118,29 +118,6 @@ class _Use(NamedTuple):
 
     def __repr__(self) -> str:
         return "_Use([secure])"
-
-
-def _replace(dir_fd: int, name: str, data: bytes, uid: int | None, gid: int | None) -> None:
-    """``name`` in the open directory ``dir_fd`` atomically replaced by ``data``, 0600, owned by
-    ``uid:gid`` from before the rename. Not fsynced: a sandbox does not outlive a crash."""
-    tmp = f".{name}.{secrets.token_hex(6)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
-    try:
-        try:
-            if uid is not None or gid is not None:
-                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
 
 
 class JobCreds:
@@ -215,7 +192,11 @@ class JobCreds:
         """Replace ``<stem>.use`` unless it holds this access token already."""
         if self._fd < 0 or self._written.get(name.stem) == use.key:
             return False
-        _replace(self._fd, f"{name.stem}.use", use.data, self.uid, self.gid)
+        # Not fsynced: a sandbox does not outlive a crash.
+        _fs.write_atomic(
+            Path(f"{name.stem}.use"), use.data, 0o600,
+            uid=self.uid, gid=self.gid, dir_fd=self._fd, durable=False,
+        )  # fmt: skip
         self._written[name.stem] = use.key
         return True
 
