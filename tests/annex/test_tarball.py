@@ -156,6 +156,6 @@ def test_install_refuses_a_symlinked_config_dir(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "root" / "config.d").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(AnnexError, match="not a directory owned"):
+    with pytest.raises(AnnexError, match="is not a directory"):
         install(build(_cfg()), tmp_path / "root", annex="burst")
     assert not list((tmp_path / "elsewhere").iterdir())

@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import os
-import stat
 import tarfile
 import time
 import zlib
@@ -26,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from htsec._fs import make_dir, write_atomic
+from htsec._fs import make_dir, open_dir, write_atomic
 from htsec.annex.names import validate_name
-from htsec.errors import AnnexError
+from htsec.errors import AnnexError, FileSecurityError
 
 __all__ = ["MANIFEST", "AnnexConfig", "build", "install", "read_manifest", "render_config"]
 
@@ -202,10 +201,18 @@ def install(data: bytes, root: Path, *, annex: str) -> list[Path]:
         members = _safe_members(tar)
         for top, mode in (("config.d", 0o755), ("tokens.d", 0o700)):
             make_dir(root / top, mode)
-            st = os.lstat(root / top)
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-                raise AnnexError(f"{root / top} is not a directory owned by this user; refused")
-            os.chmod(root / top, mode)
+            # Checked and set through one descriptor (O_NOFOLLOW): no symlink swapped in
+            # between the check and the chmod.
+            try:
+                fd = open_dir(root / top)
+            except FileSecurityError as exc:
+                raise AnnexError(f"{exc}; refused") from None
+            try:
+                if os.fstat(fd).st_uid != os.geteuid():
+                    raise AnnexError(f"{root / top} is not owned by this user; refused")
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
         for info, path in members:
             if path.as_posix() == MANIFEST or info.isdir():
                 continue

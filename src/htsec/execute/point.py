@@ -79,7 +79,7 @@ def execute_dir(settings: Settings) -> Path:
         path = settings.home / "execute"
     if not path.exists():
         path.mkdir(parents=True, mode=0o711)
-        os.chmod(path, 0o711)  # noqa: S103 - the job user must reach its sandbox
+        os.chmod(path, 0o711)  # noqa: S103 - the job user must reach its sandbox # fs-ok
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
         raise ConfigError(

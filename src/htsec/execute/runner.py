@@ -324,7 +324,7 @@ class Runner:
             env.update(creds.environ)
         elif needs:
             raise JobFailed("Job credentials are not available (no token delivery here)", 4)
-        r.sandbox.write_bytes(".job.ad", job_ad_text(ad).encode())
+        r.sandbox.write_bytes(".job.ad", job_ad_text(ad).encode())  # fs-ok: Sandbox, O_EXCL
         argv = stage_in(
             r.sandbox, ad, owner=owner, plugins=self.plugins, env=env, run_as=(job.uid, job.gid)
         )
@@ -397,7 +397,7 @@ class Runner:
         fds: list[int] = []
         try:
             for name in ("_condor_stdout", "_condor_stderr"):
-                sandbox.write_bytes(name, b"")
+                sandbox.write_bytes(name, b"")  # fs-ok: Sandbox, O_EXCL
                 fds.append(
                     os.open(
                         sandbox.path / name,
