@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +50,16 @@ def test_setup_plan_then_create_from_the_cli(moto: MotoRig, authority: object) -
     st = run("annex", "status", "--bucket", "htsec-annex-cli", "--json")
     shown = json.loads(st.out)
     assert shown["annexes"][0]["instances"] == {"running": 1} and shown["strays"] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="htsec annex bootstrap runs as root only")
+def test_bootstrap_failure_names_the_ipv6_metadata_endpoint_as_it_is(tmp_path: Path) -> None:
+    # No metadata service here: bootstrap fails closed. The endpoint is printed as given,
+    # not eaten as console markup ("[fd00:ec2::254]" once vanished, leaving "http://:9").
+    r = run(
+        "annex", "bootstrap", "--metadata", "http://[fd00:ec2::254]:9", "--attempts", "1",
+        "--config-root", str(tmp_path), "--poweroff-command", "true",
+    )  # fmt: skip
+    assert r.code == 1 and "Traceback" not in r.err
+    assert "metadata service http://[fd00:ec2::254]:9 unreachable" in r.err, r.err
+    assert "powering off (fail closed)" in r.err

@@ -11,14 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
 from htsec.cli.context import CONTEXT, App, pass_app
-from htsec.cli.output import emit_json, err, out, table, when
+from htsec.cli.output import cell, emit_json, err, out, shown, table, when
 from htsec.errors import AnnexError, UsageError
 
 __all__ = ["annex"]
 
 ANNEX_AUTHZ = ("READ", "ADVERTISE_STARTD", "ADVERTISE_MASTER")
+
+
+def say(text: str, console: Console = err) -> None:
+    """Print ``text`` as it is: AWS messages, tags and metadata URLs hold brackets
+    (``http://[fd00:ec2::254]``) that rich would take for markup and drop, or fail on."""
+    console.print(shown(text), markup=False)
 
 
 def _param(knob: str) -> str | None:
@@ -75,7 +82,7 @@ def setup_cmd(
         return
     aws = _clients(region)
     steps = setup.plan(aws, name)
-    made = setup.run(steps, dry_run=dry_run, report=lambda s: out.print(f"{s.state:>13}  {s.what}"))
+    made = setup.run(steps, dry_run=dry_run, report=lambda s: say(f"{s.state:>13}  {s.what}", out))
     verb = "would create" if dry_run else "created"
     out.print(f"setup: {verb} {made} of {len(steps)}; the rest already existed")
 
@@ -175,10 +182,11 @@ def create_cmd(app: App, name: str, count: int, slots: int, duration: float, idl
         )
 
     aws = _clients(region)
-    lease = create(aws, req, mint, say=lambda m: err.print(m))
-    out.print(
+    lease = create(aws, req, mint, say=say)
+    say(
         f"annex {name}: {lease.kind}, {lease.count} {'slots' if slots else 'instances'}, "
-        f"client token {lease.client_token}, lease ends {when(lease.lease_end)}"
+        f"client token {lease.client_token}, lease ends {when(lease.lease_end)}",
+        out,
     )
     if wait_s > 0 and lease.kind == "on-demand":
         from rich.progress import (
@@ -220,9 +228,9 @@ def lease_check(bucket: str | None, region: str | None) -> None:
 
     result = check(_clients(region), _bucket(bucket))
     for name, ids in sorted(result.ended.items()):
-        out.print(f"ended annex {name}: terminated {len(ids)} instance(s)")
+        say(f"ended annex {name}: terminated {len(ids)} instance(s)", out)
     for name in result.objects_deleted:
-        out.print(f"annex {name}: every instance fetched its configuration; object deleted")
+        say(f"annex {name}: every instance fetched its configuration; object deleted", out)
 
 
 def _in_pool(collector: str | None) -> Any:
@@ -283,12 +291,16 @@ def status_cmd(name: str | None, collector: str | None, as_json: bool, bucket: s
         inst = ", ".join(f"{k} {v}" for k, v in sorted(r["instances"].items())) or "none"
         pool = "unknown" if r["in_pool"] is None else str(len(r["in_pool"]))
         left = r["lease_left_s"]
-        t.add_row(r["annex"], r["state"], inst, pool, f"{left // 60} min" if left > 0 else "over")
+        t.add_row(
+            cell(r["annex"]), cell(r["state"]), cell(inst), pool,
+            f"{left // 60} min" if left > 0 else "over",
+        )  # fmt: skip
     out.print(t)
     for s in stray_rows:
-        out.print(
+        say(
             f"stray: {s['instance']} ({s['state']}) of annex "
-            f"{s['tags'].get('htcondor:AnnexName')!r}: no live lease"
+            f"{s['tags'].get('htcondor:AnnexName')!r}: no live lease",
+            out,
         )
 
 
@@ -301,7 +313,7 @@ def off_cmd(name: str, bucket: str | None, region: str | None) -> None:
     from htsec.annex.lease import off
 
     ids = off(_clients(region), _bucket(bucket), name)
-    out.print(f"ended annex {name}: terminated {len(ids)} instance(s)")
+    say(f"ended annex {name}: terminated {len(ids)} instance(s)", out)
 
 
 @annex.command("extend", context_settings=CONTEXT)
@@ -314,7 +326,7 @@ def extend_cmd(name: str, duration: float, bucket: str | None, region: str | Non
     from htsec.annex.lease import extend
 
     lease = extend(_clients(region), _bucket(bucket), name, _hours(duration, "--duration"))
-    out.print(f"annex {name}: lease ends {when(lease.lease_end)}")
+    say(f"annex {name}: lease ends {when(lease.lease_end)}", out)
 
 
 @annex.command("bootstrap", context_settings=CONTEXT)
@@ -361,18 +373,19 @@ def bootstrap_cmd(config_root: Path, poweroff_command: str, spot_wait: float, at
     poweroff = tuple(shlex.split(poweroff_command))
     opts = Options(
         config_root=config_root, poweroff=poweroff, spot_wait=spot_wait, attempts=attempts,
-        say=lambda m: err.print(f"bootstrap: {m}"),
+        say=lambda m: say(f"bootstrap: {m}"),
     )  # fmt: skip
     if endpoints:
         opts.endpoints = endpoints
     try:
         result = bootstrap(opts)
     except AnnexError as exc:
-        err.print(f"bootstrap failed: {exc}; powering off (fail closed)")
+        say(f"bootstrap failed: {exc}; powering off (fail closed)")
         subprocess.run(list(poweroff), check=False, timeout=120)
         sys.exit(1)
-    out.print(
+    say(
         f"bootstrap: instance {result.instance_id} joined annex {result.annex}: "
         f"{len(result.files)} files installed under {config_root} "
-        f"({result.imds_calls} metadata + {result.aws_calls} AWS calls)"
+        f"({result.imds_calls} metadata + {result.aws_calls} AWS calls)",
+        out,
     )
