@@ -36,7 +36,7 @@ from htsec.cli.output import err
 from htsec.cli.portal import portal
 from htsec.cli.request import token_request
 from htsec.cli.serve import credd, serve
-from htsec.cli.shepherd import shepherd
+from htsec.cli.shepherd import flock, shepherd
 from htsec.cli.store import store
 from htsec.cli.submit import submit
 from htsec.cli.token import token
@@ -92,6 +92,7 @@ for command in (
     history,
     submit,
     shepherd,
+    flock,
 ):
     htsec.add_command(command)
 

@@ -14,7 +14,7 @@ import click
 from htsec.cli.context import CONTEXT, App, pass_app
 from htsec.cli.output import cell, emit_json, out, table, when
 
-__all__ = ["shepherd"]
+__all__ = ["flock", "shepherd"]
 
 config_option = click.option(
     "--config",
@@ -131,3 +131,103 @@ def status(config_path: Path | None, as_json: bool) -> None:
             cell(x["reason"]),
         )
     out.print(a)
+
+
+@click.group(context_settings=CONTEXT)
+def flock() -> None:
+    """Secure flocking: the isolation of flocking slots (docs/flocking.md)."""
+
+
+@flock.group("isolation", context_settings=CONTEXT)
+def isolation() -> None:
+    """Network namespace + nftables + bubblewrap for flocking slots, and the submit host's NAT."""
+
+
+def _isolation_options(f: Any) -> Any:
+    opts = [
+        click.option("--side", type=click.Choice(["slot", "gateway"]), default="slot",
+                     help="slot: on the execute host; gateway: on the submit host."),
+        click.option("--slot", help="(slot) the slot's name, 1-10 of A-Z a-z 0-9 _."),
+        click.option("--uplink", help="(slot) the flocking VLAN interface, e.g. em1.2512."),
+        click.option("--address", help="(slot) its address on the VLAN, e.g. 10.27.2.5/24."),
+        click.option("--via", help="(slot) the submit host's address on the VLAN."),
+        click.option("--host-address", multiple=True,
+                     help="(slot) this host's own addresses/networks (repeat)."),
+        click.option("--lan", multiple=True, help="the cluster's private networks (repeat)."),
+        click.option("--vlan", help="(gateway) the submit host's VLAN interface."),
+        click.option("--wan", help="(gateway) its interface to the internet."),
+        click.option("--subnet", help="(gateway) the flocking VLAN's network."),
+    ]  # fmt: skip
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _need(**kw: str | None) -> dict[str, str]:
+    from htsec.errors import UsageError
+
+    missing = [k for k, v in kw.items() if not v]
+    if missing:
+        raise UsageError("missing " + ", ".join(f"--{m.replace('_', '-')}" for m in missing))
+    return {k: v for k, v in kw.items() if v}
+
+
+def _specs(o: dict[str, Any]) -> Any:
+    from htsec.flock.isolation import GatewaySpec, SlotSpec
+
+    if o["side"] == "gateway":
+        g = _need(vlan=o["vlan"], wan=o["wan"], subnet=o["subnet"])
+        return GatewaySpec(g["vlan"], g["wan"], g["subnet"], tuple(o["lan"]))
+    s = _need(slot=o["slot"], uplink=o["uplink"], address=o["address"], via=o["via"])
+    return SlotSpec(
+        s["slot"], s["uplink"], s["address"], s["via"], tuple(o["lan"]),
+        tuple(o["host_address"]),
+    )  # fmt: skip
+
+
+@isolation.command("render", context_settings=CONTEXT)
+@_isolation_options
+def render(**o: Any) -> None:
+    """Print the commands and nftables rules that apply would run (changes nothing)."""
+    import shlex
+
+    from htsec.flock.isolation import GatewaySpec, render_gateway, render_slot
+
+    spec = _specs(o)
+    if isinstance(spec, GatewaySpec):
+        click.echo("# nft -f - <<'EOF'\n" + render_gateway(spec) + "# EOF")
+        return
+    cmds, script = render_slot(spec)
+    for argv in cmds[:-1]:
+        click.echo(shlex.join(argv))
+    click.echo(shlex.join(cmds[-1]) + " <<'EOF'\n" + script + "EOF")
+
+
+@isolation.command("apply", context_settings=CONTEXT)
+@_isolation_options
+def apply(**o: Any) -> None:
+    """Create (or refresh) the slot's namespace and rules, or the submit host's rules (root)."""
+    from htsec.flock.isolation import GatewaySpec, apply_gateway, apply_slot
+
+    spec = _specs(o)
+    if isinstance(spec, GatewaySpec):
+        apply_gateway(spec)
+        click.echo("gateway rules applied (table inet htsec_flock_gw)")
+    else:
+        fresh = apply_slot(spec)
+        click.echo(f"slot {spec.slot}: {'created' if fresh else 'present; rules refreshed'}")
+
+
+@isolation.command("remove", context_settings=CONTEXT)
+@click.option("--side", type=click.Choice(["slot", "gateway"]), default="slot")
+@click.option("--slot", help="(slot) the slot's name.")
+def remove(side: str, slot: str | None) -> None:
+    """Remove a slot's namespace (its processes are killed) or the submit host's rules."""
+    from htsec.flock.isolation import remove_gateway, remove_slot
+
+    if side == "gateway":
+        gone = remove_gateway()
+        click.echo("gateway rules removed" if gone else "no gateway rules")
+        return
+    name = _need(slot=slot)["slot"]
+    click.echo(f"slot {name}: {'removed' if remove_slot(name) else 'absent'}")
