@@ -140,11 +140,23 @@ def _link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
         tarfile.TarInfo("config.d/../../escape"),
         tarfile.TarInfo("passwords.d/POOL"),
         tarfile.TarInfo("config.d/sub/deep"),
+        tarfile.TarInfo("config.d"),
+        tarfile.TarInfo("tokens.d/."),
         _link("config.d/link", "/etc/shadow", tarfile.SYMTYPE),
         _link("config.d/hard", "/etc/shadow", tarfile.LNKTYPE),
         _link("config.d/dev", "", tarfile.CHRTYPE),
     ],
-    ids=["absolute", "dotdot", "passwords", "nested", "symlink", "hardlink", "device"],
+    ids=[
+        "absolute",
+        "dotdot",
+        "passwords",
+        "nested",
+        "file-as-config-dir",
+        "file-as-tokens-dir",
+        "symlink",
+        "hardlink",
+        "device",
+    ],
 )
 def test_unsafe_members_are_refused(tmp_path: Path, member: tarfile.TarInfo) -> None:
     with pytest.raises(AnnexError, match=r"leaves the tree|link or device|not a file directly"):

@@ -157,7 +157,12 @@ def _safe_members(tar: tarfile.TarFile) -> list[tuple[tarfile.TarInfo, PurePosix
             raise AnnexError(
                 f"configuration archive member {info.name!r} is a link or device; refused"
             )
-        if path.as_posix() != MANIFEST and (path.parts[0] not in _TOP or len(path.parts) > 2):
+        # A file is always <top>/<name>: a file named config.d or tokens.d itself is refused
+        # here, not by a rename over the directory later.
+        depth = 2 if info.isfile() else len(path.parts)
+        if path.as_posix() != MANIFEST and (
+            path.parts[0] not in _TOP or len(path.parts) != depth or depth > 2
+        ):
             raise AnnexError(
                 f"configuration archive member {info.name!r} is not a file directly in "
                 "config.d/ or tokens.d/"
