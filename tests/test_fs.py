@@ -97,3 +97,44 @@ def test_touch_keeps_or_bumps(tmp_path: Path, strict_umask: None) -> None:
     with pytest.raises(OSError):
         _fs.touch(link)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def _nest(top: Path, depth: int) -> None:
+    """``top/d/d/.../d/f`` ``depth`` levels deep (made through descriptors: no PATH_MAX)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+def test_empty_dir_clears_a_tree_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    top.mkdir()
+    _nest(top, 1500)
+    (tmp_path / "outside").write_text("keep")
+    os.symlink(tmp_path / "outside", top / "link")
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _fs.empty_dir(fd, max_open=8)
+    finally:
+        os.close(fd)
+    assert os.listdir(top) == []
+    assert (tmp_path / "outside").read_text() == "keep"
+
+
+def test_empty_dir_stops_at_its_budget(tmp_path: Path) -> None:
+    for i in range(20):
+        (tmp_path / f"f{i}").write_text("x")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError, match="too many entries"):
+            _fs.empty_dir(fd, budget=5)
+    finally:
+        os.close(fd)
+    assert len(os.listdir(tmp_path)) == 15

@@ -9,6 +9,7 @@ directory is fsynced, so a crash leaves either the old file or the new one, neve
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -19,6 +20,7 @@ from htsec.errors import FileSecurityError
 __all__ = [
     "append_private",
     "check_private",
+    "empty_dir",
     "ensure_private_dir",
     "make_dir",
     "read_private",
@@ -248,3 +250,49 @@ def append_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "a") as fh:
         fh.write(text)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def empty_dir(top: int, *, max_open: int = 32, budget: int = 1_000_000) -> None:
+    """Remove everything inside the open directory ``top``, never following a symlink.
+
+    For trees someone else made (a job's sandbox): iterative, where ``shutil.rmtree`` recurses
+    once per level and raises ``RecursionError`` (not ``OSError``, so ``ignore_errors`` does not
+    help) in a tree nested about 1000 deep; at most ``max_open`` descriptors are held, a
+    directory deeper than that is first moved up into ``top``. At most ``budget`` entries are
+    handled, so a process still writing there cannot keep the caller busy for ever.
+
+    :raises OSError: for an entry that cannot be removed (``ENOTEMPTY`` once over budget).
+    """
+    stack: list[tuple[int, str, list[str]]] = [(os.dup(top), "", [])]
+    try:
+        while stack:
+            fd, name, pending = stack[-1]
+            if not pending:
+                pending.extend(os.listdir(fd))  # what is there now, or appeared meanwhile
+            if not pending:
+                stack.pop()
+                os.close(fd)
+                if stack:
+                    os.rmdir(name, dir_fd=stack[-1][0])
+                continue
+            entry = pending.pop()
+            budget -= 1
+            if budget < 0:
+                raise OSError(errno.ENOTEMPTY, "too many entries to remove", entry)
+            try:
+                st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    os.unlink(entry, dir_fd=fd)
+                elif len(stack) < max_open:
+                    stack.append((os.open(entry, _DIR_FLAGS, dir_fd=fd), entry, []))
+                else:
+                    moved = f".htsec-rm-{secrets.token_hex(8)}"
+                    os.rename(entry, moved, src_dir_fd=fd, dst_dir_fd=stack[0][0])
+            except FileNotFoundError:
+                pass
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)

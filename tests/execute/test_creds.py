@@ -238,6 +238,28 @@ def test_close_removes_the_directory_with_whatever_the_job_left_there(
     assert delivery.jobs() == []
 
 
+def test_close_removes_a_tree_the_job_nested_deeper_than_the_recursion_limit(
+    creds: CredStore, delivery: CredDelivery, sandboxes: Path
+) -> None:
+    put(creds, "alice", "oidc", "at-oidc")
+    sandbox = new_sandbox(sandboxes, "job1")
+    job = install(delivery, sandbox, "alice", ["oidc"])
+    fd = os.open(sandbox / ".condor_creds", os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1500):  # as a job can: mkdir d; cd d; ...
+        os.mkdir("d", dir_fd=fd)
+        nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    os.close(fd)
+    open_before = len(os.listdir("/proc/self/fd"))
+
+    job.close()
+
+    assert os.listdir(sandbox) == []
+    assert delivery.jobs() == []
+    assert len(os.listdir("/proc/self/fd")) <= open_before - 2  # sandbox and directory closed
+
+
 def test_a_job_that_swaps_its_directory_for_a_symlink_moves_nothing_outside(
     creds: CredStore, delivery: CredDelivery, sandboxes: Path, tmp_path: Path
 ) -> None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from htsec._fs import empty_dir
 from htsec.execute.asuser import OwnerFiles
 
 __all__ = ["Sandbox", "SandboxError"]
@@ -79,7 +79,16 @@ class Sandbox:
         return cls(path, uid, gid)
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Remove the sandbox and whatever the job left in it, at any depth (``shutil.rmtree``
+        raised ``RecursionError`` past ~1000 levels, through ``ignore_errors``); never raises."""
+        with contextlib.suppress(OSError):
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                empty_dir(fd)
+            finally:
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.path)
 
     def _dir_fd(self, parts: list[str], *, create: bool) -> int:
         fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
