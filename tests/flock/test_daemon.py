@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -116,3 +120,22 @@ def test_shepherd_state_file_is_private(tmp_path: Path) -> None:
     f = tmp_path / "state" / "state.json"
     assert f.stat().st_mode & 0o077 == 0
     assert json.loads(f.read_text())["last_cycle"]["idle_jobs"] == 0
+
+
+def test_shepherd_override_stops_every_flocking_host_in_one_cycle(
+    tmp_path: Path, db: Store
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the override must be owned by root (CI runs as root)")
+    d = Path("/run") / f"htsec-test-flock-{uuid.uuid4().hex[:8]}"
+    d.mkdir(mode=0o755)
+    try:
+        p = FakePool({f"h{i:03d}": FakeHost(False, True, busy=True) for i in range(300)}, 0)
+        cfg = replace(config(tmp_path, reserve=0.0, step=1), override=d / "flock.off")
+        (d / "flock.off").touch(mode=0o644)
+        res = Shepherd(cfg, p, store=db).cycle()
+        assert len(res.actions) == 300
+        assert all(h.regular_on and not h.flocking_on for h in p.hosts.values())
+        assert "htsec_flock_override 1.0" in (tmp_path / "shepherd.prom").read_text()
+    finally:
+        shutil.rmtree(d)

@@ -137,6 +137,7 @@ class Shepherd:
         by = {h.name: h for h in hosts}
         st.pending = [{"kind": a.kind.value, "host": a.host} for a in actions]
         save_state(self.cfg.state_dir, st)
+        saved = time.monotonic()
         failed: list[str] = []
         for a in actions:
             h = by[a.host]
@@ -168,7 +169,12 @@ class Shepherd:
                     "outcome": outcome,
                 }
             )
-            save_state(self.cfg.state_dir, st)
+            # At most one state write a second: an override over thousands of hosts must not
+            # wait for thousands of file replacements (a crash then reports a few done actions
+            # as interrupted; the hosts themselves are read from the pool, not from this list).
+            if time.monotonic() - saved >= 1.0:
+                save_state(self.cfg.state_dir, st)
+                saved = time.monotonic()
         self._summarise(st, obs, now, snap.errors, ov.detail)
         save_state(self.cfg.state_dir, st)
         self.metrics.cycles.labels("complete" if snap.complete else "incomplete").inc()
