@@ -38,6 +38,7 @@ def test_429_waits_for_retry_after_then_succeeds(box: BoxFake, sandbox: Path) ->
     assert run.code == 0, run.results
     listings = [s for s in box.seen if s.path == "/2.0/folders/0/items"]
     assert len(listings) == 2
+    assert listings[1].at - listings[0].at >= 0.9  # the back-off alone would be 0.25-0.5 s
     assert run.results[0]["DeveloperData"]["TransferTries"] == 2  # the 429 is reported
     assert (sandbox / "in.txt").read_bytes() == b"data"
 

@@ -20,6 +20,7 @@ import shutil
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,6 +63,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     port: int
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 def file_digests(path: Path) -> dict[str, Any]:
