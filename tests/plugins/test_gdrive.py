@@ -192,3 +192,16 @@ def test_classad_advertises_gdrive_without_loading_the_http_client() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     ad = classad2.parseOne(out.stdout, classad2.ParserType.Old)
     assert ad["SupportedMethods"] == "gdrive" and ad["MultipleFileSupport"] is True
+
+
+def test_a_429_on_an_upload_chunk_waits_for_retry_after(drive: GDriveFake, sandbox: Path) -> None:
+    (sandbox / "up.bin").write_bytes(os.urandom(1000))
+    drive.faults.append(Fault(r"^PUT /upload/drive/v3/files$", "status", 429, {"Retry-After": "2"}))
+    run = run_plugin(
+        "gdrive", sandbox, [("gdrive://up.bin", str(sandbox / "up.bin"))], env=drive.env(),
+        upload=True,
+    )  # fmt: skip
+    assert run.code == 0, [ad.get("TransferError") for ad in run.results]
+    refused = next(i for i, s in enumerate(drive.seen) if s.method == "PUT")
+    # The next request (asking what Drive holds) comes no sooner than Drive asked.
+    assert drive.seen[refused + 1].at - drive.seen[refused].at >= 1.9

@@ -30,6 +30,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from math import ceil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -348,12 +349,28 @@ class Api:
                 kind="Transfer" if response is not None else "Contact",
                 server=request.url.host,
                 error_code=response.status_code if response is not None else 1,
-                retryable=int(after or 0) + 1 if too_long else None,
+                # Seconds the service asked for: for HTCondor when too long to wait here, and
+                # for a caller that resumes the step itself (see resume_after).
+                retryable=None if after is None else int(after) + 1 if too_long else ceil(after),
             )
             if too_long or attempt >= limit:
                 raise error
             self.on_retry(error)
             self.sleep(self.backoff.delay(attempt - 1, response))
+
+    def resume_after(self, err: TransferFailed, failures: int) -> None:
+        """For a step its caller resumes itself (sent with ``attempts=1``, as resumable
+        uploads are): after the ``failures``-th failure ``err``, wait as :class:`Backoff` says
+        (the service's ``Retry-After`` first), or raise ``err`` when another try is not worth it
+        (a status outside :data:`RETRY_STATUSES`, or tries used up)."""
+        if err.error_code != 1 and err.error_code not in RETRY_STATUSES:
+            raise err
+        if failures >= self.backoff.attempts or (err.retryable or 0) > self.backoff.retry_after_cap:
+            raise err
+        if err.retryable is not None and err.retryable >= 0:
+            self.sleep(float(err.retryable))
+        else:
+            self.sleep(self.backoff.delay(failures - 1, None))
 
     def download(
         self,

@@ -222,10 +222,8 @@ class GDriveClient:
                 )
             except TransferFailed as err:
                 failures += 1
-                retryable = err.error_code == 1 or err.error_code in (429, 500, 502, 503, 504)
-                if not retryable or failures >= self.api.backoff.attempts:
-                    raise  # 404: the session expired; 4xx: Drive refused the upload
-                self.api.sleep(self.api.backoff.delay(failures - 1, None))
+                # 404: the session expired; 4xx: Drive refused the upload
+                self.api.resume_after(err, failures)
                 held = self._confirmed(session, size, name)
                 if isinstance(held, dict):
                     return held

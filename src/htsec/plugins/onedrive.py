@@ -199,10 +199,7 @@ class OneDriveClient:
                 )
             except TransferFailed as err:
                 failures += 1
-                retryable = err.error_code == 1 or err.error_code in (429, 500, 502, 503, 504)
-                if not retryable or failures >= self.api.backoff.attempts:
-                    raise
-                self.api.sleep(self.api.backoff.delay(failures - 1, None))
+                self.api.resume_after(err, failures)
                 offset = self._next_offset(upload_url, name)
                 continue
             body = answer.json()
