@@ -99,6 +99,21 @@ def test_a_malformed_submit_is_refused_with_a_reason(text: str, says: str) -> No
     assert says in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "executable = /bin/echo\narguments = $EN\\\nV(HOME)\nqueue\n",
+        "executable = /bin/echo\narguments = $\\  \r\n   ENV(HOME)\nqueue\n",
+        "executable = /bin/echo\narguments = $ENV\\\n(HOME)\nqueue\n",
+    ],
+)
+def test_env_split_over_continued_lines_is_refused(text: str) -> None:
+    # HTCondor joins a line ending in a backslash with the next (its leading blanks dropped):
+    # these are $ENV(HOME) to htcondor2, which would put the server's environment in the ad.
+    with pytest.raises(UsageError, match=r"\$ENV\(\) is not accepted"):
+        _procs(text)
+
+
 def test_several_queue_statements_make_one_cluster_numbered_in_order() -> None:
     ads = _procs(
         "executable = x\narguments = a $(ProcId)\nqueue 2\narguments = b $(ProcId)\nqueue\n"

@@ -28,6 +28,9 @@ MAX_PROCS = 1000
 
 _INCLUDE = re.compile(r"^\s*include\b", re.I | re.M)
 _ENV = re.compile(r"\$ENV\s*\(", re.I)
+# A line ending in a backslash (blanks may follow it) goes on with the next line, whose leading
+# blanks HTCondor drops: "$EN\\<newline>  V(HOME)" is $ENV(HOME) to htcondor2.
+_CONTINUED = re.compile(r"\\[ \t\r\f\v]*\n[ \t\f\v]*")
 _QUEUE = re.compile(r"^\s*queue\b(.*)$", re.I | re.M)
 _FROM_OUTSIDE = re.compile(r"\bfrom\b(?!\s*\()", re.I)
 _MATCHING = re.compile(r"\bmatching\b", re.I)
@@ -61,9 +64,10 @@ def _refuse_outside(text: str) -> None:
         raise UsageError(f"the submit description is over {MAX_TEXT} bytes")
     if "\x00" in text:
         raise UsageError("the submit description holds a NUL character")
-    if _INCLUDE.search(text):
+    joined = _CONTINUED.sub("", text)
+    if _INCLUDE.search(text) or _INCLUDE.search(joined):
         raise UsageError("'include' is not accepted here: put everything in the one description")
-    if _ENV.search(text):
+    if _ENV.search(text) or _ENV.search(joined):
         raise UsageError("$ENV() is not accepted here: the server's environment is not yours")
     queues = _QUEUE.findall(text)
     if not queues:
