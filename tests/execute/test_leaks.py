@@ -136,18 +136,20 @@ scan_tree(f"/proc/{me}/net", skip=set())
 json.dump({"found": found, **stats}, sys.stdout)
 """
 
-# A job: reads its tokens every 100 ms (so they are in its memory), has a child, says ready.
+# A job: has a child, reads its tokens every 100 ms (so they are in its memory), and says ready
+# once it has read them the first time.
 JOB = r"""
 import os, subprocess, sys, time
 creds = os.environ["_CONDOR_CREDS"]
 child = subprocess.Popen(["sleep", "600"])
 held = []
-open("ready", "w").close()
 while True:
     for name in sorted(os.listdir(creds)):
         with open(os.path.join(creds, name), "rb") as f:
             held.append(f.read())
     del held[:-20]
+    if not os.path.exists("ready"):
+        open("ready", "w").close()
     time.sleep(0.1)
 """
 
@@ -340,8 +342,7 @@ def test_the_scan_finds_a_secret_in_a_sandbox_environment_argv_memory_or_anywher
     procs.append(start_job(new_sandbox(sandboxes, "argv"), environ, (values["cmdline"],)))
     # Memory only: the job reads it from a file that is then removed.
     (creds_dir / "mem.use").write_text(values["memory"])
-    procs.append(start_job(new_sandbox(sandboxes, "mem"), environ))
-    time.sleep(0.3)  # it has read the file at least once
+    procs.append(start_job(new_sandbox(sandboxes, "mem"), environ))  # it has read the file
     (creds_dir / "mem.use").unlink()
     # Another user's process (root's) with the secret in its argv: /proc/<pid>/cmdline.
     other = subprocess.Popen(
