@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import classad2
 
-from htsec.flock.condor import Command, hosts_from_ads, idle_from_summary, plan
+from htsec.flock.condor import (
+    MASTER_PROJECTION,
+    STARTD_PROJECTION,
+    Command,
+    hosts_from_ads,
+    idle_from_summary,
+    plan,
+)
 from htsec.flock.config import CondorConfig
 from htsec.flock.policy import Action, Host, Kind, Mode
 
@@ -86,3 +93,9 @@ def test_condor_plans_switch_the_two_startds_as_the_seed_does() -> None:
     drained = Host("p1", Mode.DRAINING, False, target=Mode.FLOCKING)
     assert plan(a(Kind.FINISH), drained, cfg) == plan(a(Kind.LEND), reg, cfg)
     assert plan(a(Kind.CANCEL), drained, cfg) == [Command("drain-cancel", "p1", "STARTD")]
+
+
+def test_condor_queries_project_what_the_commands_need() -> None:
+    # htcondor2.send_command and htcondor2.Startd read MyAddress and MyType from the ad
+    for proj in (STARTD_PROJECTION, MASTER_PROJECTION):
+        assert {"MyAddress", "MyType"} <= set(proj)

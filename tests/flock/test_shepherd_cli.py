@@ -40,3 +40,18 @@ def test_shepherd_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     bad.write_text('override = "/tmp/flockoff"\n')
     r = run("shepherd", "status", "--config", str(bad))
     assert r.code != 0 and "world-writable /tmp" in r.err and "Traceback" not in r.err
+
+
+def test_shepherd_run_once_fails_clearly_when_the_collector_is_unreachable(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "shepherd.toml"
+    cfg.write_text(
+        f'state_dir = "{tmp_path / "state"}"\noverride = "/run/htsec-test-none/flock.off"\n'
+        '[htcondor]\npool = "127.0.0.1:9"\n'
+    )
+    r = run("shepherd", "run", "--once", "--config", str(cfg), timeout=120)
+    assert r.code == 1 and "nothing lent" in r.err and "Traceback" not in r.err
+    doc = json.loads(run("shepherd", "status", "--json", "--config", str(cfg)).out)
+    assert doc["errors"] and doc["errors"][0].startswith("collector:")
+    assert doc["last_actions"] == []

@@ -32,7 +32,9 @@ def shepherd() -> None:
 
 @shepherd.command("run", context_settings=CONTEXT)
 @config_option
-@click.option("--once", is_flag=True, help="Run one cycle and exit.")
+@click.option(
+    "--once", is_flag=True, help="Run one cycle and exit (non-zero if it could not read the pool)."
+)
 @pass_app
 def run(app: App, config_path: Path | None, once: bool) -> None:
     """Observe the pool, decide and switch hosts, every interval, until SIGTERM/SIGINT."""
@@ -62,7 +64,10 @@ def run(app: App, config_path: Path | None, once: bool) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    sh.run(stop, cycles=1 if once else None)
+    if not sh.run(stop, cycles=1 if once else None) and once:
+        from htsec.errors import Busy
+
+        raise Busy("the cycle could not read the whole pool or failed (see the log); nothing lent")
 
 
 def _status(config_path: Path | None) -> dict[str, Any]:

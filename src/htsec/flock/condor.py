@@ -32,6 +32,7 @@ from htsec.flock.driver import Snapshot, SwitchFailed
 from htsec.flock.policy import Action, Host, Kind, Mode
 
 __all__ = [
+    "MASTER_PROJECTION",
     "STARTD_PROJECTION",
     "Command",
     "CondorDriver",
@@ -45,15 +46,10 @@ log = logging.getLogger("htsec.flock")
 ROLE = "HTSEC_FLOCK_ROLE"
 PHYS = "HTSEC_FLOCK_HOST"
 STARTD_PROJECTION = [
-    "Name",
-    "Machine",
-    "State",
-    "Activity",
-    "Draining",
-    "NODE_IS_HEALTHY",
-    ROLE,
-    PHYS,
-]
+    # MyAddress and MyType: htcondor2.Startd(ad) and send_command need them to reach the daemon
+    "MyAddress", "MyType", "Name", "Machine", "State", "Activity", "Draining", "NODE_IS_HEALTHY",
+    ROLE, PHYS,
+]  # fmt: skip
 MASTER_PROJECTION = ["Name", "Machine", "MyAddress", "MyType", PHYS]
 
 

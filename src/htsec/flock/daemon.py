@@ -218,16 +218,19 @@ class Shepherd:
             "reclaim_above": self.cfg.policy.reclaim_above,
         }
 
-    def run(self, stop: threading.Event, *, cycles: int | None = None) -> None:
-        """Cycle every ``interval`` seconds until ``stop`` is set (or ``cycles`` are done)."""
-        done = 0
+    def run(self, stop: threading.Event, *, cycles: int | None = None) -> bool:
+        """Cycle every ``interval`` seconds until ``stop`` is set (or ``cycles`` are done);
+        False if the last cycle failed or could not read the whole pool."""
+        done, ok = 0, True
         while not stop.is_set():
             try:
-                self.cycle()
+                ok = self.cycle().complete
             except Exception:
+                ok = False
                 self.metrics.cycles.labels("error").inc()
                 log.exception("shepherd: the cycle failed; retrying next interval")
             done += 1
             if cycles is not None and done >= cycles:
-                return
+                break
             stop.wait(self.cfg.policy.interval)
+        return ok
