@@ -192,6 +192,21 @@ def test_a_pending_file_that_is_a_symlink_is_not_followed(
     assert dropin.audit("link")[0]["outcome"] == "bad-file"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_pending_file_of_another_owner_is_not_adopted(
+    dropin: Portal, empty_cred_root: Path, oidc: Provider
+) -> None:
+    """The credential root is group-writable (2770 root:condor): a file there that neither
+    condor_credd (root) nor the portal's user wrote could name any LocalUser and its own
+    provider URLs, attaching its writer's account to that user's credentials."""
+    path = credd_pending_file(empty_cred_root, KEY, oidc)
+    os.chown(path, 65534, 65534)
+    r = _browser(dropin).open(f"{PORTAL}/key/{KEY}")
+    assert r.status_code == 404 and "cannot be read" in r.text and "Traceback" not in r.text
+    assert dropin.audit("link")[0]["outcome"] == "bad-file"
+    assert dropin.creds.credentials() == []
+
+
 def test_the_portal_alone_wakes_the_credmon_of_the_credential_directory(
     dropin: Portal, empty_cred_root: Path, oidc: Provider, tmp_path: Path
 ) -> None:

@@ -443,11 +443,16 @@ class CredDir:
     def read_pending(self, key: str) -> list[PendingLogin] | None:
         """The logins in ``<root>/<key>``, or None if there is no such file.
 
-        :raises CredentialFileError: if it is unreadable or malformed.
+        The root is group-writable by design, so only a file of condor_credd (root) or of
+        the credmon's user (``uid`` when given, else ours) is read: anyone else's could name
+        any ``LocalUser`` with provider URLs of its writer's choosing.
+
+        :raises CredentialFileError: if it is unreadable, malformed or of another owner.
         """
         path = self.pending_path(key)
+        owners = {0, os.geteuid()} if self.uid is None else {0, os.geteuid(), self.uid}
         try:
-            data = read_limited(path, MAX_PENDING_FILE)
+            data = read_limited(path, MAX_PENDING_FILE, owners=owners)
         except FileNotFoundError:
             return None
         return parse_pending(data, path)
