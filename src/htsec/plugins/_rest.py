@@ -53,6 +53,8 @@ __all__ = [
 #: passing (Box, Google and Microsoft all document retrying these with back-off).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BLOCK = 1 << 20
+#: The largest answer read into memory (metadata, listings, errors); file bytes are streamed.
+MAX_BODY = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,7 @@ class Api:
     sleep: Callable[[float], None] = time.sleep
     #: Told of every failed attempt that is retried (for the result ad's TransferErrorData).
     on_retry: Callable[[TransferFailed], None] = lambda failure: None
+    max_body: int = MAX_BODY
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -314,11 +317,16 @@ class Api:
                 if ok(status) and stream:
                     return response
                 try:
-                    response.read()
+                    _read_bounded(response, self.max_body, f"{self.name}: {what}")
                 finally:
                     response.close()
                 if ok(status):
                     return response
+            except (httpx.TooManyRedirects, httpx.DecodingError) as err:
+                raise TransferFailed(
+                    f"{self.name}: {what}: {type(err).__name__}: {_clean(str(err))}",
+                    server=request.url.host,
+                ) from None
             except httpx.TransportError as err:
                 response = None
                 failure = f"{type(err).__name__}: {_clean(str(err)) or 'connection failed'}"
@@ -453,6 +461,22 @@ class Api:
             received = sink.size
             sink.commit()
         return Moved(received, host)
+
+
+def _read_bounded(response: httpx.Response, limit: int, what: str) -> None:
+    """Read a (decoded) answer of at most ``limit`` bytes: a hostile or broken server's endless
+    body, or a compression bomb, ends the transfer instead of filling memory."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise TransferFailed(
+                f"{what}: the server's answer is larger than {limit} bytes",
+                server=response.request.url.host,
+            )
+        chunks.append(chunk)
+    response._content = b"".join(chunks)  # what Response.read() keeps; .json() reads it
 
 
 def _resumes_at(response: httpx.Response, offset: int) -> bool:
