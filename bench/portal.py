@@ -18,10 +18,10 @@ for the login every time). The time is split by where it is spent:
 
 **Gate half** (``gate_per_s``, :func:`gate_rates`): ``htsec submit`` decisions per second
 over 1,000 generated submit files against a served store of 10,000 credentials, in this one
-process with one HTTP client shared by 4 threads (one check request per submit, plus the
-authorisation link for the one in ten that needs a login), beside the two parts alone measured
-in the same run, interleaved with it: the check endpoint answering the same needs, and
-htcondor2.Submit parsing the same files.
+process with one HTTP client shared by 4 threads (one check request per submit, which also
+makes the authorisation link for the one in ten that needs a login), beside the two parts
+alone measured in the same run, interleaved with it: the check endpoint answering the same
+needs, and htcondor2.Submit parsing the same files.
 
 Prints one line per round, the medians, then one JSON line: ``total_ms``, ``htsec_ms``,
 ``provider_ms``, ``gate_per_s``.
@@ -361,12 +361,14 @@ def gate_rates(submits: int = 1000, creds: int = 10_000, workers: int = 4) -> di
                 h = headers[users[i]]
 
                 def check(wanted: list[dict[str, object]]) -> Any:
-                    r = http.post("/v1/creds/check", json={"needs": wanted}, headers=h)
+                    r = http.post(
+                        "/v1/creds/check", json={"needs": wanted, "authorize": True}, headers=h
+                    )
                     r.raise_for_status()
                     return r.json()
 
                 dec = decide(files[i].read_bytes(), check=check, param=param, iwd=d)
-                if dec.state == "login":
+                if dec.state == "login" and dec.url is None:
                     link = http.post(
                         "/v1/creds/authorizations",
                         json={"needs": [n.as_json() for n in dec.to_authorize]},

@@ -8,6 +8,8 @@ replaces with a set compare).
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -147,3 +149,33 @@ def test_check_bounded_needs_and_names(client: TestClient, alice: dict[str, str]
     assert check(client, alice, *many).status_code in (400, 422)
     r = check(client, alice, {"service": "bad_name"})
     assert r.status_code == 400 and "service name" in r.json()["detail"]
+
+
+def test_check_with_authorize_makes_the_link_in_the_same_request(
+    client: TestClient, alice: dict[str, str], authority: Authority
+) -> None:
+    # condor_credd answers CREDD_CHECK_CREDS with the URL itself: one round trip per submit.
+    r = check(
+        client,
+        alice,
+        {"service": "box", "scopes": ["a", "b"]},
+        {"service": "onedrive", "scopes": ["files"]},
+        authorize=True,
+    ).json()
+    assert states(r) == ["present", "missing"]
+    assert re.fullmatch(r"https://127\.0\.0\.1:\d+/key/[0-9a-f]{64}", r["url"])
+    assert r["expires_at"] > time.time()
+    # Nothing to log in for, a mismatch, or another user's check: no link.
+    assert (
+        "url"
+        not in check(client, alice, {"service": "box", "scopes": ["a", "b"]}, authorize=True).json()
+    )
+    assert (
+        "url"
+        not in check(
+            client, alice, {"service": "box"}, {"service": "onedrive"}, authorize=True
+        ).json()
+    )
+    admin = bearer(authority.mint(identity="admin@pool.example.org", authz=["ADMINISTRATOR"]))
+    other = check(client, admin, {"service": "onedrive"}, user="alice", authorize=True)
+    assert other.status_code == 200 and "url" not in other.json()

@@ -77,15 +77,18 @@ def _h(r: Any) -> str:
 
 
 def _login(client: Client, d: Decision, as_json: bool) -> None:
-    """Ask for an authorisation link and print it as condor_submit does; exit 1."""
-    body = client.call(
-        "POST",
-        "/v1/creds/authorizations",
-        json={"needs": [n.as_json() for n in d.to_authorize]},
-    )
-    url = str(body.get("url", ""))
+    """Print the authorisation link as condor_submit does (the check made it; a server that
+    did not gets asked for it); exit 1."""
+    url, expires_at = d.url, d.expires_at
+    if url is None:
+        body = client.call(
+            "POST",
+            "/v1/creds/authorizations",
+            json={"needs": [n.as_json() for n in d.to_authorize]},
+        )
+        url, expires_at = str(body.get("url", "")), body.get("expires_at")
     if as_json:
-        emit_json(_report(d, url=url, expires_at=body.get("expires_at")))
+        emit_json(_report(d, url=url, expires_at=expires_at))
     else:
         # submit.cpp: "\nHellow, %s.\nPlease visit: %s\n\n" (HTCondor's typo left out).
         sys.stdout.write(f"\nHello, {shown(d.user)}.\nPlease visit: {shown(url)}\n\n")
@@ -154,7 +157,9 @@ def submit(app: App, file: str, as_json: bool, server: str | None, token_file: s
     try:
         d = decide(
             text,
-            check=lambda needs: client.call("POST", "/v1/creds/check", json={"needs": needs}),
+            check=lambda needs: client.call(
+                "POST", "/v1/creds/check", json={"needs": needs, "authorize": True}
+            ),
             param=param,
         )
         if d.state == "mismatch":

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from htsec.authz import Perm, credential_owner, grants
 from htsec.creds.check import check_needs, local_services
@@ -354,14 +355,18 @@ class CheckIn(BaseModel):
 
     needs: list[NeedIn] = Field(max_length=MAX_NEEDS)
     user: str | None = Field(default=None, max_length=200)
+    #: Also create the authorisation link for what is missing (the caller's own user only).
+    authorize: bool = False
 
 
 @router.post("/creds/check")
 async def check_credentials(body: CheckIn, request: Request, caller: Caller) -> dict[str, Any]:
     """Which of ``needs`` the user has (:mod:`htsec.creds.check`): per need ``present``,
     ``missing``, ``mismatch`` or ``needs-reauth``, and ``ready`` when all are present. Missing
-    local-issuer credentials are created (and the credmon woken), as condor_credd does. Needs
-    WRITE, as HTCondor's CREDD_CHECK_CREDS.
+    local-issuer credentials are created (and the credmon woken), as condor_credd does. With
+    ``authorize``, a need to log in (and no mismatch) also gets the one-time link (``url``,
+    ``expires_at``), as ``POST /v1/creds/authorizations`` would make it. Needs WRITE, as
+    HTCondor's CREDD_CHECK_CREDS.
 
     A coroutine on purpose, like the access-token fast path: its one indexed read runs on
     the event loop instead of a worker thread (the hops to and from the thread pool were most
@@ -380,8 +385,22 @@ async def check_credentials(body: CheckIn, request: Request, caller: Caller) -> 
         raise
     if any(r.detail == "created for the local issuer" for r in results):
         wake_credmon(request)
-    return {
+    out: dict[str, Any] = {
         "user": user,
         "ready": all(r.state == "present" for r in results),
         "needs": [r.as_dict() for r in results],
     }
+    login = [n for n, r in zip(needs, results, strict=True) if r.state in _LOGIN]
+    own = body.user is None or body.user == credential_owner(caller.subject, domain)
+    if body.authorize and own and login and all(r.state != "mismatch" for r in results):
+        # As condor_credd answers CREDD_CHECK_CREDS with the URL: one round trip per submit.
+        # The link is a write: off the event loop.
+        link = await run_in_threadpool(
+            create_link, _creds(request), user=user, needs=login, actor=caller.subject
+        )
+        out["url"] = link_url(portal_url(state.settings), link.id)
+        out["expires_at"] = link.expires_at
+    return out
+
+
+_LOGIN = ("missing", "needs-reauth")

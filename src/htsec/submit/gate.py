@@ -2,7 +2,8 @@
 
 :func:`decide` loads the description (:mod:`htsec.submit.load`), derives the tokens it needs
 (:mod:`htsec.submit.needs`) and asks the credd once (``POST /v1/creds/check``, through the
-``check`` callable the caller hands in: the CLI's client, or a benchmark's). The answer:
+``check`` callable the caller hands in: the CLI's client, or a benchmark's; with
+``"authorize": true`` the same request also makes the link for a login). The answer:
 
 - ``ready``: every token is stored and usable;
 - ``login``: some are missing or need re-authorisation (an authorisation link is next);
@@ -33,6 +34,9 @@ class Decision:
     derivation: Derivation
     #: The credd's answer per need (``service``, ``handle``, ``state``, ``detail`` ...).
     results: tuple[Mapping[str, Any], ...]
+    #: The authorisation link, when the check made one (``authorize``) for a login.
+    url: str | None = None
+    expires_at: int | None = None
 
     def in_state(self, *states: str) -> list[Mapping[str, Any]]:
         return [r for r in self.results if r.get("state") in states]
@@ -84,4 +88,13 @@ def decide(
         state = "login"
     else:
         state = "ready"
-    return Decision(state, user, derivation, tuple(results))
+    url = answer.get("url")
+    expires = answer.get("expires_at")
+    return Decision(
+        state,
+        user,
+        derivation,
+        tuple(results),
+        url if isinstance(url, str) else None,
+        expires if isinstance(expires, int) else None,
+    )
