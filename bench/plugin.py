@@ -10,6 +10,8 @@ plugin's start-up (``-classad``; a run with no files). ``plugin_vs_curl`` is the
 median whole-process rate over curl's (target >= 0.9).
 
     .venv/bin/python bench/plugin.py [--mib 256 | --gib] [--rounds 3]
+    .venv/bin/python bench/plugin.py --clients [--gib]   # aiohttp, http.client, urllib3,
+                                                         # httpx beside curl (the choice)
 """
 
 from __future__ import annotations
@@ -137,6 +139,121 @@ def run(mib: int = 256, rounds: int = 3) -> dict[str, Any]:
     }
 
 
+def _clients(url: str, ca: str, headers: Path, out: Path) -> dict[str, Any]:
+    """One download with each HTTP client considered for the plugin, in this process (curl as
+    a child): name -> function. How the plugin's client was chosen (docs/plugins.md)."""
+    import asyncio
+    import http.client
+    import ssl
+    import urllib.parse
+
+    import aiohttp
+    import httpx
+    import urllib3
+
+    auth = {"Authorization": headers.read_text().split(": ", 1)[1].strip()}
+    chunk = 1 << 20
+
+    def ctx() -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=ca)
+
+    def curl() -> None:
+        cmd = ["curl", "-sS", "--fail", "--cacert", ca, "-H", f"@{headers}", "-o", str(out)]
+        subprocess.run([*cmd, url], check=True)
+
+    def with_aiohttp() -> None:
+        async def go() -> None:
+            async with (
+                aiohttp.ClientSession(auto_decompress=False) as s,
+                s.get(url, ssl=ctx(), headers=auth) as r,
+            ):
+                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                async for data in r.content.iter_chunked(chunk):
+                    os.write(fd, data)
+                os.close(fd)
+
+        asyncio.run(go())
+
+    def readinto(resp: Any) -> None:
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        while n := resp.readinto(buf):
+            os.write(fd, view[:n])
+        os.close(fd)
+
+    def with_http_client() -> None:
+        parts = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, context=ctx())
+        conn.request("GET", parts.path, headers=auth)
+        readinto(conn.getresponse())
+        conn.close()
+
+    def with_urllib3() -> None:
+        pool = urllib3.PoolManager(ssl_context=ctx())
+        resp = pool.request("GET", url, headers=auth, preload_content=False)
+        readinto(resp)
+        resp.release_conn()
+
+    def with_httpx() -> None:
+        with (
+            httpx.Client(verify=ctx()) as c,
+            c.stream("GET", url, headers=auth) as r,
+            open(out, "wb") as f,
+        ):
+            for data in r.iter_raw(chunk):
+                f.write(data)
+
+    return {
+        "curl": curl,
+        "aiohttp": with_aiohttp,
+        "http.client": with_http_client,
+        "urllib3": with_urllib3,
+        "httpx": with_httpx,
+    }
+
+
+def compare_clients(mib: int, rounds: int) -> None:
+    """Each candidate client beside curl on the same file, alternating order; wall rate and
+    CPU seconds per GiB (this process's, or curl's as a child)."""
+    size = mib << 20
+    tmp = Path(tempfile.mkdtemp(prefix="htsec-bench-clients-", dir="/var/tmp"))
+    rig = start_nginx(tmp / "srv", token=TOKEN)
+    try:
+        block = os.urandom(1 << 20)
+        with open(rig.data / "big.bin", "wb") as f:
+            for _ in range(mib):
+                f.write(block)
+        headers = tmp / "curl-headers"
+        headers.write_text(f"Authorization: Bearer {TOKEN}\n")
+        headers.chmod(0o600)
+        out = tmp / "out.bin"
+        fns = _clients(f"https://127.0.0.1:{rig.port}/big.bin", str(rig.ca.cert), headers, out)
+        rates: dict[str, list[float]] = {k: [] for k in fns}
+        cpus: dict[str, list[float]] = {k: [] for k in fns}
+        for r in range(rounds):
+            for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
+                who = resource.RUSAGE_CHILDREN if name == "curl" else resource.RUSAGE_SELF
+                u0 = resource.getrusage(who)
+                t0 = time.perf_counter()
+                fns[name]()
+                wall = time.perf_counter() - t0
+                u1 = resource.getrusage(who)
+                if out.stat().st_size != size:
+                    raise RuntimeError(f"{name} moved {out.stat().st_size} of {size} bytes")
+                out.unlink()
+                rates[name].append(size / wall / 1e6)
+                cpus[name].append(u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime)
+    finally:
+        rig.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"HTTP clients, {mib} MiB from nginx over HTTPS on 127.0.0.1, {rounds} rounds")
+    print(f"{'client':12} {'MB/s median':>12} {'CPU s/GiB':>10}")
+    for name in fns:
+        cpu = statistics.median(cpus[name]) * (1 << 30) / size
+        print(f"{name:12} {statistics.median(rates[name]):12.0f} {cpu:10.2f}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mib", type=int, default=256, help="file size for plugin vs curl")
     parser.add_argument("--gib", action="store_true", help="move 1 GiB (overrides --mib)")
@@ -150,4 +267,11 @@ def from_args(args: argparse.Namespace) -> dict[str, Any]:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_arguments(p)
-    print(json.dumps(from_args(p.parse_args())))
+    p.add_argument(
+        "--clients", action="store_true", help="compare the candidate HTTP clients instead"
+    )
+    a = p.parse_args()
+    if a.clients:
+        compare_clients(1024 if a.gib else a.mib, a.rounds)
+    else:
+        print(json.dumps(from_args(a)))
