@@ -89,6 +89,19 @@ def test_a_link_refuses_a_session_logged_in_as_another_user(store: Store) -> Non
     assert _audit(store)[-1][0] == "denied"
 
 
+def test_a_link_refuses_a_session_of_another_domains_user_of_the_same_name(
+    store: Store,
+) -> None:
+    # The dashboard keeps an in-domain user as the bare name ("alice") and anyone else by
+    # their whole identity: alice@other.domain is not alice (DESIGN.md: identities of other
+    # domains reach no user's credentials).
+    link = create_link(store, user="alice", needs=[BOX], ttl=900)
+    with pytest.raises(Forbidden, match="logged in as alice@other.domain"):
+        open_link(store, link.id, session_hash="a" * 64, session_user="alice@other.domain")
+    assert lookup_link(store, link.id).session_hash is None
+    assert open_link(store, link.id, session_hash="a" * 64, session_user="alice").session_hash
+
+
 def test_a_link_is_used_up_when_every_need_is_done(store: Store) -> None:
     link = create_link(store, user="alice", needs=[BOX, DRIVE], ttl=900)
     assert complete_need(store, link.id, 0).done == (True, False)

@@ -325,22 +325,24 @@ def open_link(
 ) -> Link:
     """The link ``link_id`` opened in the browser session ``session_hash``: bound to that
     session on first use; refused in any other session, and in a session logged in as another
-    user than the link's.
+    user than the link's (``session_user`` is the dashboard's: the bare name of a user of
+    ``UID_DOMAIN``, anyone else's whole identity, so ``alice@other.domain`` is not ``alice``).
 
     :raises NotFound, LinkGone: as :func:`lookup_link`.
     :raises Forbidden: the session belongs to another user (audited).
     """
     db = _db(store)
     link = lookup_link(db, link_id)
-    if session_user is not None and local_user(session_user) != link.user:
+    if session_user is not None and session_user != link.user:
+        shown = session_user[:200]
         raise _refuse(
             db,
             link.user,
             "denied",
-            f"link opened by another logged-in user ({local_user(session_user)})",
+            f"link opened by another logged-in user ({shown})",
             Forbidden(
                 f"this link is for {link.user}, and this browser is logged in as "
-                f"{local_user(session_user)}; log out, or open it as {link.user}"
+                f"{shown}; log out, or open it as {link.user}"
             ),
         )
     if link.session_hash == session_hash:
