@@ -6,15 +6,22 @@ The endpoint, region and credentials come from boto3's usual sources (``AWS_PROF
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
 from htsec.errors import CloudError
+
+if TYPE_CHECKING:  # boto3-stubs, a development dependency: the clients' real types
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sts import STSClient
 
 __all__ = ["QUOTA_CODES", "Clients", "aws_call", "error_code"]
 
@@ -69,17 +76,11 @@ def aws_call(what: str) -> Iterator[None]:
 
 
 class Clients:
-    """The EC2, S3 and IAM clients of one session (created on first use)."""
+    """The EC2, S3, IAM and STS clients of one session (each created on first use)."""
 
     def __init__(self, region: str | None = None, **session_args: Any) -> None:
         self.session = boto3.session.Session(region_name=region, **session_args)
         self._config = botocore.config.Config(retries={"max_attempts": 4, "mode": "standard"})
-        self._clients: dict[str, Any] = {}
-
-    def _client(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = self.session.client(service, config=self._config)  # type: ignore[call-overload]
-        return self._clients[service]
 
     @property
     def region(self) -> str:
@@ -88,21 +89,21 @@ class Clients:
             raise CloudError("no AWS region: pass --region or set AWS_REGION", aws_code="")
         return str(region)
 
-    @property
-    def ec2(self) -> Any:
-        return self._client("ec2")
+    @functools.cached_property
+    def ec2(self) -> EC2Client:
+        return self.session.client("ec2", config=self._config)
 
-    @property
-    def s3(self) -> Any:
-        return self._client("s3")
+    @functools.cached_property
+    def s3(self) -> S3Client:
+        return self.session.client("s3", config=self._config)
 
-    @property
-    def iam(self) -> Any:
-        return self._client("iam")
+    @functools.cached_property
+    def iam(self) -> IAMClient:
+        return self.session.client("iam", config=self._config)
 
-    @property
-    def sts(self) -> Any:
-        return self._client("sts")
+    @functools.cached_property
+    def sts(self) -> STSClient:
+        return self.session.client("sts", config=self._config)
 
 
 Waiter = Callable[[float], None]

@@ -14,7 +14,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from htsec.annex import record, roles
 from htsec.annex.aws import Clients, aws_call, error_code
@@ -33,6 +33,13 @@ from htsec.annex.policies import SPOT_FLEET_ROLE
 from htsec.annex.record import Lease
 from htsec.annex.tarball import AnnexConfig, build, sha256
 from htsec.errors import AnnexError, CloudError
+
+if TYPE_CHECKING:  # boto3-stubs (development only)
+    from mypy_boto3_ec2.type_defs import (
+        FilterTypeDef,
+        InstanceTypeDef,
+        SpotFleetRequestConfigDataTypeDef,
+    )
 
 __all__ = ["CreateRequest", "create", "instances_of", "tags_of"]
 
@@ -75,14 +82,14 @@ def tags_of(lease: Lease) -> list[dict[str, str]]:
     ]
 
 
-def instances_of(aws: Clients, name: str, *, token: str | None = None) -> list[dict[str, Any]]:
+def instances_of(aws: Clients, name: str, *, token: str | None = None) -> list[InstanceTypeDef]:
     """The instances of annex ``name`` that are not terminated: those launched with its client
     token ``token`` (on-demand) and those tagged with exactly its name (spot fleets)."""
-    filters: list[dict[str, Any]] = [
+    filters: list[FilterTypeDef] = [
         {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}
     ]
-    found: dict[str, dict[str, Any]] = {}
-    queries = [[*filters, {"Name": f"tag:{TAG_NAME}", "Values": [name]}]]
+    found: dict[str, InstanceTypeDef] = {}
+    queries: list[list[FilterTypeDef]] = [[*filters, {"Name": f"tag:{TAG_NAME}", "Values": [name]}]]
     if token:
         queries.append([*filters, {"Name": "client-token", "Values": [token]}])
     with aws_call(f"listing the instances of annex {name}"):
@@ -167,7 +174,9 @@ def _run_on_demand(
     raise AssertionError("unreachable")
 
 
-def _fleet_config(lease: Lease, req: CreateRequest, account: str) -> dict[str, Any]:
+def _fleet_config(
+    lease: Lease, req: CreateRequest, account: str
+) -> SpotFleetRequestConfigDataTypeDef:
     assert req.spot_fleet_config is not None
     cfg = copy.deepcopy(req.spot_fleet_config)
     cfg["ClientToken"] = lease.client_token
@@ -184,7 +193,8 @@ def _fleet_config(lease: Lease, req: CreateRequest, account: str) -> dict[str, A
         spec.setdefault("ImageId", req.ami)
         if "UserData" in spec:
             spec["UserData"] = base64.b64encode(str(spec["UserData"]).encode()).decode()
-    return cfg
+    # The user's JSON with our fields set: EC2 checks the rest of its shape.
+    return cast("SpotFleetRequestConfigDataTypeDef", cfg)
 
 
 def find_fleet(aws: Clients, token: str) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from htsec.annex import record, roles
 from htsec.annex.aws import Clients, aws_call
@@ -27,6 +27,9 @@ from htsec.annex.names import (
 )
 from htsec.annex.record import Lease
 from htsec.errors import AnnexError
+
+if TYPE_CHECKING:  # boto3-stubs (development only)
+    from mypy_boto3_ec2.type_defs import FilterTypeDef, InstanceTypeDef
 
 __all__ = ["AnnexStatus", "check", "end", "extend", "lambda_handler", "status"]
 
@@ -127,7 +130,7 @@ class AnnexStatus:
     name: str
     lease: Lease | None
     states: dict[str, int]
-    instances: list[dict[str, Any]]
+    instances: list[InstanceTypeDef]
     in_pool: set[str] | None
 
     def lease_left(self, now: float) -> float | None:
@@ -140,7 +143,7 @@ def status(
     name: str | None = None,
     *,
     in_pool: Callable[[str], set[str] | None] = lambda _: None,
-) -> tuple[list[AnnexStatus], list[dict[str, Any]]]:
+) -> tuple[list[AnnexStatus], list[InstanceTypeDef]]:
     """The annexes (or only ``name``) and the strays: instances carrying an annex tag or
     client token whose annex has no live lease."""
     leases = {lease.annex: lease for lease in record.list_leases(aws, bucket)}
@@ -156,8 +159,8 @@ def status(
             st = inst.get("State", {}).get("Name", "unknown")
             states[st] = states.get(st, 0) + 1
         annexes.append(AnnexStatus(annex, lease, states, insts, in_pool(annex)))
-    strays = []
-    filters = [
+    strays: list[InstanceTypeDef] = []
+    filters: list[FilterTypeDef] = [
         {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
         {"Name": "tag-key", "Values": [TAG_NAME]},
     ]

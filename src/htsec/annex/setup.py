@@ -11,9 +11,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from htsec.annex import policies
 from htsec.annex.aws import Clients, aws_call, error_code
+
+if TYPE_CHECKING:  # boto3-stubs (development only)
+    from mypy_boto3_s3.literals import BucketLocationConstraintType
+    from mypy_boto3_s3.type_defs import (
+        PublicAccessBlockConfigurationTypeDef,
+        ServerSideEncryptionConfigurationTypeDef,
+    )
 
 __all__ = ["Step", "plan", "run"]
 
@@ -24,7 +32,7 @@ class Step:
 
     what: str
     done: Callable[[], bool]
-    make: Callable[[], None]
+    make: Callable[[], object]
     state: str = "unknown"
 
 
@@ -49,13 +57,18 @@ def plan(aws: Clients, bucket: str) -> list[Step]:
     account_policy = f"arn:aws:iam::{{account}}:policy/{policies.ADMIN_POLICY}"
 
     def create_bucket() -> None:
-        args: dict[str, object] = {"Bucket": bucket}
-        if aws.region != "us-east-1":
-            args["CreateBucketConfiguration"] = {"LocationConstraint": aws.region}
-        s3.create_bucket(**args)
+        if aws.region == "us-east-1":  # the one region that takes no location constraint
+            s3.create_bucket(Bucket=bucket)
+        else:  # any region name: AWS, not the stubs' list of today's regions, says if it exists
+            region = cast("BucketLocationConstraintType", aws.region)
+            s3.create_bucket(
+                Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
+            )
 
-    encryption = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
-    block = {
+    encryption: ServerSideEncryptionConfigurationTypeDef = {
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    }
+    block: PublicAccessBlockConfigurationTypeDef = {
         "BlockPublicAcls": True,
         "IgnorePublicAcls": True,
         "BlockPublicPolicy": True,

@@ -7,8 +7,9 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -16,6 +17,9 @@ from rich.console import Console
 from htsec.cli.context import CONTEXT, App, pass_app
 from htsec.cli.output import cell, emit_json, err, out, shown, table, when
 from htsec.errors import AnnexError, UsageError
+
+if TYPE_CHECKING:
+    from htsec.annex.aws import Clients
 
 __all__ = ["annex"]
 
@@ -44,7 +48,7 @@ def _bucket(bucket: str | None) -> str:
     return bucket
 
 
-def _clients(region: str | None) -> Any:
+def _clients(region: str | None) -> Clients:
     from htsec.annex.aws import Clients
 
     return Clients(region or _param("ANNEX_DEFAULT_AWS_REGION") or None)
@@ -233,7 +237,7 @@ def lease_check(bucket: str | None, region: str | None) -> None:
         say(f"annex {name}: every instance fetched its configuration; object deleted", out)
 
 
-def _in_pool(collector: str | None) -> Any:
+def _in_pool(collector: str | None) -> Callable[[str], set[str] | None]:
     def query(name: str) -> set[str] | None:
         if not collector:
             return None
@@ -278,7 +282,7 @@ def status_cmd(name: str | None, collector: str | None, as_json: bool, bucket: s
                 "client_token": a.lease.client_token if a.lease else None,
             }
         )
-    stray_rows = [
+    stray_rows: list[dict[str, Any]] = [
         {"instance": i["InstanceId"], "state": i.get("State", {}).get("Name"),
          "tags": {t["Key"]: t["Value"] for t in i.get("Tags", [])}}
         for i in strays
