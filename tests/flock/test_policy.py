@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,6 +75,7 @@ configs = st.builds(
 idle_counts = st.none() | st.integers(0, 5000)
 
 
+@pytest.mark.slow  # 400 examples: ~7 s on a 2-core machine
 @settings(max_examples=400, deadline=None)
 @given(pools(), configs, idle_counts, st.booleans(), st.booleans())
 def test_policy_never_breaches_the_reserve(
@@ -195,7 +197,5 @@ def test_policy_recent_switches_wait_for_the_dwell_time() -> None:
 
 
 def test_policy_config_rejects_inverted_thresholds() -> None:
-    import pytest
-
     with pytest.raises(ValueError, match="lend_below"):
         PolicyConfig(lend_below=700, reclaim_above=600)
