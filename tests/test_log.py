@@ -111,3 +111,12 @@ def test_filter_masks_tracebacks() -> None:
     RedactSecrets().filter(record)
     assert record.exc_text and "eyJhbGciOi" not in record.exc_text
     assert "ValueError" in logging.Formatter().format(record)
+
+
+def test_an_authorisation_link_id_in_an_access_log_line_is_masked() -> None:
+    # The portal's /key/<64 hex> is a one-time secret (the store keeps only its hash); uvicorn's
+    # access log writes the path as requested, also when the link is refused and stays unbound.
+    key = "5f" * 32
+    line = f'127.0.0.1:5 - "GET /oauth/key/{key}?next=/x HTTP/1.1" 403'
+    assert redact(line) == f'127.0.0.1:5 - "GET /oauth/key/{REDACTED}?next=/x HTTP/1.1" 403'
+    assert redact(f"sha256 {key}") == f"sha256 {key}"  # a hash elsewhere is no link

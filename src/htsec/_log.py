@@ -2,8 +2,8 @@
 
 Secrets should never be handed to a logger in the first place (DESIGN.md invariants); this
 filter is the second line (STYLE.md 4.11, authlib ``check_sensitive_data``): JWTs, age secret
-keys and PEM private keys in any log record are replaced by ``[secure]``, JWTs also when
-percent-encoded.
+keys, PEM private keys and the id of an authorisation link (``/key/<64 hex>``) in any log
+record are replaced by ``[secure]``, JWTs also when percent-encoded.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ _PATTERNS = re.compile(
     # "%2E" between the parts is still the token once decoded. _secret() decides.
     r"(?:e|%65)(?:y|%79)(?:J|%4[Aa])[A-Za-z0-9_%.-]{8,}"
     r"|AGE-SECRET-KEY-1[0-9A-Z]+"
+    # An authorisation link's id in a path (the portal's /key/<64 hex>): a one-time secret.
+    r"|(?<=/key/)[0-9a-f]{64}(?![0-9a-f])"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
     re.S,
 )
@@ -31,8 +33,8 @@ _PATTERNS = re.compile(
 
 def _secret(match: re.Match[str]) -> str:
     text = match.group()
-    if text[0] in "-A":
-        return REDACTED  # an age secret key or a PEM private key
+    if text[0] in "-A" or len(text) == 64:
+        return REDACTED  # an age secret key, a PEM private key or a link's id
     # A JWS: header ("eyJ" and at least 4 more), payload (at least 4), a signature part.
     parts = urllib.parse.unquote(text).split(".")
     if len(parts) >= 3 and len(parts[0]) >= 7 and len(parts[1]) >= 4:
