@@ -1,6 +1,6 @@
 """htsec.plugins._rest against a hostile server (a real local HTTP server, not a mock): an
-endless answer or a compression bomb is cut at the client's limit, an endless redirect loop is
-a readable transfer failure."""
+endless answer or a compression bomb is cut at the client's limit, a download at the file's
+listed size, an endless redirect loop is a readable transfer failure."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import gzip
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ BOMB = gzip.compress(b"{" + b" " * (32 << 20) + b"}")  # 32 MiB of JSON in 32 Ki
 
 
 class _Hostile(BaseHTTPRequestHandler):
+    sent = 0  # body bytes the last /huge answer got out
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -28,9 +31,11 @@ class _Hostile(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             block = b" " * 65536
+            _Hostile.sent = 0
             try:
-                for _ in range(1024):  # 64 MiB
+                for _ in range(4096):  # 256 MiB
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+                    _Hostile.sent += len(block)
                 self.wfile.write(b"0\r\n\r\n")
             except OSError:
                 pass
@@ -71,3 +76,10 @@ def test_send_refuses_an_answer_larger_than_its_limit(hostile: str, path: str) -
 def test_send_reports_an_endless_redirect_loop(hostile: str) -> None:
     with _api() as api, pytest.raises(TransferFailed, match="TooManyRedirects"):
         api.send("GET", hostile + "/loop", what="downloading f", redirects=True)
+
+
+def test_download_stops_at_the_size_the_provider_listed(hostile: str, tmp_path: Path) -> None:
+    with _api() as api, pytest.raises(TransferFailed, match="more than the 10 bytes"):
+        api.download(hostile + "/huge", tmp_path / "f", what="downloading f", size=10)
+    assert _Hostile.sent < 64 << 20  # not the 256 MiB offered
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

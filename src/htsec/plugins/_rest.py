@@ -422,8 +422,17 @@ class Api:
                     if sink.size and not _resumes_at(response, sink.size):
                         sink.restart(0)  # the server sent the whole file again: start over
                         hasher = hashlib.new(digest[0]) if digest else None
+                    # At most what the provider listed (or the answer announced): an endless
+                    # body is cut there, not written until the disk is full.
+                    limit = size if size is not None else _total_length(response)
                     try:
                         for block in response.iter_raw():
+                            if limit is not None and sink.size + len(block) > limit:
+                                raise TransferFailed(
+                                    f"{self.name}: {what}: the server sent more than the "
+                                    f"{limit} bytes of the file",
+                                    server=host,
+                                )
                             sink.write(block)
                             if hasher is not None:
                                 hasher.update(block)
