@@ -96,7 +96,7 @@ def test_a_link_refuses_a_session_of_another_domains_user_of_the_same_name(
     # their whole identity: alice@other.domain is not alice (DESIGN.md: identities of other
     # domains reach no user's credentials).
     link = create_link(store, user="alice", needs=[BOX], ttl=900)
-    with pytest.raises(Forbidden, match="logged in as alice@other.domain"):
+    with pytest.raises(Forbidden, match=r"logged in as alice@other\.domain"):
         open_link(store, link.id, session_hash="a" * 64, session_user="alice@other.domain")
     assert lookup_link(store, link.id).session_hash is None
     assert open_link(store, link.id, session_hash="a" * 64, session_user="alice").session_hash
