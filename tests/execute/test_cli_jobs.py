@@ -64,3 +64,13 @@ def test_q_rm_and_history_show_the_jobs_as_condor_q_does(point: Point, iwd: Path
     assert "no active job 99999" in r.err
     r = run("rm", f"{running}.0", *args, env=env)
     assert r.code == 0
+
+
+@pytest.mark.parametrize("job", ["../creds/box", "1.x", "abc"])
+def test_rm_refuses_what_is_not_a_job_id_before_any_request(job: str) -> None:
+    # '../creds/box' went out as DELETE /v1/creds/box (httpx resolves the dot segment): the
+    # caller's box credential was deleted, then the empty answer ended in a traceback.
+    r = run("rm", job, env={"HTSEC_SERVER_URL": "https://127.0.0.1:9"})
+    assert r.code == 2  # a usage error
+    assert "is not a job id: CLUSTER or CLUSTER.PROC" in r.err
+    assert "Traceback" not in r.err

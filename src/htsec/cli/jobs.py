@@ -10,6 +10,7 @@ import click
 
 from htsec.cli.context import CONTEXT, App, pass_app, server_option, token_file_option
 from htsec.cli.output import cell, emit_json, err, out, table, when
+from htsec.execute.records import parse_job_id
 
 __all__ = ["history", "q", "rm"]
 
@@ -96,6 +97,8 @@ def rm(
 ) -> None:
     """Remove jobs (a whole cluster or one proc); a running job is killed with everything it
     started (like condor_rm)."""
+    for job in job_ids:
+        parse_job_id(job)  # before any request: the id is a path segment of the URL
     client = app.client(server, token_file)
     removed: list[str] = []
     for job in job_ids:

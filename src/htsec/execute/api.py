@@ -9,7 +9,6 @@ removes them (a running proc is killed with its descendants). ADMINISTRATOR reac
 from __future__ import annotations
 
 import os
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -21,15 +20,13 @@ from htsec.execute import userlog
 from htsec.execute.asuser import OwnerFileError, owner_files
 from htsec.execute.description import MAX_TEXT, expand
 from htsec.execute.point import ExecutePoint, owner_identity
-from htsec.execute.records import ACTIVE, DONE
+from htsec.execute.records import ACTIVE, DONE, parse_job_id
 from htsec.web.auth import Caller, require
 from htsec.web.verifier import VerifiedCaller
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-
-_JOB = re.compile(r"^(\d{1,9})(?:\.(\d{1,6}))?$")
 
 
 class JobIn(BaseModel):
@@ -140,13 +137,10 @@ def remove_jobs(
     job: Annotated[str, Path(max_length=20)],
 ) -> dict[str, Any]:
     """Remove a cluster's active procs, or one proc; running ones are killed."""
-    m = _JOB.match(job)
-    if not m:
-        raise UsageError(f"{job!r} is not a job id: CLUSTER or CLUSTER.PROC")
+    cluster, proc = parse_job_id(job)
     point = _point(request)
     admin = grants(caller, Perm.ADMINISTRATOR)
     owner = None if admin else _me(request, caller, Perm.WRITE)
-    cluster, proc = int(m.group(1)), int(m.group(2)) if m.group(2) else None
     rows = point.book.remove(owner, cluster, proc)
     if not rows:
         raise NotFound(f"no active job {job}" + ("" if owner is None else f" of {owner}"))

@@ -7,6 +7,7 @@ is the only writer of running/completed/held, the API of idle (submit) and remov
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,11 +24,25 @@ from sqlalchemy import (
     update,
 )
 
-from htsec.errors import NotFound
+from htsec.errors import NotFound, UsageError
 from htsec.store.db import Store
 from htsec.store.models import JobCluster, JobProc
 
-__all__ = ["ACTIVE", "DONE", "JobBook", "ProcRow"]
+__all__ = ["ACTIVE", "DONE", "JobBook", "ProcRow", "parse_job_id"]
+
+_JOB_ID = re.compile(r"^(\d{1,9})(?:\.(\d{1,6}))?$")
+
+
+def parse_job_id(text: str) -> tuple[int, int | None]:
+    """``CLUSTER`` or ``CLUSTER.PROC`` as condor_rm takes them: (cluster, proc or None).
+
+    :raises UsageError: anything else (the CLI checks before it builds a URL of it: ``..``
+        in a path segment would reach another route).
+    """
+    m = _JOB_ID.match(text)
+    if not m:
+        raise UsageError(f"{text[:40]!r} is not a job id: CLUSTER or CLUSTER.PROC")
+    return int(m.group(1)), int(m.group(2)) if m.group(2) else None
 
 IDLE, RUNNING, COMPLETED, HELD, REMOVED = "idle", "running", "completed", "held", "removed"
 #: States shown by ``htsec q``; the others are history.
