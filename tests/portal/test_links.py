@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 
 from htsec.config import Settings
 from htsec.creds.links import (
+    MAX_LIVE_LINKS,
     Need,
     complete_need,
     create_link,
@@ -18,7 +19,14 @@ from htsec.creds.links import (
     lookup_link,
     open_link,
 )
-from htsec.errors import BadCredentialName, CredStoreError, Forbidden, LinkGone, NotFound
+from htsec.errors import (
+    BadCredentialName,
+    CredStoreError,
+    Forbidden,
+    LinkGone,
+    NotFound,
+    TooManyRequests,
+)
 from htsec.server import create_app
 from htsec.store import Store
 from htsec.tokens.authority import Authority
@@ -100,6 +108,21 @@ def test_a_link_refuses_a_session_of_another_domains_user_of_the_same_name(
         open_link(store, link.id, session_hash="a" * 64, session_user="alice@other.domain")
     assert lookup_link(store, link.id).session_hash is None
     assert open_link(store, link.id, session_hash="a" * 64, session_user="alice").session_hash
+
+
+def test_a_user_has_a_bounded_number_of_live_links(store: Store) -> None:
+    # Each POST /v1/creds/authorizations makes a link that stays a day past its expiry: a user
+    # looping over it would fill the store. Used-up and expired links do not count.
+    create_link(store, user="alice", needs=[BOX], ttl=-1)  # expired
+    for _ in range(MAX_LIVE_LINKS - 1):
+        create_link(store, user="alice", needs=[BOX], ttl=900)
+    used = create_link(store, user="alice", needs=[BOX], ttl=900)
+    with pytest.raises(TooManyRequests, match="waiting"):
+        create_link(store, user="alice", needs=[BOX], ttl=900)
+    assert _audit(store)[-1][0] == "too-many"
+    create_link(store, user="bob", needs=[BOX], ttl=900)  # another user is not held up
+    complete_need(store, used.id, 0)
+    create_link(store, user="alice", needs=[BOX], ttl=900)
 
 
 def test_a_link_is_used_up_when_every_need_is_done(store: Store) -> None:

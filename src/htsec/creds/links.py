@@ -28,19 +28,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from htsec.config import Settings, float_knob, param
 from htsec.creds.audit import audit_entry
 from htsec.creds.names import TokenName, local_user
 from htsec.creds.pending import check_key
-from htsec.errors import CredStoreError, Forbidden, LinkGone, NotFound
+from htsec.errors import CredStoreError, Forbidden, LinkGone, NotFound, TooManyRequests
 from htsec.store import Store
 from htsec.store.models import AuthorizationNeed, PendingAuthorization
 
 __all__ = [
     "DEFAULT_LINK_LIFETIME",
+    "MAX_LIVE_LINKS",
     "MAX_NEEDS",
     "Link",
     "Need",
@@ -61,6 +62,8 @@ __all__ = [
 DEFAULT_LINK_LIFETIME = 900.0
 #: Credentials one link may ask for.
 MAX_NEEDS = 64
+#: Links of one user waiting at once (neither used up nor expired) that the API makes.
+MAX_LIVE_LINKS = 100
 _MAX_SCOPES = 64
 _MAX_SCOPE = 256
 _MAX_AUDIENCE = 1024
@@ -198,6 +201,9 @@ def create_link(
 
     ``ttl`` defaults to :func:`link_lifetime`. ``link_id`` is for condor_credd's keys (the
     drop-in); otherwise 32 random bytes, as hex.
+
+    :raises TooManyRequests: ``user`` already has :data:`MAX_LIVE_LINKS` links of htsec's
+        waiting (audited).
     """
     if not needs:
         raise CredStoreError("a link asks for at least one credential")
@@ -213,6 +219,24 @@ def create_link(
         # Links a day past their expiry are of no use, even to explain a refusal: gone (their
         # needs with them, ON DELETE CASCADE).
         s.execute(delete(_LINKS).where(_LINKS.c.expires_at < now - _KEEP_EXPIRED))
+        if source == "htsec":
+            live = s.execute(
+                select(func.count())
+                .select_from(_LINKS)
+                .where(
+                    _LINKS.c.user == who,
+                    _LINKS.c.source == "htsec",
+                    _LINKS.c.consumed_at.is_(None),
+                    _LINKS.c.expires_at > now,
+                )
+            ).scalar_one()
+            if live >= MAX_LIVE_LINKS:
+                _audit(s, who, "too-many", f"{live} links waiting", actor=actor)
+                s.commit()
+                raise TooManyRequests(
+                    f"{who} has {live} authorisation links waiting; use one of them, or wait "
+                    "until they expire"
+                )
         s.execute(
             insert(_LINKS).values(
                 id=link_hash(lid),
