@@ -44,6 +44,7 @@ def parse_job_id(text: str) -> tuple[int, int | None]:
         raise UsageError(f"{text[:40]!r} is not a job id: CLUSTER or CLUSTER.PROC")
     return int(m.group(1)), int(m.group(2)) if m.group(2) else None
 
+
 IDLE, RUNNING, COMPLETED, HELD, REMOVED = "idle", "running", "completed", "held", "removed"
 #: States shown by ``htsec q``; the others are history.
 ACTIVE = (IDLE, RUNNING, HELD)
