@@ -50,6 +50,16 @@ def test_handles_become_service_star_handle_in_oauth_services_needed() -> None:
     assert ad["OAuthServicesNeeded"] == "box*private,box*public,scitokens"
 
 
+def test_oauth_services_needed_is_the_gates_derivation() -> None:
+    # condor_submit's SetOAuth: names in case-insensitive order, whatever use_oauth_services'
+    # order; the job ad names what the gate checked (htsec.submit.needs.needed_names).
+    (ad,) = _procs(
+        "executable = x\nuse_oauth_services = onedrive, Box\n"
+        "onedrive_oauth_permissions_work = files.read\nqueue\n"
+    )
+    assert ad["OAuthServicesNeeded"] == "Box,onedrive*work"
+
+
 def test_limits_are_read_in_htcondors_units() -> None:
     (ad,) = _procs("executable = x\nrequest_memory = 2 GB\nrequest_disk = 1024\nqueue\n")
     assert ad["RequestMemory"] == 2048  # MiB

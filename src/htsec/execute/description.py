@@ -13,6 +13,7 @@ before HTCondor's parser sees it: ``include`` (files and commands of the server'
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -36,9 +37,6 @@ _FROM_OUTSIDE = re.compile(r"\bfrom\b(?!\s*\()", re.I)
 _MATCHING = re.compile(r"\bmatching\b", re.I)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)b?\s*$", re.I)
 _UNITS = {"": None, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_OAUTH_KEY = re.compile(
-    r"^([A-Za-z0-9.=+-]+)_oauth_(permissions|resource|options)(?:_(.+))?$", re.I
-)
 
 
 @dataclass(frozen=True)
@@ -77,11 +75,6 @@ def _refuse_outside(text: str) -> None:
             "'queue ... from FILE', 'from COMMAND |' and 'matching' read the server's files; "
             "list the items inline: queue name in (a, b, c)"
         )
-
-
-def _count(qargs: str) -> int:
-    m = re.match(r"^\s*(\d+)", qargs)
-    return int(m.group(1)) if m else 1
 
 
 def split_args(raw: str) -> list[str]:
@@ -154,20 +147,9 @@ def _remaps(raw: str | None) -> dict[str, str]:
     return out
 
 
-def _oauth_needed(values: dict[str, str]) -> str:
-    """``OAuthServicesNeeded`` as condor_submit computes it (FORMATS.md section 4)."""
-    services = [s for s in re.split(r"[\s,]+", values.get("use_oauth_services", "")) if s]
-    handles: dict[str, list[str]] = {}
-    for key in values:
-        if m := _OAUTH_KEY.match(key):
-            svc, handle = m.group(1), m.group(3)
-            if handle:
-                handles.setdefault(svc.lower(), []).append(handle)
-    names: list[str] = []
-    for svc in services:
-        hs = sorted(set(handles.get(svc.lower(), [])))
-        names.extend(f"{svc}*{h}" for h in hs) if hs else names.append(svc)
-    return ",".join(names)
+def _folded(values: dict[str, str], key: str) -> str:
+    """``key``'s value in ``values`` (keys in lower case), as HTCondor looks keys up."""
+    return values.get(key.lower(), "")
 
 
 def _truthy(raw: str | None, default: bool) -> bool:
@@ -177,7 +159,15 @@ def _truthy(raw: str | None, default: bool) -> bool:
 
 
 def _ad(
-    values: dict[str, str], *, cluster: int, proc: int, owner: str, user: str, iwd: str, now: float
+    values: dict[str, str],
+    *,
+    cluster: int,
+    proc: int,
+    owner: str,
+    user: str,
+    iwd: str,
+    now: float,
+    oauth_needed: str,
 ) -> dict[str, Any]:
     universe = values.get("universe", "vanilla").strip().lower()
     if universe not in ("vanilla", "5"):
@@ -223,19 +213,10 @@ def _ad(
         if not raw.isdigit() or int(raw) < 1:
             raise UsageError(f"allowed_execute_duration = {raw!r} is not a number of seconds")
         ad["AllowedExecuteDuration"] = int(raw)
-    if needed := _oauth_needed(values):
-        ad["OAuthServicesNeeded"] = needed
+    if oauth_needed:
+        ad["OAuthServicesNeeded"] = oauth_needed
     ad["Submit"] = values
     return ad
-
-
-def _expand(sub: Any, key: str) -> str:
-    try:
-        return str(sub.expand(key))
-    except KeyError:  # a key set to nothing (``box_oauth_permissions_public =``)
-        return ""
-    except (ValueError, RuntimeError) as exc:
-        raise UsageError(f"cannot expand {key} of the submit description: {exc}") from None
 
 
 def expand(text: str, *, cluster: int, owner: str, user: str, iwd: str) -> list[Proc]:
@@ -244,6 +225,7 @@ def expand(text: str, *, cluster: int, owner: str, user: str, iwd: str) -> list[
     (HTCondor's parser, bounded, its macros checked for loops and blow-ups first)."""
     _refuse_outside(text)
     from htsec.submit.load import load_submit
+    from htsec.submit.needs import needed_names
 
     desc = load_submit(text)
     if desc.job_count < 1:
@@ -258,9 +240,19 @@ def expand(text: str, *, cluster: int, owner: str, user: str, iwd: str) -> list[
             sub[name] = str(cluster)
         sub["ItemIndex"] = str(job.row)
         keys = job.statement.submit_keys()
-        values = {k.lower(): v for k, v in desc.expand(job, keys).items()}
+        expanded = desc.expand(job, keys)
+        values = {k.lower(): v for k, v in expanded.items()}
+        # What condor_submit's SetOAuth writes, as the gate derived it (local issuers left out).
+        needed = ",".join(needed_names(expanded, functools.partial(_folded, values)))
         ad = _ad(
-            values, cluster=cluster, proc=job.proc_id, owner=owner, user=user, iwd=iwd, now=now
+            values,
+            cluster=cluster,
+            proc=job.proc_id,
+            owner=owner,
+            user=user,
+            iwd=iwd,
+            now=now,
+            oauth_needed=needed,
         )
         procs.append(Proc(job.proc_id, ad))
     return procs
