@@ -4,17 +4,14 @@ downloads, direct and chunked uploads, token naming, one result ad per file."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import classad2
 import pytest
 
 from tests.plugins.fakes._server import Seen
 from tests.plugins.fakes.box import BoxFake
-from tests.plugins.fakes.run import run_plugin, write_token
+from tests.plugins.fakes.run import make_sandbox, run_plugin, write_token
 from tests.xrootd import make_test_ca
 
 
@@ -27,10 +24,7 @@ def box(tmp_path: Path) -> Iterator[BoxFake]:
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Path:
-    path = tmp_path / "sandbox"
-    path.mkdir()
-    write_token(path / ".condor_creds", "box", "token-1")
-    return path
+    return make_sandbox(tmp_path, "box")
 
 
 def test_download_resolves_the_folder_path_and_skips_the_bearer_on_the_redirect(
@@ -177,16 +171,6 @@ def test_https_with_the_trusted_ca_works_and_an_unknown_ca_is_refused(
         assert up.code == 0 and box.read("o/out.txt") == b"up over tls"
     finally:
         box.stop()
-
-
-def test_classad_advertises_box_without_loading_the_http_client() -> None:
-    script = (
-        "import sys; from htsec.plugins.box import main; sys.argv[1:] = ['-classad']; "
-        "code = main(); assert 'httpx' not in sys.modules; sys.exit(code)"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    ad = classad2.parseOne(out.stdout, classad2.ParserType.Old)
-    assert ad["SupportedMethods"] == "box" and ad["MultipleFileSupport"] is True
 
 
 def test_the_token_file_is_read_again_for_every_request(box: BoxFake, sandbox: Path) -> None:

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import classad2
 import pytest
 
-from tests.plugins.fakes._server import Fault, Seen
+from tests.plugins.fakes._server import Fault
 from tests.plugins.fakes.gdrive import GDriveFake
-from tests.plugins.fakes.run import run_plugin, write_token
+from tests.plugins.fakes.run import make_sandbox, run_plugin, write_token
 
 
 @pytest.fixture
@@ -29,10 +25,7 @@ def drive(tmp_path: Path) -> Iterator[GDriveFake]:
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Path:
-    path = tmp_path / "sandbox"
-    path.mkdir()
-    write_token(path / ".condor_creds", "gdrive", "token-1")
-    return path
+    return make_sandbox(tmp_path, "gdrive")
 
 
 def test_download_resolves_folders_with_escaped_names(drive: GDriveFake, sandbox: Path) -> None:
@@ -135,25 +128,6 @@ def test_an_upload_cut_mid_chunk_resumes_from_what_drive_holds(
     assert chunks[1].startswith(f"bytes {3 * 1024 * 1024 + 1}-")  # went on from there
 
 
-def test_401_until_the_use_file_is_replaced(drive: GDriveFake, sandbox: Path) -> None:
-    drive.put_file("in.txt", b"data")
-
-    def expire(seen: Seen) -> None:
-        if drive.on_request is not None:
-            drive.on_request = None
-            drive.tokens = {"token-2"}
-            threading.Timer(
-                0.5, write_token, (sandbox / ".condor_creds", "gdrive", "token-2")
-            ).start()
-
-    drive.on_request = expire
-    run = run_plugin(
-        "gdrive", sandbox, [("gdrive://in.txt", str(sandbox / "in.txt"))], env=drive.env()
-    )
-    assert run.code == 0, [ad.get("TransferError") for ad in run.results]
-    assert drive.seen[-1].headers["Authorization"] == "Bearer token-2"
-
-
 def test_a_lasting_401_is_a_readable_error(drive: GDriveFake, sandbox: Path) -> None:
     drive.tokens = {"another"}
     run = run_plugin(
@@ -162,36 +136,6 @@ def test_a_lasting_401_is_a_readable_error(drive: GDriveFake, sandbox: Path) -> 
     assert run.code == 1
     error = run.results[0]["TransferError"]
     assert "401" in error and "Invalid Credentials" in error and "token-1" not in error
-
-
-@pytest.mark.slow
-def test_a_256_mib_file_moves_both_ways_with_bounded_memory(
-    drive: GDriveFake, sandbox: Path
-) -> None:
-    big = sandbox / "big.bin"
-    with big.open("wb") as f:
-        f.truncate(256 * 1024 * 1024)
-        f.seek(100 * 1024 * 1024)
-        f.write(os.urandom(4096))
-    up = run_plugin(
-        "gdrive", sandbox, [("gdrive://big.bin", str(big))], env=drive.env(), upload=True
-    )
-    down = run_plugin(
-        "gdrive", sandbox, [("gdrive://big.bin", str(sandbox / "c"))], env=drive.env()
-    )
-    assert up.code == down.code == 0, (up.results, down.results)
-    assert (sandbox / "c").stat().st_size == big.stat().st_size
-    assert up.max_rss_kib < 100 * 1024 and down.max_rss_kib < 100 * 1024
-
-
-def test_classad_advertises_gdrive_without_loading_the_http_client() -> None:
-    script = (
-        "import sys; from htsec.plugins.gdrive import main; sys.argv[1:] = ['-classad']; "
-        "code = main(); assert 'httpx' not in sys.modules; sys.exit(code)"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    ad = classad2.parseOne(out.stdout, classad2.ParserType.Old)
-    assert ad["SupportedMethods"] == "gdrive" and ad["MultipleFileSupport"] is True
 
 
 def test_a_429_on_an_upload_chunk_waits_for_retry_after(drive: GDriveFake, sandbox: Path) -> None:

@@ -5,18 +5,14 @@ uploads, token naming, and its faults."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import classad2
 import pytest
 
-from tests.plugins.fakes._server import Fault, Seen
+from tests.plugins.fakes._server import Fault
 from tests.plugins.fakes.onedrive import OneDriveFake
-from tests.plugins.fakes.run import run_plugin, write_token
+from tests.plugins.fakes.run import make_sandbox, run_plugin, write_token
 
 
 @pytest.fixture
@@ -28,10 +24,7 @@ def graph(tmp_path: Path) -> Iterator[OneDriveFake]:
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Path:
-    path = tmp_path / "sandbox"
-    path.mkdir()
-    write_token(path / ".condor_creds", "onedrive", "token-1")
-    return path
+    return make_sandbox(tmp_path, "onedrive")
 
 
 def _errors(run: object) -> list[object]:
@@ -140,24 +133,6 @@ def test_429_and_a_cut_download_recover(graph: OneDriveFake, sandbox: Path) -> N
     assert (sandbox / "in.bin").read_bytes() == data
 
 
-def test_401_until_the_use_file_is_replaced(graph: OneDriveFake, sandbox: Path) -> None:
-    graph.put_file("in.txt", b"data")
-
-    def expire(seen: Seen) -> None:
-        if graph.on_request is not None:
-            graph.on_request = None
-            graph.tokens = {"token-2"}
-            threading.Timer(
-                0.5, write_token, (sandbox / ".condor_creds", "onedrive", "token-2")
-            ).start()
-
-    graph.on_request = expire
-    run = run_plugin(
-        "onedrive", sandbox, [("onedrive://in.txt", str(sandbox / "in.txt"))], env=graph.env()
-    )
-    assert run.code == 0, _errors(run)
-
-
 def test_a_folder_url_and_a_missing_file_are_readable_errors(
     graph: OneDriveFake, sandbox: Path
 ) -> None:
@@ -171,33 +146,3 @@ def test_a_folder_url_and_a_missing_file_are_readable_errors(
     assert run.code == 1
     assert "is a folder" in run.results[0]["TransferError"]
     assert "no such file" in run.results[1]["TransferError"]
-
-
-@pytest.mark.slow
-def test_a_256_mib_file_moves_both_ways_with_bounded_memory(
-    graph: OneDriveFake, sandbox: Path
-) -> None:
-    big = sandbox / "big.bin"
-    with big.open("wb") as f:
-        f.truncate(256 * 1024 * 1024)
-        f.seek(200 * 1024 * 1024)
-        f.write(os.urandom(4096))
-    up = run_plugin(
-        "onedrive", sandbox, [("onedrive://big.bin", str(big))], env=graph.env(), upload=True
-    )
-    down = run_plugin(
-        "onedrive", sandbox, [("onedrive://big.bin", str(sandbox / "c"))], env=graph.env()
-    )
-    assert up.code == down.code == 0, (_errors(up), _errors(down))
-    assert (sandbox / "c").stat().st_size == big.stat().st_size
-    assert up.max_rss_kib < 100 * 1024 and down.max_rss_kib < 100 * 1024
-
-
-def test_classad_advertises_onedrive_without_loading_the_http_client() -> None:
-    script = (
-        "import sys; from htsec.plugins.onedrive import main; sys.argv[1:] = ['-classad']; "
-        "code = main(); assert 'httpx' not in sys.modules; sys.exit(code)"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    ad = classad2.parseOne(out.stdout, classad2.ParserType.Old)
-    assert ad["SupportedMethods"] == "onedrive" and ad["MultipleFileSupport"] is True

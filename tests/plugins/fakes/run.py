@@ -40,6 +40,14 @@ def write_token(creds: Path, name: str, token: str) -> None:
     os.replace(tmp, creds / f"{name}.use")
 
 
+def make_sandbox(tmp_path: Path, service: str, token: str = "token-1") -> Path:
+    """``<tmp_path>/sandbox`` with ``.condor_creds/<service>.use`` holding ``token``."""
+    path = tmp_path / "sandbox"
+    path.mkdir()
+    write_token(path / ".condor_creds", service, token)
+    return path
+
+
 def run_plugin(
     service: str,
     sandbox: Path,
