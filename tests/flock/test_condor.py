@@ -5,6 +5,9 @@ send_command/drainJobs themselves."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 import classad2
 
 from htsec.flock.condor import (
@@ -12,6 +15,7 @@ from htsec.flock.condor import (
     STARTD_PROJECTION,
     Command,
     hosts_from_ads,
+    idle_from_schedds,
     idle_from_summary,
     plan,
 )
@@ -72,6 +76,26 @@ def test_condor_idle_count_from_the_schedd_summary_ad() -> None:
     assert idle_from_summary([classad2.ClassAd({"MyType": "Summary", "Idle": 7})]) == 7
     assert idle_from_summary([classad2.ClassAd({"MyType": "Summary"})]) is None
     assert idle_from_summary([]) is None
+
+
+def test_condor_idle_count_is_unknown_without_any_schedd_ad() -> None:
+    """No schedd in the collector (down, its ad expired) is not an empty queue: lending on it
+    would lend the whole pool while local work waits."""
+    idle, errors = idle_from_schedds([], lambda sad: [])
+    assert idle is None and errors == ["no schedd ad in the collector: the idle count is unknown"]
+
+
+def test_condor_idle_count_sums_the_schedds_and_is_unknown_if_one_fails() -> None:
+    summaries = {"s1": [classad2.ClassAd({"AllusersIdle": 5})], "s2": [{"AllusersIdle": 7}]}
+
+    def summary(sad: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+        if sad["Name"] not in summaries:
+            raise RuntimeError("connection refused")
+        return summaries[sad["Name"]]
+
+    assert idle_from_schedds([{"Name": "s1"}, {"Name": "s2"}], summary) == (12, [])
+    idle, errors = idle_from_schedds([{"Name": "s1"}, {"Name": "s3"}], summary)
+    assert idle is None and errors == ["schedd s3: connection refused"]
 
 
 def test_condor_plans_switch_the_two_startds_as_the_seed_does() -> None:

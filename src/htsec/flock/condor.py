@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "Command",
     "CondorDriver",
     "hosts_from_ads",
+    "idle_from_schedds",
     "idle_from_summary",
     "plan",
 ]
@@ -151,6 +152,34 @@ def idle_from_summary(ads: Iterable[Mapping[str, Any]]) -> int | None:
     return None
 
 
+def idle_from_schedds(
+    schedds: Iterable[Mapping[str, Any]],
+    summary: Callable[[Mapping[str, Any]], Iterable[Mapping[str, Any]]],
+) -> tuple[int | None, list[str]]:
+    """The pool's idle count: the sum over the schedds' summary ads (``summary`` queries one
+    schedd). Unknown (None, with the reasons) when a schedd cannot be read or when the collector
+    lists no schedd at all: an absent schedd is not an empty queue."""
+    total: int | None = 0
+    errors: list[str] = []
+    seen = False
+    for sad in schedds:
+        seen = True
+        try:
+            n = idle_from_summary(summary(sad))
+        except Exception as exc:  # htcondor2 raises HTCondorException and plain ones alike
+            errors.append(f"schedd {_get(sad, 'Name')}: {exc}")
+            total = None
+            continue
+        if n is None:
+            errors.append(f"schedd {_get(sad, 'Name')}: no idle count in its summary")
+            total = None
+        elif total is not None:
+            total += n
+    if not seen:
+        return None, ["no schedd ad in the collector: the idle count is unknown"]
+    return total, errors
+
+
 class CondorDriver:
     """The pool through htcondor2 (imported on first use: the rest of htsec does not need it)."""
 
@@ -175,22 +204,15 @@ class CondorDriver:
         self._startds = {(p, str(_get(a, ROLE))): a for a in startds if (p := _phys(a))}
         hosts, bad = hosts_from_ads(startds, masters)
         errors = [f"unreadable startd ad {n}" for n in bad]
-        idle: int | None = 0
-        for sad in schedd_ads:
-            try:
-                summary = htcondor2.Schedd(sad).query(
-                    "true", [], opts=htcondor2.QueryOpt.SummaryOnly
-                )
-            except Exception as exc:
-                errors.append(f"schedd {_get(sad, 'Name')}: {exc}")
-                idle = None
-                continue
-            n = idle_from_summary(summary)
-            if n is None:
-                errors.append(f"schedd {_get(sad, 'Name')}: no idle count in its summary")
-                idle = None
-            elif idle is not None:
-                idle += n
+
+        def summary(sad: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+            ads: list[Mapping[str, Any]] = htcondor2.Schedd(sad).query(
+                "true", [], opts=htcondor2.QueryOpt.SummaryOnly
+            )
+            return ads
+
+        idle, schedd_errors = idle_from_schedds(schedd_ads, summary)
+        errors += schedd_errors
         return Snapshot(hosts, idle, not errors, errors)
 
     def apply(self, action: Action, host: Host) -> None:
