@@ -124,6 +124,20 @@ def test_env_split_over_continued_lines_is_refused(text: str) -> None:
         _procs(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "inc\\\nlude command : echo arguments = pwned\nexecutable = /bin/echo\nqueue\n",
+        "  inc\\  \n  lude : /etc/hostname\nexecutable = /bin/echo\nqueue\n",
+    ],
+)
+def test_include_split_over_continued_lines_is_refused(text: str) -> None:
+    # htcondor2 joins the lines into "include command : ...", and would run the command as
+    # the server's user.
+    with pytest.raises(UsageError, match="'include' is not accepted"):
+        _procs(text)
+
+
 def test_several_queue_statements_make_one_cluster_numbered_in_order() -> None:
     ads = _procs(
         "executable = x\narguments = a $(ProcId)\nqueue 2\narguments = b $(ProcId)\nqueue\n"

@@ -98,6 +98,17 @@ def test_command_forms_refused() -> None:
         load_submit("include command : echo a=5 |\nqueue\n")
 
 
+@pytest.mark.parametrize(
+    "head",
+    ["inc\\\nlude command : echo foo = pwned", "include command \\  \n  : echo foo = pwned"],
+)
+def test_include_split_over_continued_lines_refused(head: str) -> None:
+    # A line ending in a backslash goes on with the next: htcondor2 reads these as
+    # "include command : ..." and runs the command.
+    with pytest.raises(SubmitError, match="include"):
+        load_submit(head + "\nqueue\n")
+
+
 def test_text_bounds() -> None:
     with pytest.raises(SubmitError, match="over"):
         load_submit(b"#" * (MAX_TEXT + 1))
@@ -129,6 +140,8 @@ def test_unparsable_description_is_clear() -> None:
         # tests/submit/test_hostile.py: expanding it never ends.
         ("p = x\np = $(b:$(p))\nqueue\n", "refers to itself"),
         ("a = " + "$INT(" * 40 + ")" * 40 + "\nqueue\n", "nested"),
+        # HTCondor joins a line ending in a backslash with the next: $(b) and $(a), a loop.
+        ("a = $(\\\nb)\nb = $(a\\  \n  )\nqueue\n", r"\$\(a\) -> \$\(b\) -> \$\(a\)"),
     ],
 )
 def test_hostile_macros_refused_before_htcondor_sees_them(text: str, match: str) -> None:

@@ -58,6 +58,9 @@ _INCLUDE = re.compile(r"[ \t]*include(?:[ \t]+[A-Za-z]+)*[ \t]*:", re.IGNORECASE
 _ASSIGN = re.compile(r"[ \t]*([A-Za-z_+][A-Za-z0-9_.+]*)[ \t]*(@?=)(.*)$")
 _KEYWORD = re.compile(r"(?:^|[\s,])(in|from|matching)(?=\s|\(|\[|$)", re.IGNORECASE)
 _SLICE = re.compile(r"\s*\[([-+0-9: ]*)\]")
+# A line ending in a backslash (blanks may follow it) goes on with the next line, whose leading
+# blanks HTCondor drops: "inc\\<newline>lude : f" is an include, "$(\\<newline>a)" is $(a).
+_CONTINUED = re.compile(r"\\[ \t\r\f\v]*\n[ \t\f\v]*")
 
 
 def _htcondor() -> Any:
@@ -337,7 +340,7 @@ def load_submit(
     text = _decode(data)
     lines = text.splitlines()
     values: dict[str, list[str]] = {}
-    base = _prescan(lines)
+    base = _prescan(_CONTINUED.sub("", text).splitlines())  # the lines as HTCondor joins them
     ranges = _statements(lines)
     if len(ranges) * len(text) > 16 * MAX_TEXT:
         raise SubmitError(
