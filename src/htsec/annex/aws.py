@@ -7,7 +7,7 @@ The endpoint, region and credentials come from boto3's usual sources (``AWS_PROF
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +104,3 @@ class Clients:
     @functools.cached_property
     def sts(self) -> STSClient:
         return self.session.client("sts", config=self._config)
-
-
-Waiter = Callable[[float], None]

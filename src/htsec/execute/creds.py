@@ -67,8 +67,6 @@ __all__ = [
     "CREDS_DIR",
     "CREDS_ENV",
     "HOLD_REASON",
-    "HOLD_REASON_CODE",
-    "HOLD_REASON_SUBCODE",
     "CredDelivery",
     "CredentialsUnavailable",
     "JobCreds",
@@ -81,10 +79,8 @@ log = logging.getLogger("htsec.execute")
 CREDS_DIR = ".condor_creds"
 CREDS_ENV = "_CONDOR_CREDS"
 #: The shadow's hold reason when a job's credentials cannot be read (``NTreceivers.cpp``,
-#: ``CONDOR_getcreds``), its ``HoldReasonCode`` (4, ``CorruptedCredential``) and subcode.
+#: ``CONDOR_getcreds``); its code and subcode are :class:`CredentialsUnavailable`'s.
 HOLD_REASON = CredentialsUnavailable.hold_reason
-HOLD_REASON_CODE = CredentialsUnavailable.hold_code
-HOLD_REASON_SUBCODE = CredentialsUnavailable.hold_subcode
 #: The credd's wait for a credmon to write a token it asked for (``CREDD_POLLING_TIMEOUT``).
 LOCAL_WAIT = 20.0
 
