@@ -41,9 +41,11 @@ __all__ = [
     "LOGIN_LIFETIME",
     "PROVIDER_TIMEOUT",
     "ClaimedLogin",
+    "authorization_client",
     "claim_login",
     "exchange",
     "provider_account",
+    "redeem_code",
     "start_login",
 ]
 
@@ -73,7 +75,9 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _client(p: OAuthProvider, redirect_uri: str) -> OAuth2Client:
+def authorization_client(p: OAuthProvider, redirect_uri: str) -> OAuth2Client:
+    """authlib's client for ``p``: PKCE S256, no redirects followed, no proxy from the
+    environment, the system's CA store, :data:`PROVIDER_TIMEOUT`."""
     return OAuth2Client(
         client_id=p.client_id,
         client_secret=p.client_secret,
@@ -108,7 +112,7 @@ def start_login(
         params["scope"] = " ".join(scopes)
     if need.audience:
         params["resource"] = need.audience  # RFC 8707, as HTCondor's web server sends it
-    url, _ = _client(provider, provider.redirect_uri).create_authorization_url(
+    url, _ = authorization_client(provider, provider.redirect_uri).create_authorization_url(
         provider.authorization_url, state=state, code_verifier=verifier, **params
     )
     secrets_blob = json.dumps({"v": verifier, "k": link.id, "n": next_path}).encode()
@@ -190,31 +194,37 @@ def claim_login(
     )
 
 
-def exchange(
-    provider: OAuthProvider, claimed: ClaimedLogin, code: str, need: Need
+def redeem_code(
+    provider: OAuthProvider,
+    redirect_uri: str,
+    code: str,
+    verifier: str,
+    *,
+    what: str = "login",
+    **extra: str,
 ) -> dict[str, Any]:
-    """The token response for ``code`` (sent with the login's exact redirect URI and PKCE
-    verifier).
+    """RFC 6749 section 4.1.3: the token response for ``code``, sent with the exact
+    ``redirect_uri`` of the authorization request and the PKCE ``verifier`` (RFC 7636 section
+    4.5). The one code exchange of the portal: credential logins (:func:`exchange`) and the
+    dashboard's OpenID sign-in (:mod:`htsec.portal.signin`, ``what="sign-in"``) both use it.
 
     :raises LoginFailed: the provider refused (``invalid_grant`` ...), failed (5xx), answered
-        something that is not a token response, or did not answer in time.
+        something that is not a token response, or did not answer in time; the message names
+        ``what`` failed.
     """
-    client = _client(provider, claimed.redirect_uri)
-    extra: dict[str, Any] = {}
-    if need.audience:
-        extra["resource"] = need.audience
+    client = authorization_client(provider, redirect_uri)
     try:
         with client:
             token = client.fetch_token(
                 provider.token_url,
                 grant_type="authorization_code",
                 code=code,
-                code_verifier=claimed.code_verifier,
+                code_verifier=verifier,
                 **extra,
             )
     except OAuthError as exc:
         raise LoginFailed(
-            f"{provider.title} refused the login: {exc.error}"
+            f"{provider.title} refused the {what}: {exc.error}"
             + (f" ({exc.description})" if exc.description else "")
         ) from None
     except httpx.TimeoutException:
@@ -229,7 +239,19 @@ def exchange(
         raise LoginFailed(
             f"{provider.title} could not be reached or answered nonsense ({type(exc).__name__})"
         ) from None
-    body = dict(token)
+    return dict(token)
+
+
+def exchange(
+    provider: OAuthProvider, claimed: ClaimedLogin, code: str, need: Need
+) -> dict[str, Any]:
+    """The token response for ``code`` of a credential login (:func:`redeem_code`, with the
+    need's audience as RFC 8707 ``resource``).
+
+    :raises LoginFailed: as :func:`redeem_code`, or the answer holds no access token.
+    """
+    extra = {"resource": need.audience} if need.audience else {}
+    body = redeem_code(provider, claimed.redirect_uri, code, claimed.code_verifier, **extra)
     if not isinstance(body.get("access_token"), str):
         raise LoginFailed(f"{provider.title} answered without an access token")
     return body

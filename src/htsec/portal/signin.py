@@ -24,18 +24,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
-import httpx
 from authlib.common.security import is_secure_transport
-from authlib.oauth2.auth import ClientAuth
 from fastapi import Request
 
 from htsec.authz import credential_owner
@@ -43,7 +39,8 @@ from htsec.config import param
 from htsec.credmon.providers import load_providers
 from htsec.creds.crypto import aad_for
 from htsec.creds.store import CredStore
-from htsec.errors import ConfigError, Forbidden, HtsecError, TokenClientError
+from htsec.errors import ConfigError, Forbidden, HtsecError, LoginFailed
+from htsec.portal.oauth import authorization_client, redeem_code
 from htsec.portal.providers import OAuthProvider
 from htsec.portal.sessions import BrowserSession
 
@@ -52,7 +49,6 @@ __all__ = ["PENDING", "OidcUser", "finish", "login_provider", "start"]
 #: The cookie holding a sign-in in progress (sealed state, nonce and PKCE verifier).
 PENDING = "__Host-htsec-signin"
 PENDING_LIFETIME = 600
-PROVIDER_TIMEOUT = 10.0
 LEEWAY = 60  # seconds of clock skew allowed on exp and iat
 
 
@@ -99,22 +95,18 @@ def start(request: Request, session: BrowserSession) -> tuple[str, str]:
         raise Forbidden("signing in with OpenID Connect is not enabled here")
     provider, _issuer = found
     state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
-    challenge = _b64(hashlib.sha256(verifier.encode()).digest())
-    query = {
-        "response_type": "code",
-        "client_id": provider.client_id,
-        "redirect_uri": _redirect_uri(request),
-        "scope": "openid",
-        "state": state,
-        "nonce": nonce,
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
+    client = authorization_client(provider, _redirect_uri(request))
+    url, _ = client.create_authorization_url(
+        provider.authorization_url,
+        state=state,
+        code_verifier=verifier,
+        nonce=nonce,
+        scope="openid",
+    )
     pending = {"state": state, "nonce": nonce, "verifier": verifier, "at": int(time.time())}
     cs: CredStore = request.app.state.credstore
     sealed = cs.sealer.seal(json.dumps(pending), _aad(session))
-    sep = "&" if "?" in provider.authorization_url else "?"
-    return f"{provider.authorization_url}{sep}{urlencode(query)}", _b64(sealed)
+    return str(url), _b64(sealed)
 
 
 def _pending(request: Request, session: BrowserSession, cookie: str | None) -> dict[str, Any]:
@@ -157,29 +149,12 @@ def finish(
 
 def _token(request: Request, provider: OAuthProvider, code: str, verifier: str) -> str:
     """Section 3.1.3.1: the code exchanged (with the PKCE verifier) for the ID token."""
-    form = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": _redirect_uri(request),
-        "code_verifier": verifier,
-        "client_id": provider.client_id,
-    }
     if not is_secure_transport(provider.token_url):  # step 6 relies on it
         raise ConfigError(f"{provider.token_url} is neither https nor loopback http")
-    headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
-    auth = ClientAuth(provider.client_id, provider.client_secret, provider.token_auth)
-    url, headers, body = auth.prepare("POST", provider.token_url, headers, urlencode(form))
     try:
-        resp = httpx.post(url, headers=headers, content=body, timeout=PROVIDER_TIMEOUT)
-        answer = resp.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise TokenClientError(
-            f"the sign-in's token request failed ({type(exc).__name__})"
-        ) from None
-    if resp.status_code != 200 or not isinstance(answer, dict):
-        raise Forbidden(
-            f"the provider refused the sign-in (HTTP {resp.status_code}); sign in again"
-        )
+        answer = redeem_code(provider, _redirect_uri(request), code, verifier, what="sign-in")
+    except LoginFailed as exc:
+        raise Forbidden(f"{exc}; nobody was signed in") from None
     id_token = answer.get("id_token")
     if not isinstance(id_token, str):
         raise Forbidden("the provider issued no ID token (is it an OpenID Connect provider?)")
