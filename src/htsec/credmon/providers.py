@@ -30,8 +30,8 @@ class Provider:
     client_id: str | None
     client_secret: str | None
     token_url: str | None
-    # Where the portal (to come) sends browsers and asks who logged in; the credmon only
-    # refreshes, so nothing reads these two yet.
+    # Where the portal sends browsers and asks who logged in (htsec.portal.providers); the
+    # credmon itself only refreshes.
     authorization_url: str | None = None
     user_url: str | None = None
     issuer: str | None = None
