@@ -124,6 +124,8 @@ def run(jobs: int = 50) -> dict[str, Any]:
         "start_ms_p50": round(p50, 1),
         "start_ms_p99": round(p99, 1),
         "start_floor_ms": round(bare, 2),
+        # The same run's reference: how many bare spawns one job start costs.
+        "start_vs_floor": round(p50 / bare, 1) if bare > 0 else None,
     }
 
 
