@@ -81,7 +81,8 @@ class Dropped(Exception):
 
 
 class Fake:
-    """Server state; a subclass adds ``route(handler, method, path, query)``."""
+    """Server state; a subclass adds ``_route(handler, method, path, query)`` (``route``
+    checks the bearer token first)."""
 
     root_id = "0"
 
@@ -174,6 +175,16 @@ class Fake:
 
     # -- overridden per provider ---------------------------------------------------------
     def route(self, h: Handler, method: str, path: str, query: dict[str, str]) -> None:
+        """A request that passed the faults: the bearer token checked, then :meth:`_route`
+        under the lock."""
+        if not self.bearer_ok(h):
+            h.discard_body()
+            self.unauthorized(h)
+            return
+        with self.lock:
+            self._route(h, method, path, query)
+
+    def _route(self, h: Handler, method: str, path: str, query: dict[str, str]) -> None:
         raise NotImplementedError
 
     def unauthorized(self, h: Handler) -> None:

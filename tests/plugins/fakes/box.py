@@ -57,14 +57,6 @@ class BoxFake(Fake):
             "sha1": item.digests.get("sha1", ""),
         }
 
-    def route(self, h: Handler, method: str, path: str, query: dict[str, str]) -> None:
-        if not self.bearer_ok(h):
-            h.discard_body()
-            self.unauthorized(h)
-            return
-        with self.lock:
-            self._route(h, method, path, query)
-
     def _route(self, h: Handler, method: str, path: str, query: dict[str, str]) -> None:
         m = re.fullmatch(r"/2\.0/folders/([^/]+)/items", path)
         if method == "GET" and m:

@@ -89,14 +89,6 @@ class GDriveFake(Fake):
             body |= {"size": str(item.size), "md5Checksum": item.digests.get("md5", "")}
         return body
 
-    def route(self, h: Handler, method: str, path: str, query: dict[str, str]) -> None:
-        if not self.bearer_ok(h):
-            h.discard_body()
-            self.unauthorized(h)
-            return
-        with self.lock:
-            self._route(h, method, path, query)
-
     def _route(self, h: Handler, method: str, path: str, query: dict[str, str]) -> None:
         if method == "GET" and path == "/drive/v3/files":
             self._list(h, query)

@@ -64,14 +64,9 @@ class OneDriveFake(Fake):
             with self.lock:
                 self._session(h, method, m.group(1))
             return
-        if not self.bearer_ok(h):
-            h.discard_body()
-            self.unauthorized(h)
-            return
-        with self.lock:
-            self._route(h, method, path)
+        super().route(h, method, path, query)
 
-    def _route(self, h: Handler, method: str, path: str) -> None:
+    def _route(self, h: Handler, method: str, path: str, query: dict[str, str]) -> None:
         # Path-based addressing: /me/drive/root:/path/to/item[:/action]
         # (https://learn.microsoft.com/en-us/graph/onedrive-addressing-driveitems)
         m = re.fullmatch(
