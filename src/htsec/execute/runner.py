@@ -108,6 +108,14 @@ class Runner:
         )
         if self.job_user is None:
             log.warning("execute: no job user (htsec-job missing): jobs are held until it exists")
+        elif os.geteuid() == 0:  # plugins run as the job user: say now when one cannot
+            user = self.job_user
+            threading.Thread(
+                target=self.plugins.check_runnable,
+                args=(user.name, (user.uid, user.gid)),
+                name="htsec-plugin-check",
+                daemon=True,
+            ).start()
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="htsec-execute", daemon=True)
         self._thread.start()

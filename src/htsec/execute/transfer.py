@@ -1,13 +1,14 @@
 """URL transfers through HTCondor file-transfer plugins, run as a starter runs them.
 
 The plugins are executables (HTCondor's ``FILETRANSFER_PLUGINS``; by default htsec's own
-``htsec-plugin-*`` beside this Python). Each says what it handles with ``-classad``
-(``SupportedMethods``); a URL goes to the plugin of its scheme, or of the scheme's suffix after
-its last ``+``, ``-`` or ``.`` (``work+box`` -> ``box``). One run per plugin and direction:
-``<plugin> -infile IN -outfile OUT [-upload]``, IN holding one ClassAd per file (``Url``,
-``LocalFileName``), as the job user, in the sandbox, with ``_CONDOR_CREDS``; OUT holds one
-result ad per file. ``TransferSuccess = false`` (or no result ad, or a non-zero exit) makes the
-job held with the plugin's ``TransferError``.
+``htsec-plugin-*`` of :data:`LIBEXEC`, where ``scripts/setup`` installs them for everyone, as
+HTCondor's live in ``$(LIBEXEC)``, then those beside this Python). Each says what it handles
+with ``-classad`` (``SupportedMethods``); a URL goes to the plugin of its scheme, or of the
+scheme's suffix after its last ``+``, ``-`` or ``.`` (``work+box`` -> ``box``). One run per
+plugin and direction: ``<plugin> -infile IN -outfile OUT [-upload]``, IN holding one ClassAd per
+file (``Url``, ``LocalFileName``), as the job user, in the sandbox, with ``_CONDOR_CREDS``; OUT
+holds one result ad per file. ``TransferSuccess = false`` (or no result ad, or a non-zero exit)
+makes the job held with the plugin's ``TransferError``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PluginError", "Plugins", "Transfer", "is_url", "method_of"]
+__all__ = ["LIBEXEC", "PluginError", "Plugins", "Transfer", "is_url", "method_of"]
 
 log = logging.getLogger("htsec.execute")
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _TIMEOUT = 3600.0
+#: htsec's plugins in a venv of a system Python that the job user can run (``scripts/setup``,
+#: as root); a clone's own ``.venv`` may be out of the job user's reach (under 0700 ``/root``).
+LIBEXEC = Path("/usr/local/libexec/htsec/bin")
 #: Writes a new file of the sandbox; reads one back (never through a symlink).
 WriteFile = Callable[[str, bytes], None]
 ReadFile = Callable[[str], bytes]
@@ -82,10 +86,11 @@ class Plugins:
         self._lock = threading.Lock()
 
     @staticmethod
-    def configured() -> list[str]:
-        """``FILETRANSFER_PLUGINS``' executables that exist; htsec's own ``htsec-plugin-*``
-        when none does (HTCondor's default names its own plugins in ``$(LIBEXEC)``, which a
-        machine without HTCondor does not have)."""
+    def configured(*, libexec: Path = LIBEXEC, beside: Path | None = None) -> list[str]:
+        """``FILETRANSFER_PLUGINS``' executables that exist; when none does, htsec's own
+        ``htsec-plugin-*``: those of ``libexec`` first (HTCondor's default names its own
+        plugins in ``$(LIBEXEC)``, which a machine without HTCondor does not have), then any
+        other beside this Python (``beside``)."""
         from htsec.config import param
 
         raw = param("FILETRANSFER_PLUGINS") or ""
@@ -93,16 +98,39 @@ class Plugins:
         found = [p for p in listed if os.access(p, os.X_OK)]
         if found:
             return found
-        bindir = Path(sys.executable).parent
-        return sorted(str(p) for p in bindir.glob("htsec-plugin-*") if os.access(p, os.X_OK))
+        own: dict[str, str] = {}
+        for bindir in (libexec, beside or Path(sys.executable).parent):
+            for p in sorted(bindir.glob("htsec-plugin-*")):
+                if os.access(p, os.X_OK):
+                    own.setdefault(p.name, str(p))
+        return list(own.values())
+
+    def executables(self) -> list[str]:
+        return list(self._executables) if self._executables is not None else self.configured()
+
+    def check_runnable(self, user: str, run_as: tuple[int, int]) -> list[str]:
+        """Run each plugin's ``-classad`` as the job user and log, for each that fails, why
+        (a job would otherwise be held later with a vaguer reason); returns those lines."""
+        problems: list[str] = []
+        for exe in self.executables():
+            why = _classad_as(exe, run_as)
+            if why is None:
+                continue
+            line = (
+                f"file-transfer plugin {exe} cannot be run by the job user {user} ({why}): "
+                "jobs whose URLs need it will be held. Run scripts/setup as root (it installs "
+                f"htsec's plugins in {LIBEXEC.parent}, which {user} can run), or list plugins "
+                f"{user} can run in FILETRANSFER_PLUGINS"
+            )
+            log.warning("execute: %s", line)
+            problems.append(line)
+        return problems
 
     def methods(self) -> dict[str, str]:
         with self._lock:
             if self._methods is None:
                 found: dict[str, str] = {}
-                for exe in (
-                    self._executables if self._executables is not None else self.configured()
-                ):
+                for exe in self.executables():
                     try:
                         out = subprocess.run(
                             [exe, "-classad"], capture_output=True, timeout=30, check=False
@@ -192,9 +220,7 @@ def _results(text: bytes) -> dict[str, dict[str, object]]:
     return out
 
 
-def _run_plugin(
-    argv: list[str], *, sandbox: str, env: Mapping[str, str], run_as: tuple[int, int] | None
-) -> int:
+def _dropper(run_as: tuple[int, int] | None) -> Callable[[], None]:
     def drop() -> None:  # pragma: no cover - between fork and exec
         os.umask(0o077)
         if run_as is not None and os.geteuid() == 0:
@@ -202,6 +228,38 @@ def _run_plugin(
             os.setresgid(run_as[1], run_as[1], run_as[1])
             os.setresuid(run_as[0], run_as[0], run_as[0])
 
+    return drop
+
+
+def _classad_as(exe: str, run_as: tuple[int, int]) -> str | None:
+    """Why ``exe -classad`` fails as ``run_as`` (in ``/``, with a minimal environment), or
+    None when it answers with its ``SupportedMethods``."""
+    try:
+        proc = subprocess.run(
+            [exe, "-classad"],
+            cwd="/",
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+            start_new_session=True,
+            preexec_fn=_dropper(run_as),
+        )
+    except subprocess.TimeoutExpired:
+        return "-classad did not answer within 60 s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if proc.returncode == 0 and re.search(rb"^\s*SupportedMethods\s*=", proc.stdout, re.M):
+        return None
+    tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    return f"-classad exited with {proc.returncode}" + (f": {tail[-1][:300]}" if tail else "")
+
+
+def _run_plugin(
+    argv: list[str], *, sandbox: str, env: Mapping[str, str], run_as: tuple[int, int] | None
+) -> int:
+    drop = _dropper(run_as)
     log.debug("running %s", shlex.join(argv))
     try:
         proc = subprocess.run(
