@@ -99,19 +99,32 @@ def stage_in(
     except (OwnerFileError, SandboxError, OSError) as exc:
         raise JobFailed(f"Transfer input files failure at execution point: {exc}", _IN) from None
     if urls:
-        try:
-            plugins.run(
-                urls,
-                upload=False,
-                sandbox=str(sandbox.path),
-                env=env,
-                run_as=run_as,
-                write=sandbox.write_bytes,
-                read=lambda n: _read(sandbox, n),
-            )
-        except PluginError as exc:
-            raise JobFailed(str(exc), exc.code) from None
+        _transfer(plugins, urls, sandbox, upload=False, env=env, run_as=run_as)
     return [argv0, *[str(a) for a in ad.get("Arguments") or []]]
+
+
+def _transfer(
+    plugins: Plugins,
+    transfers: list[Transfer],
+    sandbox: Sandbox,
+    *,
+    upload: bool,
+    env: Mapping[str, str],
+    run_as: tuple[int, int],
+) -> None:
+    """The URLs' plugins run in the sandbox (``JobFailed`` with the plugins' hold reason)."""
+    try:
+        plugins.run(
+            transfers,
+            upload=upload,
+            sandbox=str(sandbox.path),
+            env=env,
+            run_as=run_as,
+            write=sandbox.write_bytes,
+            read=lambda n: _read(sandbox, n),
+        )
+    except PluginError as exc:
+        raise JobFailed(str(exc), exc.code) from None
 
 
 def _read(sandbox: Sandbox, name: str, limit: int = 16 << 20) -> bytes:
@@ -158,15 +171,4 @@ def stage_out(
     except (OwnerFileError, SandboxError, OSError) as exc:
         raise JobFailed(f"Transfer output files failure at execution point: {exc}", _OUT) from None
     if uploads:
-        try:
-            plugins.run(
-                uploads,
-                upload=True,
-                sandbox=str(sandbox.path),
-                env=env,
-                run_as=run_as,
-                write=sandbox.write_bytes,
-                read=lambda n: _read(sandbox, n),
-            )
-        except PluginError as exc:
-            raise JobFailed(str(exc), exc.code) from None
+        _transfer(plugins, uploads, sandbox, upload=True, env=env, run_as=run_as)
