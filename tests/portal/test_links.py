@@ -4,6 +4,7 @@ the credd route ``POST /v1/creds/authorizations`` that makes them."""
 from __future__ import annotations
 
 import time
+from time import monotonic
 
 import pytest
 from sqlalchemy import text
@@ -18,6 +19,7 @@ from htsec.creds.links import (
     link_hash,
     lookup_link,
     open_link,
+    peek_link,
 )
 from htsec.errors import (
     BadCredentialName,
@@ -174,8 +176,17 @@ def test_route_makes_a_link_for_the_callers_own_user(
         assert c.post("/v1/creds/authorizations", json={"needs": []}).status_code == 401
 
 
-def test_links_a_day_past_their_expiry_are_purged(store: Store) -> None:
+def test_links_a_day_past_their_expiry_are_purged_once_a_minute(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_link(store, user="alice", needs=[BOX], ttl=900)  # the first link purges
     old = create_link(store, user="alice", needs=[BOX], ttl=60, created_at=time.time() - 90000)
+    create_link(store, user="alice", needs=[BOX], ttl=900)  # within the minute: no table scan
+    assert peek_link(store, old.id) is not None
+    with pytest.raises(LinkGone):  # and still refused
+        lookup_link(store, old.id)
+    later = monotonic() + 61
+    monkeypatch.setattr("htsec.store.db.monotonic", lambda: later)
     create_link(store, user="alice", needs=[BOX], ttl=900)
     with pytest.raises(NotFound):
         lookup_link(store, old.id)

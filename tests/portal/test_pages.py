@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from time import monotonic
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -53,7 +54,9 @@ def test_the_session_is_a_store_row_keyed_by_a_hash(portal: Portal) -> None:
     assert len(rows) == 1 and sid not in rows[0][0] and len(rows[0][0]) == 64
 
 
-def test_idle_sessions_are_not_served_and_are_purged(portal: Portal) -> None:
+def test_idle_sessions_are_not_served_and_are_purged_once_a_minute(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sessions = portal.app.state.portal_sessions
     old = sessions.create()
     with portal.creds.store.session() as s:
@@ -61,9 +64,14 @@ def test_idle_sessions_are_not_served_and_are_purged(portal: Portal) -> None:
             text("UPDATE portal_sessions SET seen_at = :t"), {"t": int(time.time()) - IDLE - 1}
         )
     assert sessions.load(old.id) is None
+    sessions.create()  # within the minute of the first: no table scan
+    with portal.creds.store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM portal_sessions")).scalar_one() == 2
+    later = monotonic() + 61
+    monkeypatch.setattr("htsec.store.db.monotonic", lambda: later)
     sessions.create()
     with portal.creds.store.engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM portal_sessions")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM portal_sessions")).scalar_one() == 2
 
 
 def test_presets_ask_for_refresh_tokens(

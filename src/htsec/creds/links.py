@@ -69,6 +69,7 @@ _MAX_SCOPE = 256
 _MAX_AUDIENCE = 1024
 
 _KEEP_EXPIRED = 86400
+_PURGE_EVERY = 60.0
 _LINKS = cast(Table, PendingAuthorization.__table__)
 _NEEDS = cast(Table, AuthorizationNeed.__table__)
 
@@ -215,10 +216,13 @@ def create_link(
     life = link_lifetime() if ttl is None else ttl
     expires = int(now + life)
     uniq = tuple(dict.fromkeys(needs))
-    with _db(store).session() as s:
+    db = _db(store)
+    with db.session() as s:
         # Links a day past their expiry are of no use, even to explain a refusal: gone (their
-        # needs with them, ON DELETE CASCADE).
-        s.execute(delete(_LINKS).where(_LINKS.c.expires_at < now - _KEEP_EXPIRED))
+        # needs with them, ON DELETE CASCADE). A scan of the table: once a minute, not on
+        # every link (expiry is checked on each use, so a late purge changes nothing).
+        if db.due("links.purge", _PURGE_EVERY):
+            s.execute(delete(_LINKS).where(_LINKS.c.expires_at < now - _KEEP_EXPIRED))
         if source == "htsec":
             live = s.execute(
                 select(func.count())

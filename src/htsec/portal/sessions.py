@@ -42,6 +42,7 @@ COOKIE = "__Host-htsec-portal"
 IDLE = 3600
 LIFETIME = 12 * 3600
 _TOUCH_EVERY = 60
+_PURGE_EVERY = 60.0
 _T = cast(Table, PortalSession.__table__)
 
 
@@ -79,8 +80,10 @@ class SessionStore:
         now = int(time.time())
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         with self.store.session() as s:
-            # Sessions expire by themselves; their rows go when the next one is made.
-            s.execute(delete(_T).where((_T.c.expires_at <= now) | (_T.c.seen_at <= now - IDLE)))
+            # Sessions expire by themselves (load() checks); their rows go when a new one is
+            # made, at most once a minute (a scan of the table).
+            if self.store.due("portal_sessions.purge", _PURGE_EVERY):
+                s.execute(delete(_T).where((_T.c.expires_at <= now) | (_T.c.seen_at <= now - IDLE)))
             s.execute(
                 insert(_T).values(
                     id_hash=_hash(sid),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -87,6 +89,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._last: dict[str, float] = {}
+        self._last_lock = threading.Lock()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -98,6 +102,17 @@ class Store:
             except BaseException:
                 s.rollback()
                 raise
+
+    def due(self, what: str, every: float) -> bool:
+        """True at most once per ``every`` seconds for ``what`` (in this process): for
+        housekeeping (purging expired rows) that need not run on every request that could."""
+        now = monotonic()
+        with self._last_lock:
+            last = self._last.get(what)
+            if last is not None and now - last < every:
+                return False
+            self._last[what] = now
+            return True
 
     def close(self) -> None:
         self.engine.dispose()
