@@ -26,6 +26,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from htsec.config import Settings
+from htsec.creds.links import peek_link
+from htsec.errors import NotFound
 from htsec.server import create_app
 from htsec.tokens.authority import Authority
 from tests.oidc import CLIENT_ID, CLIENT_SECRET, Provider
@@ -246,3 +248,24 @@ def test_the_portal_alone_wakes_the_credmon_of_the_credential_directory(
             credmon.wait()
         assert credmon.stdout is not None
         credmon.stdout.close()
+
+
+def test_a_return_whose_files_cannot_be_written_stores_nothing(
+    dropin: Portal, empty_cred_root: Path
+) -> None:
+    """The credential, its files, the link's need and the audit row are one transaction: when
+    the user's directory is unfit to write into, the store keeps nothing and the link stays
+    open for another try."""
+    url = dropin.link()
+    b = _browser(dropin)
+    back_url = b.to_provider_and_back(b.start(url))
+    (empty_cred_root / "alice").mkdir(mode=0o700)
+    (empty_cred_root / "alice").chmod(0o777)  # others may write: refused
+    back = b.come_back(back_url)
+    assert back.status_code == 500 and "chmod go-w" in back.text, back.text
+    assert "Nothing was stored" in back.text  # and that is now true
+    with pytest.raises(NotFound):
+        dropin.creds.info("alice", "rig")
+    assert peek_link(dropin.creds, url.rsplit("/", 1)[1]).done == (False,)  # type: ignore[union-attr]
+    outcomes = [r["outcome"] for r in dropin.audit("login")]
+    assert outcomes[0] not in ("ok", "started") and "ok" not in outcomes

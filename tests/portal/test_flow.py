@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+from sqlalchemy import event
+
 from tests.portal.conftest import Portal
-from tests.portal.rig import heading
+from tests.portal.rig import heading, login_form
 
 
 def test_a_link_ends_with_the_credential_stored(portal: Portal) -> None:
@@ -54,3 +56,32 @@ def test_a_link_of_two_credentials_with_an_audience(portal: Portal) -> None:
     assert info.audience == WLCG_AUDIENCE and info.scopes == ["storage.read:/"]
     at = portal.creds.access_token("alice", "rig", "wlcg").access_token
     assert at.count(".") == 2  # a JWT for the resource server
+
+
+def test_a_login_and_its_return_commit_with_their_audit_rows(portal: Portal) -> None:
+    """Each commit is an fsync: the login's pending row and its audit row are one transaction;
+    the return's are two (the state used up before the code is redeemed, then the credential,
+    the link's need and the audit row together)."""
+    commits = [0]
+
+    def count(_conn: object) -> None:
+        commits[0] += 1
+
+    event.listen(portal.creds.store.engine, "commit", count)
+    try:
+        url = portal.link()
+        b = portal.browser()
+        assert b.open(url).status_code == 200
+        action, fields = login_form(b.open(url))
+        before = commits[0]
+        start = b.client.post(action, data=fields, follow_redirects=False)
+        assert start.status_code == 303 and commits[0] - before == 1
+        back_url = b.to_provider_and_back(start)
+        before = commits[0]
+        assert b.come_back(back_url).status_code == 303
+        assert commits[0] - before == 2
+    finally:
+        event.remove(portal.creds.store.engine, "commit", count)
+    assert [r["outcome"] for r in portal.audit("login")] == ["ok", "started"]
+    assert portal.creds.info("alice", "rig").has_refresh_token
+    assert heading(b.open(url)) == "All set"

@@ -47,6 +47,7 @@ __all__ = [
     "Need",
     "adopt_pending",
     "complete_need",
+    "complete_need_in",
     "consume_link",
     "create_link",
     "link_hash",
@@ -402,33 +403,38 @@ def open_link(
 def complete_need(store: Any, link_id: str, position: int) -> Link:
     """Mark the link's need ``position`` done; the link is used up when all are."""
     db = _db(store)
-    h = link_hash(link_id)
-    now = int(time.time())
     with db.session() as s:
-        s.execute(
-            update(_NEEDS)
-            .where(
-                _NEEDS.c.link_hash == h,
-                _NEEDS.c.position == position,
-                _NEEDS.c.completed_at.is_(None),
-            )
-            .values(completed_at=now)
-        )
-        left = s.execute(
-            select(_NEEDS.c.position).where(
-                _NEEDS.c.link_hash == h, _NEEDS.c.completed_at.is_(None)
-            )
-        ).first()
-        if left is None:
-            s.execute(
-                update(_LINKS)
-                .where(_LINKS.c.id == h, _LINKS.c.consumed_at.is_(None))
-                .values(consumed_at=now, state="done")
-            )
+        complete_need_in(s, link_id, position)
     link = _read(db, link_id)
     if link is None:
         raise NotFound("no such authorisation link")
     return link
+
+
+def complete_need_in(s: Any, link_id: str, position: int) -> bool:
+    """:func:`complete_need` inside session ``s`` (the transaction storing the credential);
+    True when that used the link up."""
+    h = link_hash(link_id)
+    now = int(time.time())
+    s.execute(
+        update(_NEEDS)
+        .where(
+            _NEEDS.c.link_hash == h,
+            _NEEDS.c.position == position,
+            _NEEDS.c.completed_at.is_(None),
+        )
+        .values(completed_at=now)
+    )
+    left = s.execute(
+        select(_NEEDS.c.position).where(_NEEDS.c.link_hash == h, _NEEDS.c.completed_at.is_(None))
+    ).first()
+    if left is None:
+        s.execute(
+            update(_LINKS)
+            .where(_LINKS.c.id == h, _LINKS.c.consumed_at.is_(None))
+            .values(consumed_at=now, state="done")
+        )
+    return left is None
 
 
 def consume_link(store: Any, link_id: str) -> bool:

@@ -15,12 +15,13 @@ htsec (the credmon reads it through :meth:`CredStore.refresh_token`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from htsec.creds.audit import AuditTrail, audit_entry
 from htsec.creds.crypto import Sealer, aad_for
@@ -187,12 +188,15 @@ class CredStore(AuditTrail):
         peer: str | None = None,
         expect_version: int | None = None,
         source: str | None = None,
+        also: Callable[[Session], None] | None = None,
     ) -> CredentialInfo:
         """Create or replace a credential; returns it. ``expect_version`` makes it conditional.
 
         ``source="cred-dir"`` marks a credential imported from HTCondor's directory (the
         credmon forgets it when HTCondor removes its ``.top``); any other store makes it
-        htsec's own again."""
+        htsec's own again. ``also`` is called with the session once the credential is written,
+        so that what goes with it (the portal's link, its audit row) commits in the same
+        transaction, or nothing does (it raises)."""
         put = prepare_put(
             self.seal,
             user,
@@ -216,6 +220,8 @@ class CredStore(AuditTrail):
         for _ in range(_RETRIES):
             with self.store.session() as s:
                 done = apply_put(s, put)
+                if done and also is not None:
+                    also(s)
             if done:
                 return self.info(put.user, put.name.service, put.name.handle)
         raise Busy(f"too much contention storing {put.name.stem} of {put.user}; try again")

@@ -34,7 +34,7 @@ from htsec.creds.store import CredStore
 from htsec.errors import LoginFailed
 from htsec.portal.providers import OAuthProvider
 from htsec.portal.sessions import BrowserSession
-from htsec.store.models import PortalLogin
+from htsec.store.models import AuditEntry, PortalLogin
 
 __all__ = [
     "ACCOUNT_FIELDS",
@@ -99,10 +99,12 @@ def start_login(
     position: int,
     provider: OAuthProvider,
     next_path: str | None = None,
+    audit: AuditEntry | None = None,
 ) -> str:
     """The provider's authorization URL for ``link``'s need ``position``; the pending login
-    is in the store when this returns. ``next_path`` (a path of the portal, checked by the
-    caller) is where the browser goes after the login."""
+    is in the store when this returns, with the ``audit`` row recording it (one transaction).
+    ``next_path`` (a path of the portal, checked by the caller) is where the browser goes
+    after the login."""
     need = link.needs[position]
     state = secrets.token_urlsafe(32)
     verifier = generate_token(64)
@@ -135,6 +137,8 @@ def start_login(
                 expires_at=now + LOGIN_LIFETIME,
             )
         )
+        if audit is not None:
+            s.add(audit)
     return str(url)
 
 

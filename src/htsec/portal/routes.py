@@ -27,9 +27,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import FileResponse, Response
+from sqlalchemy.orm import Session
 
 from htsec.creds.api import wake_credmon
-from htsec.creds.links import Link, complete_need, lookup_link, open_link, peek_link
+from htsec.creds.audit import audit_entry
+from htsec.creds.links import Link, complete_need_in, lookup_link, open_link, peek_link
 from htsec.creds.names import TokenName
 from htsec.creds.pending import check_key
 from htsec.creds.store import CredStore
@@ -48,6 +50,7 @@ from htsec.portal.oauth import claim_login, exchange, provider_account, start_lo
 from htsec.portal.pages import STATIC, PortalRoute, redirect, render, safe_next
 from htsec.portal.providers import OAuthProvider, ProviderCache, provider_title
 from htsec.portal.sessions import BrowserSession, browser_session
+from htsec.store.models import AuditEntry
 from htsec.web.auth import peer
 
 __all__ = ["router"]
@@ -70,6 +73,28 @@ def _dropin(request: Request) -> DropIn:
     return d
 
 
+def _entry(
+    request: Request,
+    action: str,
+    outcome: str,
+    detail: str,
+    *,
+    user: str | None = None,
+    name: TokenName | None = None,
+) -> AuditEntry:
+    """An audit row of this request, to add to the transaction of what it records."""
+    session = getattr(request.state, "portal_session", None)
+    return audit_entry(
+        actor=f"portal:{session.user}" if session and session.user else "portal",
+        action=action,
+        outcome=outcome,
+        user=user,
+        name=name,
+        peer=peer(request.scope),
+        detail=detail,
+    )
+
+
 def _audit(
     request: Request,
     action: str,
@@ -79,16 +104,10 @@ def _audit(
     user: str | None = None,
     name: TokenName | None = None,
 ) -> None:
-    session = getattr(request.state, "portal_session", None)
-    _cs(request).audit(
-        actor=f"portal:{session.user}" if session and session.user else "portal",
-        action=action,
-        outcome=outcome,
-        user=user,
-        name=name,
-        peer=peer(request.scope),
-        detail=detail,
-    )
+    """An audit row of this request, in its own transaction (a refusal: nothing else is
+    written)."""
+    with _cs(request).store.session() as s:
+        s.add(_entry(request, action, outcome, detail, user=user, name=name))
 
 
 def _link(request: Request, key: str) -> Link:
@@ -287,8 +306,10 @@ def login(
     if link.done[i]:
         return redirect(request, f"{request.app.state.portal_prefix}/key/{key}", session=session)
     p = _provider(request, link, i)
-    url = start_login(_cs(request), session, link, i, p, nxt)
-    _audit(request, "login", "started", f"to {p.name}", user=link.user, name=link.needs[i].name)
+    started = _entry(
+        request, "login", "started", f"to {p.name}", user=link.user, name=link.needs[i].name
+    )
+    url = start_login(_cs(request), session, link, i, p, nxt, audit=started)
     return redirect(request, url, session=session)
 
 
@@ -332,8 +353,7 @@ def oauth_return(
         token = exchange(p, claimed, code, need)
         account = provider_account(p, token)
         t2 = time.perf_counter()
-        _store(request, link, claimed.position, p, token)
-        _audit(
+        ok = _entry(
             request,
             "login",
             "ok",
@@ -341,6 +361,7 @@ def oauth_return(
             user=link.user,
             name=need.name,
         )
+        _store(request, link, claimed.position, p, token, ok)
     except LoginFailed as exc:
         _audit(request, "login", "failed", str(exc), user=user, name=name)
         raise
@@ -360,9 +381,16 @@ def oauth_return(
 
 
 def _store(
-    request: Request, link: Link, position: int, p: OAuthProvider, token: dict[str, Any]
+    request: Request,
+    link: Link,
+    position: int,
+    p: OAuthProvider,
+    token: dict[str, Any],
+    ok: AuditEntry,
 ) -> None:
-    """The new credential into the store (sealed), the credential directory, the link."""
+    """The new credential into the store (sealed), the credential directory, the link's need
+    done and the ``ok`` audit row: one transaction (if the files cannot be written, nothing
+    is stored)."""
     cs = _cs(request)
     need = link.needs[position]
     refresh = token.get("refresh_token")
@@ -374,6 +402,15 @@ def _store(
     )
     dropin = _dropin(request)
     requested = dropin.login_at(link.id, position) if link.source == "cred-dir" else None
+    used_up = False
+
+    def with_it(s: Session) -> None:
+        nonlocal used_up
+        if dropin.enabled:
+            dropin.write_files(link.user, need, token, p, requested)
+        used_up = complete_need_in(s, link.id, position)
+        s.add(ok)
+
     cs.put(
         link.user,
         need.service,
@@ -391,10 +428,8 @@ def _store(
         actor=f"portal:{link.user}",
         peer=peer(request.scope),
         source="cred-dir" if link.source == "cred-dir" else None,
+        also=with_it,
     )
-    if dropin.enabled:
-        dropin.write_files(link.user, need, token, p, requested)
-    done = complete_need(cs, link.id, position)
-    if done.complete and link.source == "cred-dir":
+    if used_up and link.source == "cred-dir":
         dropin.remove(link.id)
     wake_credmon(request)
