@@ -121,3 +121,12 @@ def test_a_flow_started_on_one_portal_finishes_on_another(
 def test_portal_refuses_plain_http_on_a_public_address() -> None:
     r = run("portal", "--behind-proxy", "--host", "0.0.0.0")
     assert r.code == 2 and "loopback address only" in r.err, r.err
+
+
+def test_portal_start_prints_no_library_deprecation() -> None:
+    # authlib 1.9 warns on import that it would rather drive the httpx2 fork; an operator
+    # can do nothing about it, and it stood before every 'htsec portal' and 'htsec serve'.
+    r = run("portal", "--behind-proxy", "--host", "0.0.0.0")
+    assert r.err.splitlines() == [
+        "htsec: error: --behind-proxy listens on a loopback address only (--host 127.0.0.1)"
+    ]

@@ -19,13 +19,13 @@ import json
 import secrets
 import ssl
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
 from authlib.common.security import generate_token
 from authlib.integrations.base_client import OAuthError
-from authlib.integrations.httpx_client import OAuth2Client
 from sqlalchemy import Table, delete, insert, select, update
 
 from htsec.creds.crypto import aad_for
@@ -35,6 +35,13 @@ from htsec.errors import LoginFailed
 from htsec.portal.providers import OAuthProvider
 from htsec.portal.sessions import BrowserSession
 from htsec.store.models import AuditEntry, PortalLogin
+
+# authlib 1.9 warns, once per process and on standard error, that it would rather drive the
+# httpx2 fork than httpx; it works with httpx (what htsec uses), and an operator starting
+# htsec serve or htsec portal can do nothing about it. Only that warning is silenced.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.httpx_client import OAuth2Client
 
 __all__ = [
     "ACCOUNT_FIELDS",
