@@ -58,7 +58,7 @@ def in_netns(name: str, fn: Callable[[], T]) -> T:
     return box["value"]  # type: ignore[return-value]
 
 
-class _Who(BaseHTTPRequestHandler):
+class Who(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = f"{self.server.server_address[0]} saw {self.client_address[0]}".encode()  # type: ignore[index]
         self.send_response(200)
@@ -133,7 +133,7 @@ class Net:
         return name
 
     def serve(self, role: str, addr: str, port: int) -> None:
-        srv = in_netns(self.ns[role], lambda: ThreadingHTTPServer((addr, port), _Who))
+        srv = in_netns(self.ns[role], lambda: ThreadingHTTPServer((addr, port), Who))
         self.servers.append(srv)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
 

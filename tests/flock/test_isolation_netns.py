@@ -8,10 +8,13 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,7 +29,7 @@ from htsec.flock.isolation import (
     remove_gateway,
     remove_slot,
 )
-from tests.flock.netns_rig import Net
+from tests.flock.netns_rig import Net, Who, in_netns
 
 # slow: building the four namespaces and their servers takes ~5 s on a 2-core machine.
 pytestmark = [
@@ -117,6 +120,63 @@ def test_isolation_job_reaches_outside_only_through_nat(
     assert set(r["root"]) <= {"bin", "dev", "lib", "lib64", "proc", "sandbox", "sbin", "usr"}
     assert r["etc"] is False and r["secret"] is False
     assert (sandbox / "written").read_text() == "ok"
+
+
+class _Who6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def test_isolation_job_has_no_ipv6_way_around_the_nat(net: tuple[Net, str], sandbox: Path) -> None:
+    """A router advertising IPv6 on the flocking VLAN gives the slot a global address and a
+    default route (set by hand here, as SLAAC would; the submit host plays that router, with
+    static neighbours since its input chain refuses neighbour discovery from the VLAN). IPv6 is
+    not NATed: an IPv4 slot must not send it at all, and the gateway must not forward it."""
+    n, slot = net
+    s, o, ns = n.ns["s"], n.ns["o"], netns_name(slot)
+    mac = {
+        (x, dev): json.loads(_out("ip", "-j", "-n", x, "link", "show", dev))[0]["address"]
+        for x, dev in ((s, "flk"), (ns, "eth0"))
+    }
+    for argv in (
+        ["ip", "-n", s, "addr", "add", "2001:db8:27::1/64", "dev", "flk", "nodad"],
+        ["ip", "-n", s, "addr", "add", "2001:db8:51::1/64", "dev", "wan", "nodad"],
+        ["ip", "netns", "exec", s, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+        ["ip", "-n", o, "addr", "add", "2001:db8:51::2/64", "dev", "eth0", "nodad"],
+        ["ip", "-n", o, "-6", "route", "add", "2001:db8:27::/64", "via", "2001:db8:51::1"],
+        ["ip", "-n", ns, "addr", "add", "2001:db8:27::5/64", "dev", "eth0", "nodad"],
+        ["ip", "-n", ns, "-6", "route", "add", "default", "via", "2001:db8:27::1"],
+        ["ip", "-n", ns, "-6", "neigh", "replace", "2001:db8:27::1", "lladdr", mac[(s, "flk")],
+         "dev", "eth0", "nud", "permanent"],
+        ["ip", "-n", s, "-6", "neigh", "replace", "2001:db8:27::5", "lladdr", mac[(ns, "eth0")],
+         "dev", "flk", "nud", "permanent"],
+    ):  # fmt: skip
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+    srv = in_netns(o, lambda: _Who6(("2001:db8:51::2", 8080, 0, 0), Who))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = "http://[2001:db8:51::2]:8080/"
+    try:
+        p = subprocess.run(
+            bwrap_argv(slot, sandbox, ["python3", "-c", PROBE, url]),
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        for x, dev in ((ns, "eth0"), (s, "flk")):
+            subprocess.run(["ip", "-n", x, "-6", "neigh", "flush", "dev", dev, "nud", "permanent"],
+                           capture_output=True, timeout=30)  # fmt: skip
+        subprocess.run(["ip", "-n", ns, "addr", "flush", "dev", "eth0", "scope", "global"],
+                       capture_output=True, timeout=30)  # fmt: skip
+        subprocess.run(["ip", "-n", ns, "addr", "add", "10.27.2.5/24", "dev", "eth0"],
+                       capture_output=True, timeout=30)  # fmt: skip
+        subprocess.run(["ip", "-n", ns, "route", "replace", "default", "via", "10.27.2.1"],
+                       capture_output=True, timeout=30)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)[url].startswith("blocked"), json.loads(p.stdout)[url]
+
+
+def _out(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
 
 
 def _pids(slot: str) -> list[str]:

@@ -17,7 +17,8 @@ def test_isolation_slot_rules_reject_lan_host_and_metadata() -> None:
     )
     assert ["ip", "netns", "add", "htsec-flock-s1"] in cmds
     assert any("macvlan" in c and "private" in c for c in cmds)
-    for rule in ("ip daddr 169.254.0.0/16 reject", "ip6 daddr fd00:ec2::254 reject",
+    for rule in ("meta nfproto ipv6 reject", "ip daddr 169.254.0.0/16 reject",
+                 "ip6 daddr fd00:ec2::254 reject",
                  "ip daddr { 10.0.0.0/8 } reject", "ip daddr { 192.0.2.7/32 } reject"):  # fmt: skip
         assert rule in script
 
@@ -26,6 +27,7 @@ def test_isolation_gateway_masquerades_only_the_vlan_to_the_wan() -> None:
     s = render_gateway(GatewaySpec("vl", "wan0", "10.27.2.0/24", ("10.0.0.0/8",)))
     assert 'ip saddr 10.27.2.0/24 oifname "wan0" masquerade' in s
     assert 'iifname "vl" oifname != "wan0" drop' in s and 'iifname "vl" drop' in s
+    assert 'iifname "vl" meta nfproto ipv6 drop' in s  # IPv6 would leave without NAT
 
 
 def test_isolation_job_runs_unprivileged_without_capabilities() -> None:

@@ -8,9 +8,10 @@ submit host, NATs it to the internet and firewalls it from the private network, 
   the flocking VLAN interface (``uplink``); the execute host itself has no address on that VLAN,
   and a private macvlan reaches neither its parent nor its sibling slots; the default route is
   the submit host's address on the VLAN;
-* nftables inside the namespace (table ``inet htsec_flock_slot``, defence in depth): the cluster
-  LAN, the execute host's own addresses and the cloud metadata addresses (169.254.0.0/16,
-  fd00:ec2::254) are rejected;
+* nftables inside the namespace (table ``inet htsec_flock_slot``, defence in depth): the other
+  IP family than the slot's (an IPv4 slot sends no IPv6: a router advertising on the VLAN would
+  give it a way out without NAT), the cluster LAN, the execute host's own addresses and the
+  cloud metadata addresses (169.254.0.0/16, fd00:ec2::254) are rejected;
 * the job under bubblewrap, in that namespace: new user/pid/ipc/uts/cgroup namespaces, an
   unprivileged uid, no capabilities, no new privileges, a root file system of ``/usr`` (read
   only), its sandbox at ``/sandbox``, a private ``/dev/shm``, ``/proc`` and a minimal ``/dev``;
@@ -18,7 +19,8 @@ submit host, NATs it to the internet and firewalls it from the private network, 
   namespace before deleting it.
 
 On the submit host (table ``inet htsec_flock_gw``): traffic from the flocking VLAN is forwarded
-only to the WAN interface, never to the LAN prefixes or metadata addresses, and masqueraded; the
+only to the WAN interface, only in the VLAN's own IP family, never to the LAN prefixes or
+metadata addresses, and masqueraded; the
 submit host's own services do not answer the VLAN; the WAN may answer only established flows.
 
 ``render_*`` return the exact commands and nft scripts; ``apply_*``/``remove_*`` run them and
@@ -125,8 +127,19 @@ def _set(nets: Sequence[str], family: int) -> str | None:
     return "{ " + ", ".join(mine) + " }" if mine else None
 
 
+def _other_family(version: int) -> str:
+    """The nftables protocol a slot or VLAN of this IP version must not carry: only its own
+    family is NATed by the submit host (an IPv6 router on the VLAN would route around it)."""
+    return "ipv6" if version == 4 else "ipv4"
+
+
 def _slot_nft(spec: SlotSpec) -> str:
-    rules = [f"ip daddr {METADATA4} reject", f"ip6 daddr {METADATA6} reject"]
+    other = _other_family(ipaddress.ip_interface(spec.address).version)
+    rules = [
+        f"meta nfproto {other} reject",
+        f"ip daddr {METADATA4} reject",
+        f"ip6 daddr {METADATA6} reject",
+    ]
     for fam, kw in ((4, "ip"), (6, "ip6")):
         if s := _set(spec.lan, fam):
             rules.append(f"{kw} daddr {s} reject")
@@ -183,8 +196,10 @@ def render_gateway(spec: GatewaySpec) -> str:
         if s := _set(spec.lan, fam):
             drops.append(f"{kw} daddr {s} drop")
     v, w, sub = spec.vlan, spec.wan, _net(spec.subnet, "subnet")
+    version = ipaddress.ip_network(sub).version
+    drops.insert(0, f"meta nfproto {_other_family(version)} drop")
     fwd = "\n".join(f'\t\tiifname "{v}" {d}' for d in drops)
-    kw = "ip" if ipaddress.ip_network(sub).version == 4 else "ip6"
+    kw = "ip" if version == 4 else "ip6"
     return (
         f"table inet {GW_TABLE}\nflush table inet {GW_TABLE}\n"
         f"table inet {GW_TABLE} {{\n"
