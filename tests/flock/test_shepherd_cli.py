@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run
 
 
@@ -40,6 +42,37 @@ def test_shepherd_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     bad.write_text('override = "/tmp/flockoff"\n')
     r = run("shepherd", "status", "--config", str(bad))
     assert r.code != 0 and "world-writable /tmp" in r.err and "Traceback" not in r.err
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("state_dir = 5\n", "state_dir"),
+        ("override = 5\n", "override"),
+        ("metrics_file = []\n", "metrics_file"),
+        ("[policy]\nstep = 2.5\n", "step"),
+        ("[policy]\nlend_below = 10.5\n", "lend_below"),
+        ("[policy]\ninterval = inf\n", "interval"),
+        ("[policy]\nmin_dwell = nan\n", "min_dwell"),
+        ("[htcondor]\nregular = 5\n", "regular"),
+        ('[htcondor]\nflocking = "STARTD FLOCK"\n', "flocking"),
+        ('[icinga]\nurl = "https://i:5665"\nuser = "u"\npassword_file = 5\n', "password_file"),
+        ('[icinga]\nurl = "http://icinga.example.org:5665"\nuser = "u"\n'
+         'password_file = "/etc/htsec/pw"\n', "https"),
+        ('[webhook]\nurl = "http://hooks.example.org/"\ntoken_file = "/etc/t"\n', "https"),
+    ],
+)  # fmt: skip
+def test_shepherd_config_of_the_wrong_type_or_value_is_one_clear_line(
+    tmp_path: Path, toml: str, named: str
+) -> None:
+    """Every key is checked when the file is read: a wrong type is a ConfigError naming the
+    key (not "unexpected error (TypeError)", nor a daemon that fails every cycle), and a secret
+    is never sent over plain http to anything but this host."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(toml)
+    r = run("shepherd", "status", "--config", str(bad))
+    assert r.code != 0, r.out
+    assert named in r.err and "unexpected" not in r.err and "Traceback" not in r.err
 
 
 def test_shepherd_run_once_fails_clearly_when_the_collector_is_unreachable(

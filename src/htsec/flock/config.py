@@ -8,7 +8,7 @@ Example (every key optional; the defaults are seed 001's)::
     metrics_file = "/var/lib/prometheus/node-exporter/htsec_shepherd.prom"
 
     [policy]
-    interval = 300        # seconds between cycles
+    interval = 300        # seconds between cycles (at most 86400)
     lend_below = 600      # idle local jobs below this: lend hosts to flocking
     reclaim_above = 1200  # above this: take them back (between the two: hold)
     reserve = 0.25        # this fraction of hosts never flocks
@@ -20,7 +20,7 @@ Example (every key optional; the defaults are seed 001's)::
     regular = "STARTD"               # DAEMON_LIST names of the two startds on each host
     flocking = "STARTD_FLOCK"
 
-    [icinga]
+    [icinga]                                       # urls: https (http only to this host)
     url = "https://icinga.example.org:5665"
     user = "shepherd"
     password_file = "/etc/htsec/icinga.password"   # 0600, read at each use, never logged
@@ -34,10 +34,12 @@ Example (every key optional; the defaults are seed 001's)::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from htsec.errors import ConfigError
 from htsec.flock.override import DEFAULT_OVERRIDE, validate_override_path
@@ -99,6 +101,31 @@ def _table(raw: dict[str, Any], key: str, where: Path) -> dict[str, Any]:
     return v
 
 
+_INTS = {"lend_below", "reclaim_above", "step"}
+_DAEMON = re.compile(r"^[A-Za-z0-9_]+$")
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _text(v: Any, where: Path, key: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{where}: {key} must be a non-empty string, not {v!r}")
+    return v
+
+
+def _strings(tbl: dict[str, Any], where: Path, section: str) -> dict[str, str]:
+    return {k: _text(v, where, f"[{section}] {k}") for k, v in tbl.items()}
+
+
+def _secure_url(url: str, where: Path, section: str) -> None:
+    """A secret (Icinga password, webhook token) goes only over https, or http to this host."""
+    u = urlsplit(url)
+    if u.scheme == "https" or (u.scheme == "http" and u.hostname in _LOOPBACK):
+        return
+    raise ConfigError(
+        f"{where}: [{section}] url must be https:// (http only to this host): {u.scheme}://..."
+    )
+
+
 def _build(cls: Any, values: dict[str, Any], where: Path, section: str) -> Any:
     try:
         return cls(**values)
@@ -129,26 +156,32 @@ def load_config(path: Path | None) -> ShepherdConfig:
     for k, v in pol.items():
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ConfigError(f"{path}: [policy] {k} must be a number")
+        if k in _INTS and not isinstance(v, int):
+            raise ConfigError(f"{path}: [policy] {k} must be a whole number, not {v!r}")
     policy = _build(PolicyConfig, pol, where, "policy")
-    condor = _build(CondorConfig, _table(raw, "htcondor", where), where, "htcondor")
+    cd = _strings(_table(raw, "htcondor", where), where, "htcondor")
+    for k in ("regular", "flocking"):
+        if k in cd and not _DAEMON.match(cd[k]):
+            raise ConfigError(f"{path}: [htcondor] {k} must be a DAEMON_LIST name (A-Z 0-9 _)")
+    condor = _build(CondorConfig, cd, where, "htcondor")
     icinga = None
-    if ic := _table(raw, "icinga", where):
-        ic = dict(ic)
-        for k in ("password_file", "ca_file"):
-            if k in ic:
-                ic[k] = Path(ic[k])
-        icinga = _build(IcingaConfig, ic, where, "icinga")
+    if ic := _strings(_table(raw, "icinga", where), where, "icinga"):
+        if "url" in ic:
+            _secure_url(ic["url"], where, "icinga")
+        paths: dict[str, Path] = {k: Path(ic[k]) for k in ("password_file", "ca_file") if k in ic}
+        icinga = _build(IcingaConfig, {**ic, **paths}, where, "icinga")
     webhook = None
-    if wh := _table(raw, "webhook", where):
-        wh = dict(wh)
-        if "token_file" in wh:
-            wh["token_file"] = Path(wh["token_file"])
-        webhook = _build(WebhookConfig, wh, where, "webhook")
-    override = validate_override_path(Path(raw.get("override", str(DEFAULT_OVERRIDE))))
-    metrics = raw.get("metrics_file")
+    if wh := _strings(_table(raw, "webhook", where), where, "webhook"):
+        if "url" in wh:
+            _secure_url(wh["url"], where, "webhook")
+        paths = {k: Path(wh[k]) for k in ("token_file",) if k in wh}
+        webhook = _build(WebhookConfig, {**wh, **paths}, where, "webhook")
+    top = {k: _text(raw[k], path, k) for k in ("state_dir", "override", "metrics_file") if k in raw}
+    override = validate_override_path(Path(top.get("override", str(DEFAULT_OVERRIDE))))
+    metrics = top.get("metrics_file")
     return ShepherdConfig(
         driver=driver,
-        state_dir=Path(raw.get("state_dir", "/var/lib/htsec/shepherd")),
+        state_dir=Path(top.get("state_dir", "/var/lib/htsec/shepherd")),
         override=override,
         metrics_file=Path(metrics) if metrics else None,
         policy=policy,

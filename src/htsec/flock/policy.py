@@ -90,8 +90,10 @@ class PolicyConfig:
             raise ValueError("reserve must be a fraction between 0 and 1")
         if self.step < 1:
             raise ValueError("step must be at least 1")
-        if self.interval <= 0 or self.min_dwell < 0:
-            raise ValueError("interval must be > 0 and min_dwell >= 0")
+        if not 0 < self.interval <= 86400:
+            raise ValueError("interval must be > 0 and at most a day (86400 seconds)")
+        if not 0 <= self.min_dwell < math.inf:
+            raise ValueError("min_dwell must be a finite number of seconds >= 0")
 
 
 @dataclass(frozen=True, slots=True)
