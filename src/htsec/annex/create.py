@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from htsec.annex import record, roles
-from htsec.annex.aws import Clients, aws_call, error_code
+from htsec.annex.aws import Clients, aws_call
 from htsec.annex.names import (
     TAG_BUCKET,
     TAG_CONFIG_SHA256,
@@ -324,6 +324,3 @@ def wait_ready(
         if states.get("running", 0) >= lease.count or time.monotonic() >= deadline:
             return states
         sleep(interval)
-
-
-_ = error_code
