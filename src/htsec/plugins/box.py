@@ -268,7 +268,7 @@ class BoxClient:
             )
 
 
-def _first_entry(body: Any, name: str) -> dict[str, Any]:
+def _first_entry(body: object, name: str) -> dict[str, Any]:
     entries = body.get("entries") if isinstance(body, dict) else None
     if not entries or not isinstance(entries[0], dict):
         raise TransferFailed(f"box: uploading {name}: the answer lists no file")

@@ -30,12 +30,15 @@ import functools
 import re
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from htsec.errors import TransferFailed
 from htsec.plugins._cloud import CloudPlugin
 from htsec.plugins._rest import Api, Moved, base_url, file_blocks, remote_path
 from htsec.plugins.files import open_source
+
+if TYPE_CHECKING:
+    import httpx  # imported when a file moves: -classad runs without it
 
 __all__ = ["API_URL", "CHUNK", "FOLDER_MIME", "GDriveClient", "GDrivePlugin", "main"]
 
@@ -244,7 +247,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _held(answer: Any) -> int:
+def _held(answer: httpx.Response) -> int:
     """Bytes Drive holds, from a 308's ``Range: bytes=0-N`` (none when absent)."""
     match = re.fullmatch(r"bytes=0-(\d+)", answer.headers.get("range", "").strip())
     return int(match.group(1)) + 1 if match else 0

@@ -229,7 +229,7 @@ class OneDriveClient:
             )
 
 
-def _first_expected(ranges: Any) -> int:
+def _first_expected(ranges: object) -> int:
     if isinstance(ranges, list) and ranges:
         match = re.match(r"(\d+)-", str(ranges[0]))
         if match:
