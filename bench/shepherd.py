@@ -67,7 +67,7 @@ def main() -> int:
     ads = []
     masters = []
     for h in hosts:
-        masters.append({"Name": h.name, "Machine": h.name})
+        masters.append({"Name": h.name, "Machine": h.name, "HTSEC_FLOCK_HOST": h.name})
         for role in ("regular", "flocking") if h.mode is Mode.DRAINING else (h.mode.value,):
             ads.append({"Name": f"slot1@{role}-{h.name}", "Machine": h.name,
                         "HTSEC_FLOCK_ROLE": role, "HTSEC_FLOCK_HOST": h.name,

@@ -44,9 +44,8 @@ class FakePool:
         for name, h in self.hosts.items():
             if not h.up:
                 continue
-            masters.append(
-                classad2.ClassAd({"Name": name, "Machine": name, "MyType": "DaemonMaster"})
-            )
+            master = {"Name": name, "Machine": name, "MyType": "DaemonMaster"}
+            masters.append(classad2.ClassAd({**master, "HTSEC_FLOCK_HOST": name}))
             for role, on, daemon in (
                 ("regular", h.regular_on, self.cfg.regular),
                 ("flocking", h.flocking_on, self.cfg.flocking),

@@ -20,7 +20,7 @@ from htsec.flock.condor import (
     plan,
 )
 from htsec.flock.config import CondorConfig
-from htsec.flock.policy import Action, Host, Kind, Mode
+from htsec.flock.policy import Action, Host, Kind, Mode, Observed, PolicyConfig, decide
 
 
 def slot(host: str, role: str, **kw: object) -> classad2.ClassAd:
@@ -36,7 +36,8 @@ def slot(host: str, role: str, **kw: object) -> classad2.ClassAd:
 
 
 def master(host: str) -> classad2.ClassAd:
-    return classad2.ClassAd({"Name": host, "Machine": host})
+    """A managed host's master ad: MASTER_ATTRS publishes HTSEC_FLOCK_HOST (contrib config)."""
+    return classad2.ClassAd({"Name": host, "Machine": host, "HTSEC_FLOCK_HOST": host})
 
 
 def test_condor_ads_give_each_hosts_mode() -> None:
@@ -62,6 +63,25 @@ def test_condor_ads_give_each_hosts_mode() -> None:
         "f": (Mode.BROKEN, False, True, None),  # master up, no startd: a half-done switch
         "g": (Mode.REGULAR, False, False, None),
     }
+
+
+def test_condor_masters_of_hosts_it_does_not_manage_are_not_hosts() -> None:
+    """Every daemon host of the pool has a master ad (central manager, submit hosts, execute
+    hosts without a flocking startd). Counted as hosts, they were half-switched ones: sent
+    DaemonOffFast/DaemonOn every cycle, and counted in the reserve's total, so the managed
+    hosts could all be lent."""
+    startds = [slot(f"p{i}", "regular") for i in range(4)]
+    others = [classad2.ClassAd({"Name": x, "Machine": x}) for x in ("cm", "submit", "gpu1")]
+    masters = [master(f"p{i}") for i in range(5)] + others
+    hosts, bad = hosts_from_ads(startds, masters)
+    assert bad == []
+    assert {h.name: h.mode for h in hosts} == {
+        **{f"p{i}": Mode.REGULAR for i in range(4)},
+        "p4": Mode.BROKEN,  # managed, both startds off: a half-done switch
+    }
+    acts = decide(Observed(hosts, 0), PolicyConfig(reserve=0.5, min_dwell=0.0), 0.0)
+    lent_now = [a.host for a in acts if a.kind is Kind.LEND]
+    assert len(lent_now) == 2 and {a.host for a in acts} <= {h.name for h in hosts}
 
 
 def test_condor_ad_without_role_is_reported_and_startd_without_master_is_unhealthy() -> None:

@@ -4,8 +4,9 @@ two startds of each execute host switched through their condor_master (htcondor2
 Expected configuration on each execute host (``contrib/htsec-flock.config``): two startds in
 ``DAEMON_LIST``, the regular one and the flocking one (``STARTD_FLOCK``, a second startd with
 its own local name), each advertising ``HTSEC_FLOCK_ROLE`` ("regular" / "flocking") and
-``HTSEC_FLOCK_HOST`` (the physical host) through ``STARTD_ATTRS``; a startd cron health check
-may set ``NODE_IS_HEALTHY`` (False: the host is never lent).
+``HTSEC_FLOCK_HOST`` (the physical host) through ``STARTD_ATTRS``, and the master advertising
+``HTSEC_FLOCK_HOST`` through ``MASTER_ATTRS`` (only such hosts are managed); a startd cron
+health check may set ``NODE_IS_HEALTHY`` (False: the host is never lent).
 
 A host's mode is read from its ads: only the regular startd advertising -> regular; only the
 flocking one -> flocking; one of them with ``Draining`` true -> draining towards the other;
@@ -104,7 +105,9 @@ def hosts_from_ads(
     bad: list[str] = []
     up: set[str] = set()
     for m in masters:
-        if (p := _phys(m)) is not None:
+        # only masters of managed hosts (MASTER_ATTRS publishes HTSEC_FLOCK_HOST): the central
+        # manager, submit hosts and other execute hosts are neither switched nor counted
+        if isinstance(p := _get(m, PHYS), str) and p:
             up.add(p)
     # per host, per role: any slot claimed? draining? healthy?
     seen: dict[str, dict[str, list[bool]]] = defaultdict(dict)
@@ -196,11 +199,13 @@ class CondorDriver:
             startds = coll.query(
                 htcondor2.AdType.Startd, f"{ROLE} =!= undefined", STARTD_PROJECTION
             )
-            masters = coll.query(htcondor2.AdType.Master, None, MASTER_PROJECTION)
+            masters = coll.query(
+                htcondor2.AdType.Master, f"{PHYS} =!= undefined", MASTER_PROJECTION
+            )
             schedd_ads = coll.query(htcondor2.AdType.Schedd)
         except Exception as exc:  # htcondor2 raises HTCondorException and plain ones alike
             return Snapshot([], None, False, [f"collector: {exc}"])
-        self._masters = {p: m for m in masters if (p := _phys(m))}
+        self._masters = {p: m for m in masters if isinstance(p := _get(m, PHYS), str) and p}
         self._startds = {(p, str(_get(a, ROLE))): a for a in startds if (p := _phys(a))}
         hosts, bad = hosts_from_ads(startds, masters)
         errors = [f"unreadable startd ad {n}" for n in bad]
