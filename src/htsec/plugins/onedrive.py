@@ -33,7 +33,8 @@ from typing import Any
 
 from htsec.errors import TransferFailed
 from htsec.plugins._cloud import CloudPlugin
-from htsec.plugins._rest import Api, Moved, base_url, file_blocks, remote_path
+from htsec.plugins._rest import Api, Moved, file_blocks
+from htsec.plugins._urls import base_url, remote_path
 from htsec.plugins.files import open_source
 
 __all__ = ["API_URL", "CHUNK", "SIMPLE_MAX", "OneDriveClient", "OneDrivePlugin", "main"]
