@@ -54,6 +54,8 @@ out["root"] = sorted(os.listdir("/"))
 out["etc"] = os.path.exists("/etc/passwd")
 out["secret"] = any(os.path.exists(p) for p in ("/run", "/root", "/home", "/tmp", "/var"))
 open("/sandbox/written", "w").write("ok")
+libc = __import__("ctypes").CDLL(None, use_errno=True)
+out["userns"] = libc.unshare(0x10000000)  # CLONE_NEWUSER: 0 = a nested user namespace made
 print(json.dumps(out))
 """
 
@@ -117,6 +119,9 @@ def test_isolation_job_reaches_outside_only_through_nat(
     for u in urls[1:]:
         assert r[u].startswith("blocked"), (u, r[u])
     assert r["uid"] == 65534 and r["capeff"] == "0000000000000000"
+    # no nested user namespace: it would give the job CAP_NET_ADMIN over a network namespace
+    # of its own, and with it the kernel's nf_tables code (a classic way to local root)
+    assert r["userns"] == -1
     assert set(r["root"]) <= {"bin", "dev", "lib", "lib64", "proc", "sandbox", "sbin", "usr"}
     assert r["etc"] is False and r["secret"] is False
     assert (sandbox / "written").read_text() == "ok"

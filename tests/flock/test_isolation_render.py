@@ -34,7 +34,8 @@ def test_isolation_job_runs_unprivileged_without_capabilities() -> None:
     argv = bwrap_argv("s1", Path("/var/lib/condor/execute/dir_1"), ["./job"])
     assert argv[:4] == ["ip", "netns", "exec", "htsec-flock-s1"]
     assert "--reuid=65534" in argv and "--no-new-privs" in argv
-    for flag in ("--die-with-parent", "--unshare-pid", "--unshare-user", "--clearenv"):
+    for flag in ("--die-with-parent", "--unshare-pid", "--unshare-user", "--disable-userns",
+                 "--new-session", "--clearenv"):  # fmt: skip
         assert flag in argv
     assert argv[argv.index("--cap-drop") + 1] == "ALL"
     assert argv[-2:] == ["--", "./job"] or argv[-1] == "./job"

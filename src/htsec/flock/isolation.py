@@ -12,7 +12,9 @@ submit host, NATs it to the internet and firewalls it from the private network, 
   IP family than the slot's (an IPv4 slot sends no IPv6: a router advertising on the VLAN would
   give it a way out without NAT), the cluster LAN, the execute host's own addresses and the
   cloud metadata addresses (169.254.0.0/16, fd00:ec2::254) are rejected;
-* the job under bubblewrap, in that namespace: new user/pid/ipc/uts/cgroup namespaces, an
+* the job under bubblewrap (0.8 or later), in that namespace: new user/pid/ipc/uts/cgroup
+  namespaces, no nested user namespace (``--disable-userns``: one would give the job
+  CAP_NET_ADMIN over a network namespace of its own, and the kernel's nf_tables with it), an
   unprivileged uid, no capabilities, no new privileges, a root file system of ``/usr`` (read
   only), its sandbox at ``/sandbox``, a private ``/dev/shm``, ``/proc`` and a minimal ``/dev``;
   it dies with its parent (the slot), and :func:`remove_slot` kills what is left in the
@@ -289,7 +291,7 @@ def bwrap_argv(
         "ip", "netns", "exec", netns_name(slot),
         "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
         "bwrap",
-        "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        "--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
         "--unshare-cgroup-try",
         "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--ro-bind", "/usr", "/usr",
