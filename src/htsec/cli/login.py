@@ -14,20 +14,13 @@ from typing import Any
 import click
 
 from htsec.cli.context import CONTEXT, App, pass_app, server_option, token_file_option
-from htsec.cli.output import err
+from htsec.cli.output import err, shown
 from htsec.errors import RemoteError
 
 __all__ = ["login"]
 
 #: Seconds to wait for the portal per poll: it waits up to 10 s for the provider.
 POLL_TIMEOUT = 30.0
-
-
-def _shown(value: Any) -> Any:
-    """A provider's text without control characters (it reaches the terminal)."""
-    if isinstance(value, str):
-        return "".join(c for c in value if c.isprintable())
-    return value
 
 
 @click.command("login", context_settings=CONTEXT)
@@ -65,20 +58,21 @@ def login(
     if audience:
         body["audience"] = audience
     try:
-        started = {
-            k: _shown(v) for k, v in client.call("POST", "/v1/device-logins", json=body).items()
-        }
-        interval = int(started["interval"])
-        deadline = time.monotonic() + int(started["expires_in"])
+        # The provider's texts reach the terminal through shown() (control characters made
+        # visible); the sealed "login" goes back to the portal as it came.
+        started: dict[str, Any] = client.call("POST", "/v1/device-logins", json=body)
+        interval = max(1, int(started["interval"]))
+        expires_in = int(started["expires_in"])
+        deadline = time.monotonic() + expires_in
         click.echo(
-            f"To store your {service} credential, visit:\n\n    {started['verification_uri']}"
+            f"To store your {shown(service)} credential, visit:\n\n"
+            f"    {shown(started['verification_uri'])}"
         )
-        click.echo(f"\nand enter the code:\n\n    {started['user_code']}\n")
+        click.echo(f"\nand enter the code:\n\n    {shown(started['user_code'])}\n")
         if started.get("verification_uri_complete"):
-            click.echo(f"(or open {started['verification_uri_complete']})\n")
+            click.echo(f"(or open {shown(started['verification_uri_complete'])})\n")
         click.echo(
-            f"Waiting for you to approve (the code expires in {started['expires_in']} s; "
-            "Ctrl-C to stop) ..."
+            f"Waiting for you to approve (the code expires in {expires_in} s; Ctrl-C to stop) ..."
         )
         while True:
             time.sleep(interval)
@@ -93,8 +87,10 @@ def login(
                 continue
             if status == "stored":
                 cred = answer["credential"]
-                scopes_got = " ".join(cred.get("scopes") or []) or "-"
-                click.echo(f"stored {cred['name']} for {cred['user']} (scopes: {scopes_got})")
+                scopes_got = shown(" ".join(cred.get("scopes") or []) or "-")
+                click.echo(
+                    f"stored {shown(cred['name'])} for {shown(cred['user'])} (scopes: {scopes_got})"
+                )
                 return
             if status == "denied":
                 raise RemoteError("the login was denied at the provider; nothing was stored")
