@@ -9,9 +9,12 @@ from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from htsec.config import Settings
+from htsec.errors import Forbidden
+from htsec.portal.signin import user_of
 from htsec.server import create_app
 from htsec.tokens.authority import Authority
 from tests.oidc import Provider, inject_fault, provider_fixture
@@ -100,6 +103,22 @@ def test_a_claim_the_id_token_lacks_signs_no_one_in(
     back = provider_login(start(client), oidc.issuer)
     r = client.get(path_of(back))
     assert r.status_code == 403 and "has no email claim" in r.text
+
+
+@pytest.mark.parametrize("verified", [None, False, "true"], ids=["absent", "false", "string"])
+def test_an_email_the_provider_has_not_verified_signs_no_one_in(
+    make_client: Callable[..., TestClient], verified: object
+) -> None:
+    # With HTSEC_PORTAL_LOGIN_CLAIM = email, an account whose owner typed alice's address at
+    # the provider (unverified) would sign in as alice (OpenID Connect Core 5.1, 5.7).
+    client = make_client(HTSEC_PORTAL_LOGIN_CLAIM="email")
+    request = Request({"type": "http", "app": client.app, "headers": []})
+    claims: dict[str, object] = {"email": "alice@pool.example.org"}
+    if verified is not None:
+        claims["email_verified"] = verified
+    with pytest.raises(Forbidden, match="not verified"):
+        user_of(request, claims)
+    assert user_of(request, {**claims, "email_verified": True}) == "alice"
 
 
 def test_a_user_of_another_domain_is_refused(

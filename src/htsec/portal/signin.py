@@ -15,9 +15,10 @@ validation "MAY be used to validate the issuer in place of checking the token si
 (steps 3-5), it has not expired (step 9), and ``nonce`` is the one sent (step 11).
 
 The user is the ID token's ``HTSEC_PORTAL_LOGIN_CLAIM`` (default ``sub``): a bare name, or
-``name@$(UID_DOMAIN)``; anything else (another domain, a name HTCondor's credd would refuse)
-signs no one in. Such a user may see, re-authorise and delete their own credentials (``READ``
-and ``WRITE`` on them); administration needs an ID token of the pool.
+``name@$(UID_DOMAIN)``; anything else (another domain, a name HTCondor's credd would refuse,
+an ``email`` without ``email_verified`` true) signs no one in. Such a user may see,
+re-authorise and delete their own credentials (``READ`` and ``WRITE`` on them); administration
+needs an ID token of the pool.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from htsec.portal.oauth import authorization_client, redeem_code
 from htsec.portal.providers import OAuthProvider
 from htsec.portal.sessions import BrowserSession
 
-__all__ = ["PENDING", "OidcUser", "finish", "login_provider", "start"]
+__all__ = ["PENDING", "OidcUser", "finish", "login_provider", "start", "user_of"]
 
 #: The cookie holding a sign-in in progress (sealed state, nonce and PKCE verifier).
 PENDING = "__Host-htsec-signin"
@@ -144,7 +145,7 @@ def finish(
     provider, issuer = found
     claims = _id_token(provider, _token(request, provider, code, str(pending["verifier"])))
     _check(claims, provider, issuer, str(pending["nonce"]))
-    return _user(request, claims)
+    return user_of(request, claims)
 
 
 def _token(request: Request, provider: OAuthProvider, code: str, verifier: str) -> str:
@@ -194,12 +195,19 @@ def _check(claims: dict[str, Any], provider: OAuthProvider, issuer: str, nonce: 
             raise Forbidden(f"the provider's ID token was refused: {why}; nobody was signed in")
 
 
-def _user(request: Request, claims: dict[str, Any]) -> str:
+def user_of(request: Request, claims: dict[str, Any]) -> str:
+    """The local user an ID token's claims name (``HTSEC_PORTAL_LOGIN_CLAIM``), or Forbidden.
+    An ``email`` counts only with ``email_verified`` true: whoever typed an address at the
+    provider without proving it is not its owner (OpenID Connect Core 5.1)."""
     claim = (param("HTSEC_PORTAL_LOGIN_CLAIM") or "sub").strip()
     value = claims.get(claim)
     domain: str = request.app.state.settings.uid_domain
     if not isinstance(value, str) or not value:
         raise Forbidden(f"the provider's ID token has no {claim} claim; nobody was signed in")
+    if claim == "email" and claims.get("email_verified") is not True:
+        raise Forbidden(
+            "the provider has not verified this account's email address; nobody was signed in"
+        )
     user = credential_owner(value if "@" in value else f"{value}@{domain}", domain)
     if user is None:
         raise Forbidden(
