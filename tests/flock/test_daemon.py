@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from htsec.errors import ConfigError
 from htsec.flock.config import ShepherdConfig
 from htsec.flock.daemon import Shepherd
 from htsec.flock.policy import Kind, PolicyConfig
@@ -120,6 +121,28 @@ def test_shepherd_state_file_is_private(tmp_path: Path) -> None:
     f = tmp_path / "state" / "state.json"
     assert f.stat().st_mode & 0o077 == 0
     assert json.loads(f.read_text())["last_cycle"]["idle_jobs"] == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"since": {"h00": "yesterday"}}',
+        '{"since": []}',
+        '{"pending": [{"host": "h00"}]}',
+        '{"pending": "lend"}',
+        '{"last_actions": [{"host": "h00"}]}',
+        '{"last_cycle": []}',
+    ],
+)
+def test_shepherd_state_file_of_the_wrong_shape_is_a_clear_error(tmp_path: Path, text: str) -> None:
+    """A hand-edited or foreign state.json is refused with a ConfigError naming the file (the
+    CLI prints one line) -- not a TypeError/KeyError out of every cycle."""
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "state" / "state.json").write_text(text)
+    with pytest.raises(ConfigError, match=r"state\.json"):
+        load_state(tmp_path / "state")
+    with pytest.raises(ConfigError, match="move it aside"):
+        Shepherd(config(tmp_path), pool(2)).cycle()
 
 
 def test_shepherd_override_stops_every_flocking_host_in_one_cycle(

@@ -48,15 +48,45 @@ def load_state(state_dir: Path) -> State:
         raise ConfigError(
             f"shepherd state {p} cannot be read ({exc}); move it aside to start afresh"
         ) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"shepherd state {p} is not a JSON object; move it aside")
+    if not isinstance(raw, dict) or (why := _misshapen(raw)):
+        why = "not a JSON object" if not isinstance(raw, dict) else why
+        raise ConfigError(f"shepherd state {p}: {why}; move it aside to start afresh")
     return State(
-        since={str(k): float(v) for k, v in raw.get("since", {}).items()},
-        modes={str(k): str(v) for k, v in raw.get("modes", {}).items()},
+        since={k: float(v) for k, v in raw.get("since", {}).items()},
+        modes=dict(raw.get("modes", {})),
         pending=list(raw.get("pending", [])),
         last_actions=list(raw.get("last_actions", [])),
         last_cycle=dict(raw.get("last_cycle", {})),
     )
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _records(v: Any, keys: tuple[str, ...]) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(e, dict) and all(isinstance(e.get(k), str) for k in keys) for e in v
+    )
+
+
+def _misshapen(raw: dict[str, Any]) -> str | None:
+    """What is wrong with the file's shape (None: nothing); what ``status`` and a cycle read."""
+    since, modes = raw.get("since", {}), raw.get("modes", {})
+    if not isinstance(since, dict) or not all(_number(v) for v in since.values()):
+        return '"since" is not an object of host -> time'
+    if not isinstance(modes, dict) or not all(isinstance(v, str) for v in modes.values()):
+        return '"modes" is not an object of host -> mode'
+    if not _records(raw.get("pending", []), ("kind", "host")):
+        return '"pending" is not a list of {kind, host}'
+    last = raw.get("last_actions", [])
+    if not _records(last, ("host", "kind", "outcome", "reason")) or not all(
+        _number(e.get("at")) for e in last
+    ):
+        return '"last_actions" is not a list of {at, host, kind, outcome, reason}'
+    if not isinstance(raw.get("last_cycle", {}), dict):
+        return '"last_cycle" is not an object'
+    return None
 
 
 def save_state(state_dir: Path, st: State) -> None:
