@@ -10,52 +10,27 @@ Namespaces, each named ``htsec-fl<hex>-<role>``:
   169.254.169.254/32 on its loopback (a cloud host's metadata service).
 
 Every server answers with the address it saw the client at. Listening sockets are made inside
-the namespaces by a thread that entered it (setns) and served by this process's threads.
+the namespaces by a thread that entered it (``tests.annex.netns.in_netns``, setns) and served by
+this process's threads.
 :meth:`Net.close` removes every namespace (the fixture always calls it).
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
 import secrets
 import subprocess
 import threading
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TypeVar
 
-T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from tests.annex.netns import in_netns
+
+__all__ = ["Net", "Who", "in_netns", "sh"]
 
 
 def sh(*argv: str) -> None:
     p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {p.stderr.strip()}")
-
-
-def in_netns(name: str, fn: Callable[[], T]) -> T:
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
 
 
 class Who(BaseHTTPRequestHandler):
