@@ -63,3 +63,16 @@ def test_bootstrap_failure_names_the_ipv6_metadata_endpoint_as_it_is(tmp_path: P
     assert r.code == 1 and "Traceback" not in r.err
     assert "metadata service http://[fd00:ec2::254]:9 unreachable" in r.err, r.err
     assert "powering off (fail closed)" in r.err
+
+
+def test_a_collector_or_owner_htcondor_cannot_read_is_refused_before_any_aws_call() -> None:
+    # No AWS at this endpoint: the bad value must be named, not an unreachable endpoint.
+    r = run(
+        "annex", "create", "burst", "--count", "1", "--bucket", "b", "--ami", "ami-1",
+        "--region", "us-east-1", "--collector", "cm.example.org", "--owner", 'a"b',
+        env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+             "AWS_SECRET_ACCESS_KEY": "x"},
+    )  # fmt: skip
+    assert r.code == 1 and "Traceback" not in r.err
+    assert "'a\"b' is not a host name or user name" in r.err, r.err
+    assert "127.0.0.1:9" not in r.err

@@ -31,7 +31,7 @@ from htsec.annex.names import (
 )
 from htsec.annex.policies import SPOT_FLEET_ROLE
 from htsec.annex.record import Lease
-from htsec.annex.tarball import AnnexConfig, build, sha256
+from htsec.annex.tarball import AnnexConfig, build, render_config, sha256
 from htsec.errors import AnnexError, CloudError
 
 if TYPE_CHECKING:  # boto3-stubs (development only)
@@ -250,6 +250,9 @@ def create(
         raise AnnexError("--duration and --idle must be > 0")
     if req.kind == "on-demand" and not req.ami:
         raise AnnexError("on-demand annexes need an image: --ami ami-...")
+    # What HTCondor could not read (a quote in an owner, a blank in the collector) is refused
+    # here, before anything exists in AWS, rather than by the upload after the lease record.
+    render_config(AnnexConfig(req.name, req.collector, 1, req.idle, "", req.owners))
     clock = time.time() if now is None else now
     lease = record.load(aws, req.bucket, req.name)
     if lease is not None and lease.state == record.ENDED:
