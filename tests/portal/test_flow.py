@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
+from htsec.portal.sessions import COOKIE
 from tests.portal.conftest import Portal
 from tests.portal.rig import heading, login_form
 
@@ -58,10 +59,11 @@ def test_a_link_of_two_credentials_with_an_audience(portal: Portal) -> None:
     assert at.count(".") == 2  # a JWT for the resource server
 
 
-def test_a_login_and_its_return_commit_with_their_audit_rows(portal: Portal) -> None:
-    """Each commit is an fsync: the login's pending row and its audit row are one transaction;
-    the return's are two (the state used up before the code is redeemed, then the credential,
-    the link's need and the audit row together)."""
+def test_the_link_page_login_and_return_commit_with_their_audit_rows(portal: Portal) -> None:
+    """Each commit is an fsync: a new browser's session, the link bound to it and the audit
+    row are one transaction; the login's pending row and its audit row one; the return's are
+    two (the state used up before the code is redeemed, then the credential, the link's need
+    and the audit row together)."""
     commits = [0]
 
     def count(_conn: object) -> None:
@@ -71,7 +73,8 @@ def test_a_login_and_its_return_commit_with_their_audit_rows(portal: Portal) -> 
     try:
         url = portal.link()
         b = portal.browser()
-        assert b.open(url).status_code == 200
+        before = commits[0]
+        assert b.open(url).status_code == 200 and commits[0] - before == 1
         action, fields = login_form(b.open(url))
         before = commits[0]
         start = b.client.post(action, data=fields, follow_redirects=False)
@@ -85,3 +88,16 @@ def test_a_login_and_its_return_commit_with_their_audit_rows(portal: Portal) -> 
     assert [r["outcome"] for r in portal.audit("login")] == ["ok", "started"]
     assert portal.creds.info("alice", "rig").has_refresh_token
     assert heading(b.open(url)) == "All set"
+
+
+def test_a_link_refused_to_a_new_browser_leaves_no_session(portal: Portal) -> None:
+    url = portal.link()
+    assert portal.browser().open(url).status_code == 200
+    with portal.creds.store.engine.connect() as conn:
+        sessions = conn.execute(text("SELECT count(*) FROM portal_sessions")).scalar_one()
+    other = portal.browser()
+    refused = other.open(url)
+    assert refused.status_code == 410 and "another browser" in refused.text
+    assert COOKIE not in refused.headers.get("set-cookie", "")
+    with portal.creds.store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM portal_sessions")).scalar_one() == sessions

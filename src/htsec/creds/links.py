@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -350,12 +350,20 @@ def lookup_link(store: Any, link_id: str, *, now: float | None = None) -> Link:
 
 
 def open_link(
-    store: Any, link_id: str, *, session_hash: str, session_user: str | None = None
+    store: Any,
+    link_id: str,
+    *,
+    session_hash: str,
+    session_user: str | None = None,
+    on_bind: Callable[[Any], None] | None = None,
 ) -> Link:
     """The link ``link_id`` opened in the browser session ``session_hash``: bound to that
     session on first use; refused in any other session, and in a session logged in as another
     user than the link's (``session_user`` is the dashboard's: the bare name of a user of
     ``UID_DOMAIN``, anyone else's whole identity, so ``alice@other.domain`` is not ``alice``).
+
+    ``on_bind`` is called with the store session of the transaction that binds the link
+    (the portal stores a new browser session there: one commit for both).
 
     :raises NotFound, LinkGone: as :func:`lookup_link`.
     :raises Forbidden: the session belongs to another user (audited).
@@ -386,6 +394,8 @@ def open_link(
             ).rowcount  # type: ignore[attr-defined]
             if n:
                 _audit(s, link.user, "bound", "link opened, bound to a browser session")
+                if on_bind is not None:
+                    on_bind(s)
         if n:
             return _read(db, link.id) or link
     raise _refuse(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Query, Request
@@ -49,7 +50,7 @@ from htsec.portal.dropin import DropIn, provider_of
 from htsec.portal.oauth import claim_login, exchange, provider_account, start_login
 from htsec.portal.pages import STATIC, PortalRoute, redirect, render, safe_next
 from htsec.portal.providers import OAuthProvider, ProviderCache, provider_title
-from htsec.portal.sessions import BrowserSession, browser_session
+from htsec.portal.sessions import BrowserSession, SessionStore, browser_session, replace_session
 from htsec.store.models import AuditEntry
 from htsec.web.auth import peer
 
@@ -66,6 +67,11 @@ NameP = Annotated[str, Path(min_length=1, max_length=300)]
 def _cs(request: Request) -> CredStore:
     cs: CredStore = request.app.state.credstore
     return cs
+
+
+def _sessions(request: Request) -> SessionStore:
+    sessions: SessionStore = request.app.state.portal_sessions
+    return sessions
 
 
 def _dropin(request: Request) -> DropIn:
@@ -248,8 +254,11 @@ NextQ = Annotated[str | None, Query(alias="next", max_length=2048)]
 def key_page(key: Key, request: Request, next_: NextQ = None) -> Response:
     """The link's page. ``?next=/path`` (a path of the portal only) is where the browser goes
     after each login; anything else is ignored, with a notice and an audit row."""
-    session = browser_session(request, create=True)
-    assert session is not None
+    session = browser_session(request)
+    fresh = session is None
+    if session is None:  # stored with the link's binding below: one commit for both
+        session = _sessions(request).new()
+        replace_session(request, session)
     done = peek_link(_cs(request), key)
     nxt = _next(request, next_, done.user if done else None)
     notice = (
@@ -259,8 +268,19 @@ def key_page(key: Key, request: Request, next_: NextQ = None) -> Response:
     )
     if done is not None and done.complete and done.session_hash == session.hash:
         return _key_page(request, done, session, nxt, notice)  # back from the last login
-    link = _link(request, key)
-    link = open_link(_cs(request), key, session_hash=session.hash, session_user=session.user)
+    try:
+        link = _link(request, key)
+        link = open_link(
+            _cs(request),
+            key,
+            session_hash=session.hash,
+            session_user=session.user,
+            on_bind=partial(_sessions(request).save_in, session=session) if fresh else None,
+        )
+    except HtsecError:
+        if fresh:  # never stored: its error page sets no cookie
+            request.state.portal_session = None
+        raise
     return _key_page(request, link, session, nxt, notice)
 
 

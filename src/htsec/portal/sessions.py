@@ -22,6 +22,7 @@ from typing import cast
 
 from fastapi import Request, Response
 from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.orm import Session
 
 from htsec.store import Store
 from htsec.store.models import PortalSession
@@ -77,24 +78,35 @@ class SessionStore:
         self.store = store
 
     def create(self, *, user: str | None = None) -> BrowserSession:
+        session = self.new(user=user)
+        with self.store.session() as s:
+            self.save_in(s, session)
+        return session
+
+    def new(self, *, user: str | None = None) -> BrowserSession:
+        """A session not yet stored: :meth:`save_in` stores it in the transaction of the first
+        thing it is used for (a link bound to it), so that both are written or neither."""
         now = int(time.time())
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        with self.store.session() as s:
-            # Sessions expire by themselves (load() checks); their rows go when a new one is
-            # made, at most once a minute (a scan of the table).
-            if self.store.due("portal_sessions.purge", _PURGE_EVERY):
-                s.execute(delete(_T).where((_T.c.expires_at <= now) | (_T.c.seen_at <= now - IDLE)))
-            s.execute(
-                insert(_T).values(
-                    id_hash=_hash(sid),
-                    csrf=csrf,
-                    user=user,
-                    created_at=now,
-                    seen_at=now,
-                    expires_at=now + LIFETIME,
-                )
-            )
         return BrowserSession(sid, csrf, user, now, now + LIFETIME, new=True)
+
+    def save_in(self, s: Session, session: BrowserSession) -> None:
+        """Store :meth:`new`'s ``session`` inside the store session ``s``."""
+        # Sessions expire by themselves (load() checks); their rows go when a new one is
+        # made, at most once a minute (a scan of the table).
+        now = session.created_at
+        if self.store.due("portal_sessions.purge", _PURGE_EVERY):
+            s.execute(delete(_T).where((_T.c.expires_at <= now) | (_T.c.seen_at <= now - IDLE)))
+        s.execute(
+            insert(_T).values(
+                id_hash=session.hash,
+                csrf=session.csrf,
+                user=session.user,
+                created_at=now,
+                seen_at=now,
+                expires_at=session.expires_at,
+            )
+        )
 
     def load(self, session_id: str | None) -> BrowserSession | None:
         """The live session of a cookie value, or None (unknown, idle too long, expired)."""
