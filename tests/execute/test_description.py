@@ -138,6 +138,17 @@ def test_include_split_over_continued_lines_is_refused(text: str) -> None:
         _procs(text)
 
 
+@pytest.mark.parametrize(
+    "queue",
+    ["queue x \\\nfrom /etc/passwd", "queue x from \\\n/etc/passwd", "queue x \\\nmatching *"],
+)
+def test_queue_reading_files_over_continued_lines_is_refused(queue: str) -> None:
+    # htcondor2 joins a queue line ending in a backslash with the next: "queue x from
+    # /etc/passwd", which would read the server's file.
+    with pytest.raises(UsageError, match="list the items inline"):
+        _procs(f"executable = /bin/echo\narguments = $(x)\n{queue}\n")
+
+
 def test_several_queue_statements_make_one_cluster_numbered_in_order() -> None:
     ads = _procs(
         "executable = x\narguments = a $(ProcId)\nqueue 2\narguments = b $(ProcId)\nqueue\n"

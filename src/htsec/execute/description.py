@@ -70,7 +70,7 @@ def _refuse_outside(text: str) -> None:
     queues = _QUEUE.findall(text)
     if not queues:
         raise UsageError("the submit description has no 'queue' statement")
-    if any(_FROM_OUTSIDE.search(q) or _MATCHING.search(q) for q in queues):
+    if any(_FROM_OUTSIDE.search(q) or _MATCHING.search(q) for q in queues + _QUEUE.findall(joined)):
         raise UsageError(
             "'queue ... from FILE', 'from COMMAND |' and 'matching' read the server's files; "
             "list the items inline: queue name in (a, b, c)"
