@@ -79,11 +79,19 @@ idle_counts = st.none() | st.integers(0, 5000)
 
 @pytest.mark.slow  # 400 examples: ~10 s on a 2-core machine
 @settings(max_examples=400, deadline=None)
-@given(pools(), configs, idle_counts, st.booleans(), st.booleans(), st.integers(1, 6))
+@given(
+    pools(), configs, idle_counts, st.booleans(), st.booleans(), st.integers(1, 6),
+    st.frozensets(st.integers(0, 39), max_size=8),
+)  # fmt: skip
 @example(
     [Host(f"h{i}", Mode.REGULAR, False) for i in range(10)],
     PolicyConfig(reserve=0.25, step=10, min_dwell=0.0),
-    0, True, False, 1,
+    0, True, False, 1, frozenset(),
+)  # fmt: skip
+@example(
+    [Host("h0", Mode.BROKEN, True)] + [Host(f"h{i}", Mode.REGULAR, False) for i in (1, 2, 3)],
+    PolicyConfig(reserve=0.25, step=10, min_dwell=0.0),
+    0, True, False, 1, frozenset({0}),
 )  # fmt: skip
 def test_policy_never_breaches_the_reserve(
     hosts: list[Host],
@@ -92,17 +100,20 @@ def test_policy_never_breaches_the_reserve(
     complete: bool,
     suspect: bool,
     cycles: int,
+    failing: frozenset[int],
 ) -> None:
     """Checked without the policy's own arithmetic (``max_lent``/``lent``): after each cycle at
     least ``reserve * n`` hosts are plainly regular, in exact fractions; a pool that was already
-    short of its reserve does not lose regular hosts."""
+    short of its reserve does not lose regular hosts. Hosts in ``failing`` fail every switch
+    (an unreachable master): a repair that fails must not have made room for a lend."""
     needed = len(hosts) * Fraction(repr(cfg.reserve))
     now = NOW
     for _ in range(cycles):
         obs = Observed(hosts, idle, complete=complete, override_suspect=suspect)
         acts = decide(obs, cfg, now)
         assert len({a.host for a in acts}) == len(acts), "one action per host"
-        after = apply(hosts, acts, now, settle=True)
+        done = [a for a in acts if int(a.host[1:]) not in failing]
+        after = apply(hosts, done, now, settle=True)
         regular_before = sum(1 for h in hosts if h.mode is Mode.REGULAR)
         regular_after = sum(1 for h in after if h.mode is Mode.REGULAR)
         assert regular_after >= min(needed, regular_before)
@@ -199,6 +210,17 @@ def test_policy_seed_defaults_lend_below_600_and_keep_a_quarter() -> None:
     assert decide(Observed(hosts, 800), cfg, now) == []  # between the thresholds: hold
     back = decide(Observed(hosts, 1201), cfg, now)
     assert {a.kind for a in back} == {Kind.RECLAIM} and len(back) == 6
+
+
+def test_policy_lends_only_into_room_left_before_this_cycles_repairs() -> None:
+    """A half-switched host (its flocking startd may still run flocked jobs) is stopped this
+    cycle, but the stop may fail: lending counts it as lent until a later cycle sees it
+    regular. 4 hosts, 25% reserve: at most 3 lent, one of them the broken host."""
+    hosts = [Host("b", Mode.BROKEN, True)] + [Host(f"r{i}", Mode.REGULAR, False) for i in range(3)]
+    acts = decide(Observed(hosts, 0), PolicyConfig(reserve=0.25, min_dwell=0.0), NOW)
+    assert [(a.kind, a.host) for a in acts] == [
+        (Kind.STOP, "b"), (Kind.LEND, "r0"), (Kind.LEND, "r1"),
+    ]  # fmt: skip
 
 
 def test_policy_unhealthy_hosts_are_never_lent() -> None:

@@ -15,7 +15,8 @@ flock; an override switches flocking off at once. What this adds:
   back; unhealthy hosts are never lent.
 
 The reserve is counted on every known host: at most ``n - ceil(n * reserve)`` hosts may be lent
-(flocking, draining either way, or half-switched). The override is the emergency switch: flocking
+(flocking, draining either way, or half-switched), and new lends only fill the room left before
+this cycle's repairs (a stop or cancel may fail). The override is the emergency switch: flocking
 startds go off at once and flocked jobs are evicted (every other path drains).
 """
 
@@ -191,9 +192,11 @@ def decide(obs: Observed, cfg: PolicyConfig, now: float) -> list[Action]:
             n_lent -= 1
 
     n_lent = _restore_reserve(hosts, touched, n_lent, cap, add)
-    steps = 0
-    if lending and n_lent < cap:
-        budget = min(cfg.step, cap - n_lent)
+    # New lending is counted against the hosts lent *before* this cycle's repairs: a stop or
+    # cancel that fails (an unreachable master) must not have made room for a lend.
+    lent_before = lent(hosts)
+    if lending and lent_before < cap:
+        budget = min(cfg.step, cap - lent_before)
         regular = [
             h
             for h in hosts
@@ -208,7 +211,6 @@ def decide(obs: Observed, cfg: PolicyConfig, now: float) -> list[Action]:
                 add(Kind.DRAIN, h, f"idle queue {idle} < {cfg.lend_below}: drain to flock")
             else:
                 add(Kind.LEND, h, f"idle queue {idle} < {cfg.lend_below}")
-            steps += 1
     elif reclaiming:
         flocking = [
             h
@@ -216,7 +218,7 @@ def decide(obs: Observed, cfg: PolicyConfig, now: float) -> list[Action]:
             if h.name not in touched and h.mode is Mode.FLOCKING and now - h.since >= cfg.min_dwell
         ]
         flocking.sort(key=lambda h: (h.busy, h.name))
-        for h in flocking[: cfg.step - steps]:
+        for h in flocking[: cfg.step]:
             if h.busy:
                 add(Kind.DRAIN, h, f"idle queue {idle} > {cfg.reclaim_above}: drain flocked jobs")
             else:
