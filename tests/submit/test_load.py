@@ -42,6 +42,13 @@ def test_queue_in_list() -> None:
     assert load_submit("queue 2 x in (a, b)\n").job_count == 4
 
 
+def test_queue_statement_continued_on_the_next_line() -> None:
+    # HTCondor joins a line ending in a backslash with the next, queue statements too.
+    d = load_submit("arguments = $(x)\nqueue x \\\n  in (a, b)\nqueue 1\n")
+    assert [len(s.items or ()) for s in d.statements] == [2, 0] and d.job_count == 3
+    assert [dict(i) for i in d.statements[0].items or ()] == [{"x": "a"}, {"x": "b"}]
+
+
 def test_queue_from_inline_with_slice() -> None:
     text = "queue x from [1:3] (\na\nb\nc\nd\n)\n"
     assert items(text) == [[{"x": "b"}, {"x": "c"}]]

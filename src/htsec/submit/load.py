@@ -178,6 +178,9 @@ def _statements(lines: list[str]) -> list[tuple[int, int]]:
             i += 1
             continue
         end = i + 1
+        while end < len(lines) and _CONTINUED.search(lines[end - 1] + "\n"):
+            line = _CONTINUED.sub("", f"{line}\n{lines[end]}")  # HTCondor joins the lines
+            end += 1
         if line.count("(") > line.count(")"):
             while end < len(lines) and not lines[end].lstrip().startswith(")"):
                 end += 1
