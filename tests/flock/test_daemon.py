@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from htsec.errors import ConfigError
 from htsec.flock.config import ShepherdConfig
 from htsec.flock.daemon import Shepherd
-from htsec.flock.policy import Kind, PolicyConfig
+from htsec.flock.policy import Action, Host, Kind, PolicyConfig
 from htsec.flock.state import load_state
 from htsec.store import Store, open_store
 from htsec.store.models import AuditEntry
@@ -114,6 +115,38 @@ def test_shepherd_drains_busy_hosts_and_finishes_when_idle(tmp_path: Path, db: S
     p.hosts["h00"].busy = False
     assert [a.kind for a in sh.cycle().actions] == [Kind.FINISH]
     assert p.hosts["h00"].flocking_on and not p.hosts["h00"].regular_on
+
+
+class SlowHook:
+    """A monitoring hook (the Hook interface itself, not a stand-in for a service) that notes
+    how many hosts still flock when it is called, and can fail like an unreachable Icinga."""
+
+    def __init__(self, pool: FakePool, fail: bool = False) -> None:
+        self.pool, self.fail, self.calls = pool, fail, []  # type: list[int]
+
+    def notify(self, action: Action, host: Host) -> None:
+        self.calls.append(sum(h.flocking_on for h in self.pool.hosts.values()))
+        if self.fail:
+            raise httpx.ConnectTimeout("timed out")
+
+
+def test_shepherd_switches_every_host_before_calling_the_hooks(tmp_path: Path) -> None:
+    """A monitoring service that answers slowly (10 s timeouts) must not hold back the switches
+    after the first one: 1,000 hosts reclaimed or stopped by the override would take hours."""
+    p = FakePool({f"h{i:02d}": FakeHost(False, True) for i in range(20)}, 5000)
+    hook = SlowHook(p)
+    cfg = config(tmp_path, reserve=0.0, step=20, min_dwell=0.0)
+    res = Shepherd(cfg, p, hooks=[hook]).cycle()
+    assert [a.kind for a in res.actions] == [Kind.RECLAIM] * 20
+    assert hook.calls == [0] * 20  # every host already back when the first hook ran
+
+
+def test_shepherd_hook_that_fails_is_not_called_again_in_the_same_cycle(tmp_path: Path) -> None:
+    p = FakePool({f"h{i:02d}": FakeHost(False, True) for i in range(20)}, 5000)
+    bad, good = SlowHook(p, fail=True), SlowHook(p)
+    cfg = config(tmp_path, reserve=0.0, step=20, min_dwell=0.0)
+    Shepherd(cfg, p, hooks=[bad, good]).cycle()
+    assert len(bad.calls) == 1 and len(good.calls) == 20
 
 
 def test_shepherd_state_file_is_private(tmp_path: Path) -> None:

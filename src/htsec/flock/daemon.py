@@ -139,6 +139,7 @@ class Shepherd:
         save_state(self.cfg.state_dir, st)
         saved = time.monotonic()
         failed: list[str] = []
+        switched: list[tuple[Action, Host]] = []
         for a in actions:
             h = by[a.host]
             outcome = "ok"
@@ -151,11 +152,7 @@ class Shepherd:
             else:
                 new = result_mode(a, h)
                 st.modes[a.host], st.since[a.host] = new.value, now
-                for hook in self.hooks:
-                    try:
-                        hook.notify(a, h)
-                    except Exception as exc:  # a hook never blocks a switch
-                        log.error("shepherd: hook %s for %s: %s", type(hook).__name__, a.host, exc)
+                switched.append((a, h))
             self.metrics.actions.labels(a.kind.value, outcome).inc()
             self._audit(now, f"flock-{a.kind.value}", a.host, outcome, a.reason)
             log.info("shepherd: %s %s (%s): %s", a.kind.value, a.host, a.reason, outcome)
@@ -175,6 +172,7 @@ class Shepherd:
             if time.monotonic() - saved >= 1.0:
                 save_state(self.cfg.state_dir, st)
                 saved = time.monotonic()
+        self._notify(switched)
         self._summarise(st, obs, now, snap.errors, ov.detail)
         save_state(self.cfg.state_dir, st)
         self.metrics.cycles.labels("complete" if snap.complete else "incomplete").inc()
@@ -184,6 +182,22 @@ class Shepherd:
             except OSError as exc:
                 log.error("shepherd: cannot write %s: %s", self.cfg.metrics_file, exc.strerror)
         return CycleResult(actions, failed, snap.complete, interrupted)
+
+    def _notify(self, switched: list[tuple[Action, Host]]) -> None:
+        """The monitoring hooks, once every switch of the cycle is done (a slow service never
+        holds a switch back); a hook that fails is not called again this cycle (one timeout,
+        not one per host: the next cycle, and the override, must not wait for it)."""
+        for hook in self.hooks:
+            for i, (a, h) in enumerate(switched):
+                try:
+                    hook.notify(a, h)
+                except Exception as exc:
+                    rest = len(switched) - i - 1
+                    log.error(
+                        "shepherd: hook %s for %s: %s (%d more not sent this cycle)",
+                        type(hook).__name__, a.host, exc, rest,
+                    )  # fmt: skip
+                    break
 
     def _summarise(
         self, st: State, obs: Observed, now: float, errors: list[str], override: str

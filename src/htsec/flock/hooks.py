@@ -4,7 +4,9 @@ Icinga2 (REST API, ``/v1/actions/schedule-downtime`` and ``/v1/actions/remove-do
 a host's regular startd goes off (lent, or draining towards flocking) its process check would
 alarm, so the shepherd schedules a downtime on that service; when the host comes back, it removes
 the downtimes it made (author ``htsec-shepherd``). The webhook gets one JSON object per action.
-A hook that fails is logged and retried with the next action; it never blocks a switch.
+Hooks run once every switch of the cycle is done; a hook that fails is logged and not called
+again that cycle (its notifications for the other hosts of that cycle are lost); it never
+holds a switch back.
 Secrets (the Icinga password, the webhook's bearer token) are read from 0600 files at each use
 and never logged.
 """
