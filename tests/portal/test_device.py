@@ -109,6 +109,7 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 20) ->
     return seen
 
 
+@pytest.mark.slow  # the CLI polls at the RFC 8628 interval: 5 s at least
 def test_login_stores_the_credential_approved_on_another_device(portal: Portal) -> None:
     proc = login_process(portal, "--service", "rig", "--scopes", "openid offline_access")
     shown = read_until(proc, "Waiting for you")
@@ -168,6 +169,7 @@ def test_denied_and_expired_are_statuses_and_store_nothing(oidc: Provider, porta
     assert listed["credentials"] == []
 
 
+@pytest.mark.slow  # the CLI polls at the RFC 8628 interval: 5 s at least
 def test_login_cli_says_denied(oidc: Provider, portal: Portal) -> None:
     proc = login_process(portal, "--service", "rig")
     read_until(proc, "Waiting for you")
