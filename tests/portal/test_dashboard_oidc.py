@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -142,3 +143,15 @@ def test_provider_refusals_are_pages(
     state = parse_qs(urlsplit(location).query)["state"][0]
     r = client.get(f"/dashboard/return?error=access_denied&state={state}")
     assert r.status_code == 403 and "access_denied" in r.text
+
+
+def test_the_sign_in_page_uses_the_providers_read_at_start(
+    oidc: Provider, make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    # The sign-in provider is the portal's own (read once); each sign-in page used to read
+    # every provider's knobs and client secret file again.
+    client = make_client()
+    start(client)
+    (tmp_path / "rig.secret").unlink()
+    location = start(client)
+    assert location.startswith(oidc.issuer)

@@ -100,6 +100,8 @@ class OAuthProvider:
     token_auth: str = "client_secret_basic"  # noqa: S105 - a method name
     params: Mapping[str, str] = field(default_factory=dict)
     scopes: tuple[str, ...] = ()
+    #: ``NAME_ISSUER`` (OpenID Connect), when set: the dashboard's sign-in checks ``iss``.
+    issuer: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -148,6 +150,7 @@ def _one(p: Provider, base: str) -> OAuthProvider | None:
         token_auth=p.auth_method,
         params=preset.params if preset else {},
         scopes=preset.scopes if preset else (),
+        issuer=p.issuer,
     )
 
 

@@ -37,7 +37,6 @@ from fastapi import Request
 
 from htsec.authz import credential_owner
 from htsec.config import param
-from htsec.credmon.providers import load_providers
 from htsec.creds.crypto import aad_for
 from htsec.creds.store import CredStore
 from htsec.errors import ConfigError, Forbidden, HtsecError, LoginFailed
@@ -68,13 +67,12 @@ def login_provider(request: Request) -> tuple[OAuthProvider, str] | None:
     if not name:
         return None
     provider = request.app.state.portal_providers.get(name)
-    configured = load_providers(discover_endpoints=False).get(name)
-    if provider is None or configured is None or not configured.issuer:
+    if provider is None or not provider.issuer:
         raise ConfigError(
             f"HTSEC_PORTAL_LOGIN_PROVIDER = {name}: configure it as a provider with "
             f"{name.upper()}_CLIENT_ID and {name.upper()}_ISSUER (OpenID Connect)"
         )
-    return provider, configured.issuer.rstrip("/")
+    return provider, provider.issuer.rstrip("/")
 
 
 def _redirect_uri(request: Request) -> str:
