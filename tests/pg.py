@@ -298,6 +298,10 @@ class Cluster:
             connect_timeout=10,
         ) as conn:
             conn.execute(f"CREATE ROLE {ROLE} LOGIN CREATEDB")
+            # DROP DATABASE ... WITH (FORCE) ends every connection to the test's database,
+            # an autovacuum worker's too; without this the drop fails now and then with
+            # "must be a member of the role whose process is being terminated".
+            conn.execute(f"GRANT pg_signal_backend TO {ROLE}")
             conn.execute(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
 
     def stop(self) -> None:
