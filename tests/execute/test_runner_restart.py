@@ -12,7 +12,11 @@ import pytest
 
 from tests.execute.conftest import Point, alive
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root"),
+    # Each stops and starts htsec serve around a running job (6-7 s a test here).
+    pytest.mark.slow,
+]
 
 
 def test_a_job_running_when_serve_is_killed_runs_again_after_the_restart(
