@@ -26,10 +26,11 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from htsec.config import Settings, float_knob, param
 from htsec.creds.audit import audit_entry
@@ -38,6 +39,9 @@ from htsec.creds.pending import check_key
 from htsec.errors import CredStoreError, Forbidden, LinkGone, NotFound, TooManyRequests
 from htsec.store import Store
 from htsec.store.models import AuthorizationNeed, PendingAuthorization
+
+if TYPE_CHECKING:
+    from htsec.creds.store import CredStore
 
 __all__ = [
     "DEFAULT_LINK_LIFETIME",
@@ -60,6 +64,9 @@ __all__ = [
 ]
 
 #: Seconds a link lives unless ``HTSEC_PORTAL_LINK_LIFETIME`` says otherwise.
+#: What the link functions take: the store, or the credential store holding it.
+AnyStore: TypeAlias = "Store | CredStore"
+
 DEFAULT_LINK_LIFETIME = 900.0
 #: Credentials one link may ask for.
 MAX_NEEDS = 64
@@ -166,7 +173,7 @@ def link_url(base: str, link_id: str) -> str:
     return f"{base.rstrip('/')}/key/{check_key(link_id)}"
 
 
-def _db(store: Any) -> Store:
+def _db(store: AnyStore) -> Store:
     """A :class:`Store`, also from a :class:`~htsec.creds.store.CredStore`."""
     inner = getattr(store, "store", store)
     if not isinstance(inner, Store):
@@ -174,7 +181,7 @@ def _db(store: Any) -> Store:
     return inner
 
 
-def _audit(s: Any, user: str, outcome: str, detail: str, actor: str = "portal") -> None:
+def _audit(s: Session, user: str, outcome: str, detail: str, actor: str = "portal") -> None:
     s.add(
         audit_entry(
             actor=actor,
@@ -189,7 +196,7 @@ def _audit(s: Any, user: str, outcome: str, detail: str, actor: str = "portal") 
 
 
 def create_link(
-    store: Any,
+    store: AnyStore,
     *,
     user: str,
     needs: Sequence[Need],
@@ -307,7 +314,7 @@ def _read(store: Store, lid: str) -> Link | None:
     )
 
 
-def peek_link(store: Any, link_id: str) -> Link | None:
+def peek_link(store: AnyStore, link_id: str) -> Link | None:
     """The link ``link_id`` as stored, live or not (no checks, nothing audited)."""
     return _read(_db(store), check_key(link_id))
 
@@ -318,7 +325,7 @@ def _refuse(store: Store, user: str, outcome: str, detail: str, exc: Exception) 
     return exc
 
 
-def lookup_link(store: Any, link_id: str, *, now: float | None = None) -> Link:
+def lookup_link(store: AnyStore, link_id: str, *, now: float | None = None) -> Link:
     """The live link ``link_id``.
 
     :raises NotFound: no such link (audited).
@@ -350,12 +357,12 @@ def lookup_link(store: Any, link_id: str, *, now: float | None = None) -> Link:
 
 
 def open_link(
-    store: Any,
+    store: AnyStore,
     link_id: str,
     *,
     session_hash: str,
     session_user: str | None = None,
-    on_bind: Callable[[Any], None] | None = None,
+    on_bind: Callable[[Session], None] | None = None,
 ) -> Link:
     """The link ``link_id`` opened in the browser session ``session_hash``: bound to that
     session on first use; refused in any other session, and in a session logged in as another
@@ -410,7 +417,7 @@ def open_link(
     )
 
 
-def complete_need(store: Any, link_id: str, position: int) -> Link:
+def complete_need(store: AnyStore, link_id: str, position: int) -> Link:
     """Mark the link's need ``position`` done; the link is used up when all are."""
     db = _db(store)
     with db.session() as s:
@@ -421,7 +428,7 @@ def complete_need(store: Any, link_id: str, position: int) -> Link:
     return link
 
 
-def complete_need_in(s: Any, link_id: str, position: int) -> bool:
+def complete_need_in(s: Session, link_id: str, position: int) -> bool:
     """:func:`complete_need` inside session ``s`` (the transaction storing the credential);
     True when that used the link up."""
     h = link_hash(link_id)
@@ -447,7 +454,7 @@ def complete_need_in(s: Any, link_id: str, position: int) -> bool:
     return left is None
 
 
-def consume_link(store: Any, link_id: str) -> bool:
+def consume_link(store: AnyStore, link_id: str) -> bool:
     """Use the link up now (whatever is left undone); False if it already was."""
     db = _db(store)
     with db.session() as s:
@@ -460,7 +467,7 @@ def consume_link(store: Any, link_id: str) -> bool:
 
 
 def adopt_pending(
-    store: Any, key: str, *, user: str, needs: Sequence[Need], created_at: float, ttl: float
+    store: AnyStore, key: str, *, user: str, needs: Sequence[Need], created_at: float, ttl: float
 ) -> Link:
     """The link of condor_credd's pending-login file ``key`` (created the first time any
     portal process sees it; two processes racing agree on one row)."""
