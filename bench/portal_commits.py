@@ -9,7 +9,12 @@ the request, which includes the test client's own work and, for the return, the 
 the two calls to the provider (code exchange, user info), not the provider's. Wall-clock
 milliseconds are printed beside them.
 
-    .venv/bin/python bench/portal_commits.py [--rounds 30]
+With ``--links N``, instead: ``create_link`` (what the submit gate's check does for a job that
+needs a login) timed 300 times on a SQLite store already holding N expired links (kept a day
+to explain refusals), with the purge of old links on every call (as before ``Store.due``) and
+at most once a minute (now).
+
+    .venv/bin/python bench/portal_commits.py [--rounds 30] [--links 20000]
 
 Prints the medians per route, then one JSON line ``{route: {"commits", "cpu_ms", "wall_ms"}}``.
 """
@@ -48,7 +53,13 @@ from tests.portal.rig import (  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30, help="links walked (after one warm-up)")
+    parser.add_argument("--links", type=int, default=0, help="time create_link instead")
     args = parser.parse_args()
+    if args.links:
+        print(
+            json.dumps({"every_link": links(args.links, True), "once_a_minute": links(args.links)})
+        )
+        return
     with tempfile.TemporaryDirectory(prefix="htsec-bench-commits-") as d:
         tmp = Path(d)
         provider = start_provider(rig_config(), tmp / "oidc")
@@ -128,6 +139,56 @@ def run(rounds: int, issuer: str) -> dict[str, dict[str, float]]:
             "wall_ms": round(statistics.median(r[2] for r in rows), 2),
         }
         print(f"{route:16} " + "  ".join(f"{k} {v}" for k, v in out[route].items()))
+    return out
+
+
+def links(existing: int, purge_every_time: bool = False) -> dict[str, float]:
+    from sqlalchemy import insert
+
+    from htsec.creds.links import _LINKS, Need, create_link
+    from htsec.store.db import Store, open_store
+
+    with tempfile.TemporaryDirectory(prefix="htsec-bench-links-") as d:
+        store = open_store(f"sqlite:///{d}/htsec.db")
+        if purge_every_time:
+            store.due = lambda what, every: True  # type: ignore[method-assign]
+        assert isinstance(store, Store)
+        now = int(time.time())
+        with store.session() as s:
+            s.execute(
+                insert(_LINKS),
+                [
+                    {
+                        "id": f"{n:064x}",
+                        "user": f"u{n % 500}",
+                        "state": "pending",
+                        "created_at": now - 3600,
+                        "expires_at": now - 2700,
+                        "source": "htsec",
+                    }
+                    for n in range(existing)
+                ],
+            )
+        commits = [0]
+
+        @event.listens_for(store.engine, "commit")
+        def _count(_conn: Any) -> None:
+            commits[0] += 1
+
+        need = Need("box", None, frozenset({"read"}))
+        cpu, wall = [], []
+        for i in range(300):
+            p0, w0 = time.process_time(), time.perf_counter()
+            create_link(store, user=f"alice{i % 50}", needs=[need], ttl=900)
+            cpu.append(1000 * (time.process_time() - p0))
+            wall.append(1000 * (time.perf_counter() - w0))
+        store.close()
+    out = {
+        "commits": commits[0] / 300,
+        "cpu_ms": round(statistics.median(cpu), 2),
+        "wall_ms": round(statistics.median(wall), 2),
+    }
+    print(("purge on every link " if purge_every_time else "purge once a minute ") + str(out))
     return out
 
 
