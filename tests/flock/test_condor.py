@@ -80,8 +80,8 @@ def test_condor_masters_of_hosts_it_does_not_manage_are_not_hosts() -> None:
         "p4": Mode.BROKEN,  # managed, both startds off: a half-done switch
     }
     acts = decide(Observed(hosts, 0), PolicyConfig(reserve=0.5, min_dwell=0.0), 0.0)
-    lent_now = [a.host for a in acts if a.kind is Kind.LEND]
-    assert len(lent_now) == 2 and {a.host for a in acts} <= {h.name for h in hosts}
+    # 5 managed hosts, half never flock: 2 may be lent, and p4 (half-switched) counts as one
+    assert [(a.kind, a.host) for a in acts] == [(Kind.STOP, "p4"), (Kind.LEND, "p0")]
 
 
 def test_condor_ad_without_role_is_reported_and_startd_without_master_is_unhealthy() -> None:
