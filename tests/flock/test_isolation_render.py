@@ -30,6 +30,15 @@ def test_isolation_gateway_masquerades_only_the_vlan_to_the_wan() -> None:
     assert 'iifname "vl" meta nfproto ipv6 drop' in s  # IPv6 would leave without NAT
 
 
+def test_isolation_gateway_forwards_only_the_vlans_own_source_addresses() -> None:
+    """A sender on the VLAN with a source outside the flocking subnet (spoofed: root on an
+    execute host, or any other machine on the VLAN) would be forwarded to the WAN un-NATed."""
+    s = render_gateway(GatewaySpec("vl", "wan0", "10.27.2.0/24"))
+    fwd = s[s.index("chain forward") : s.index("chain input")]
+    spoof = 'iifname "vl" ip saddr != 10.27.2.0/24 drop'
+    assert spoof in fwd and fwd.index(spoof) < fwd.index('oifname != "wan0" drop')
+
+
 def test_isolation_job_runs_unprivileged_without_capabilities() -> None:
     argv = bwrap_argv("s1", Path("/var/lib/condor/execute/dir_1"), ["./job"])
     assert argv[:4] == ["ip", "netns", "exec", "htsec-flock-s1"]

@@ -21,8 +21,8 @@ submit host, NATs it to the internet and firewalls it from the private network, 
   namespace before deleting it.
 
 On the submit host (table ``inet htsec_flock_gw``): traffic from the flocking VLAN is forwarded
-only to the WAN interface, only in the VLAN's own IP family, never to the LAN prefixes or
-metadata addresses, and masqueraded; the
+only to the WAN interface, only in the VLAN's own IP family and from its own subnet (no spoofed
+sources), never to the LAN prefixes or metadata addresses, and masqueraded; the
 submit host's own services do not answer the VLAN; the WAN may answer only established flows.
 
 ``render_*`` return the exact commands and nft scripts; ``apply_*``/``remove_*`` run them and
@@ -199,9 +199,9 @@ def render_gateway(spec: GatewaySpec) -> str:
             drops.append(f"{kw} daddr {s} drop")
     v, w, sub = spec.vlan, spec.wan, _net(spec.subnet, "subnet")
     version = ipaddress.ip_network(sub).version
-    drops.insert(0, f"meta nfproto {_other_family(version)} drop")
-    fwd = "\n".join(f'\t\tiifname "{v}" {d}' for d in drops)
     kw = "ip" if version == 4 else "ip6"
+    drops[:0] = [f"meta nfproto {_other_family(version)} drop", f"{kw} saddr != {sub} drop"]
+    fwd = "\n".join(f'\t\tiifname "{v}" {d}' for d in drops)
     return (
         f"table inet {GW_TABLE}\nflush table inet {GW_TABLE}\n"
         f"table inet {GW_TABLE} {{\n"
