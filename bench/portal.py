@@ -87,11 +87,10 @@ def _server_side_ms(log: Path, start: float, end: float) -> float:
     return total
 
 
-@contextmanager
-def portal_site(tmp: Path) -> Iterator[tuple[str, str, Provider, dict[str, str]]]:
-    """A served portal with the rig as provider ``rig``: (url, ca, provider, client env)."""
-    home = tmp / "home"
-    env = {
+def _clean_env(home: Path) -> dict[str, str]:
+    """This process's environment without HTCondor's and htsec's settings, for a pool of
+    its own in ``home``."""
+    return {
         **{
             k: v
             for k, v in os.environ.items()
@@ -101,6 +100,13 @@ def portal_site(tmp: Path) -> Iterator[tuple[str, str, Provider, dict[str, str]]
         "_CONDOR_TRUST_DOMAIN": "pool.example.org",
         "_CONDOR_UID_DOMAIN": "pool.example.org",
     }
+
+
+@contextmanager
+def portal_site(tmp: Path) -> Iterator[tuple[str, str, Provider, dict[str, str]]]:
+    """A served portal with the rig as provider ``rig``: (url, ca, provider, client env)."""
+    home = tmp / "home"
+    env = _clean_env(home)
     port = free_port()
     url = f"https://127.0.0.1:{port}"
     config = default_config()
@@ -292,16 +298,7 @@ def _seed(env: dict[str, str], creds: int) -> dict[str, str]:
 def gate_site(tmp: Path, creds: int) -> Iterator[tuple[str, str, dict[str, str], dict[str, str]]]:
     """A served credd over a seeded store: (url, ca, tokens by user, client env)."""
     home = tmp / "home"
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("_CONDOR_", "HTSEC_")) and k != "CONDOR_CONFIG"
-        },
-        "HTSEC_HOME": str(home),
-        "_CONDOR_TRUST_DOMAIN": "pool.example.org",
-        "_CONDOR_UID_DOMAIN": "pool.example.org",
-    }
+    env = _clean_env(home)
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
