@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from time import monotonic
 from urllib.parse import parse_qs, urlsplit
 
@@ -130,3 +131,21 @@ def test_google_login_asks_for_offline_access(
         )
     finally:
         authority.store.close()
+
+
+def test_the_stylesheet_is_served_from_memory_and_revalidated_by_its_etag(
+    portal: Portal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from htsec.portal import pages
+
+    client = portal.browser().client
+    css = client.get("/static/portal.css")
+    assert css.status_code == 200 and css.content == (pages.STATIC / "portal.css").read_bytes()
+    assert css.headers["content-type"].startswith("text/css")
+    assert "default-src 'none'" in css.headers["content-security-policy"]
+    etag = css.headers["etag"]
+    # read once, not per request
+    monkeypatch.setattr("htsec.portal.routes.STATIC", Path("/nonexistent"))
+    again = client.get("/static/portal.css", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.headers["etag"] == etag and not again.content
+    assert client.get("/static/portal.css").content == css.content
