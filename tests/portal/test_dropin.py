@@ -165,6 +165,17 @@ def test_a_credential_already_stored_with_the_same_scope_set_shows_as_stored(
     assert heading(page) == "All set", page.text
 
 
+def test_a_credential_stored_without_a_refresh_token_is_not_shown_as_stored(
+    portal: Portal,
+) -> None:
+    # The same rule as the credential check (htsec.creds.check.need_states): it cannot be
+    # renewed, so the link offers the login again.
+    portal.creds.put("alice", "rig", access_token="at", scopes=["profile", "openid"])
+    page = portal.browser().open(portal.link())
+    assert heading(page) != "All set", page.text
+    assert 'action="/login/rig"' in page.text or "/login/rig" in page.text, page.text
+
+
 @pytest.mark.parametrize(
     "content",
     [b"\x00\xff garbage", b'Provider = "rig"\n', b'Provider = "rig"\nLocalUser = "../root"\n'],

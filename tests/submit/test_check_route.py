@@ -179,3 +179,17 @@ def test_check_with_authorize_makes_the_link_in_the_same_request(
     admin = bearer(authority.mint(identity="admin@pool.example.org", authz=["ADMINISTRATOR"]))
     other = check(client, admin, {"service": "onedrive"}, user="alice", authorize=True)
     assert other.status_code == 200 and "url" not in other.json()
+
+
+def test_check_a_credential_without_a_refresh_token_needs_reauth(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    # The provider gave no refresh token at the login: the credmon cannot renew the access
+    # token for a job that outlives it, so the user is sent to log in again (the link page,
+    # which asks the same htsec.creds.check.need_states, shows it as not done either).
+    h = alice
+    body = {"access_token": "at", "expires_at": int(time.time()) + 3600, "scopes": ["a"]}
+    assert client.put("/v1/creds/onedrive", headers=h, json=body).status_code == 200
+    r = check(client, h, {"service": "onedrive", "scopes": ["a"]}).json()
+    assert r["ready"] is False and states(r) == ["needs-reauth"]
+    assert "without a refresh token" in r["needs"][0]["detail"]

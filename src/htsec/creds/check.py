@@ -9,8 +9,13 @@ HTCondor's counterpart is condor_credd's ``CREDD_CHECK_CREDS`` (``src/condor_cre
   file's ``scopes`` and ``audience`` strings with the request's exactly
   (``store_cred.cpp`` ``cred_matches``), so ``"a,b"`` differs from ``"b,a"``; htsec compares
   scopes as sets and the audience as a string (none and empty are the same);
-- ``needs-reauth``: stored but not usable until its owner logs in again (the credmon marked
-  it, e.g. after ``invalid_grant``).
+- ``needs-reauth``: stored but not usable until its owner logs in again: the credmon marked
+  it (e.g. after ``invalid_grant``), or it has no refresh token (the provider gave none at the
+  login), so the credmon cannot renew it for a job that outlives its access token.
+
+:func:`need_states` is the one place that decides whether a stored credential meets a need:
+the check here and the portal's authorisation-link page (which shows a need as done) both ask
+it, so a link never shows as done what the check would send the user to it for.
 
 Local-issuer and local-client services (``LOCAL_CREDMON_PROVIDER_NAMES``, else
 ``LOCAL_CREDMON_PROVIDER_NAME``, default ``scitokens`` as in ``store_cred.cpp``
@@ -36,13 +41,19 @@ from htsec.creds.store import CredStore
 from htsec.creds.writes import CREDENTIALS
 from htsec.errors import CredStoreError
 
-__all__ = ["NeedState", "check_needs", "local_services"]
+__all__ = ["NeedState", "check_needs", "local_services", "need_states"]
 
 _C = CREDENTIALS.c
 # Built once (the per-request cost of building a Core statement was a third of the route's).
-_NEEDED = select(_C.service, _C.handle, _C.scopes, _C.audience, _C.state, _C.last_error).where(
-    _C.user == bindparam("u"), _C.service.in_(bindparam("s", expanding=True))
-)
+_NEEDED = select(
+    _C.service,
+    _C.handle,
+    _C.scopes,
+    _C.audience,
+    _C.state,
+    _C.last_error,
+    _C.refresh_token.is_not(None),
+).where(_C.user == bindparam("u"), _C.service.in_(bindparam("s", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,58 @@ def _text(scopes: Sequence[str] | frozenset[str]) -> str:
     return ",".join(sorted(scopes)) or "(none)"
 
 
+_Row = tuple[str, str | None, str, str | None, bool]
+
+
+def _judge(n: Need, row: _Row | None, *, is_local: bool) -> NeedState:
+    if row is None:
+        return NeedState(n.service, n.handle, "missing", "not stored")
+    scopes_text, audience, state, last_error, has_refresh_token = row
+    stored = frozenset(s for s in scopes_text.split(",") if s)
+    stored_audience = audience or None
+    if not is_local and (stored != n.scopes or stored_audience != n.audience):
+        return NeedState(
+            n.service,
+            n.handle,
+            "mismatch",
+            f"stored with scopes {_text(stored)} and audience "
+            f"{stored_audience or '(none)'}; the job asks for scopes {_text(n.scopes)} "
+            f"and audience {n.audience or '(none)'}",
+            tuple(sorted(stored)),
+            stored_audience,
+        )
+    if state != "active":
+        return NeedState(
+            n.service, n.handle, "needs-reauth", f"{state}: {last_error or 'no detail'}"
+        )
+    if not is_local and not has_refresh_token:
+        return NeedState(
+            n.service,
+            n.handle,
+            "needs-reauth",
+            "stored without a refresh token: it cannot be renewed; log in again",
+        )
+    return NeedState(n.service, n.handle, "present", "stored")
+
+
+def need_states(
+    cs: CredStore, user: str, needs: Sequence[Need], *, local: frozenset[str]
+) -> list[NeedState]:
+    """The state of each of ``needs`` for ``user`` as stored, changing nothing (a missing
+    local-issuer credential is ``missing`` here; :func:`check_needs` creates it)."""
+    services = sorted({n.service for n in needs})
+    rows: dict[tuple[str, str], _Row] = {}
+    if services:
+        with cs.store.engine.connect() as conn:
+            result = conn.execute(_NEEDED, {"u": local_user(user), "s": services})
+            for service, handle, scopes, audience, state, last_error, has_rt in result:
+                rows[(service, handle or "")] = (scopes, audience, state, last_error, has_rt)
+    return [
+        _judge(n, rows.get((n.service, n.handle or "")), is_local=n.service.lower() in local)
+        for n in needs
+    ]
+
+
 def check_needs(
     cs: CredStore,
     user: str,
@@ -108,51 +171,15 @@ def check_needs(
     for n in needs:
         if n.service.lower() in local and n.handle:
             raise CredStoreError(f"Local Issuer credential '{n.service}' can't have a handle.")
-    services = sorted({n.service for n in needs})
-    rows: dict[tuple[str, str], tuple[str, str, str, str | None]] = {}
-    if services:
-        with cs.store.engine.connect() as conn:
-            result = conn.execute(_NEEDED, {"u": owner, "s": services})
-            for service, handle, scopes, audience, state, last_error in result:
-                rows[(service, handle or "")] = (scopes, audience, state, last_error)
     out: list[NeedState] = []
-    for n in needs:
-        row = rows.get((n.service, n.handle or ""))
-        is_local = n.service.lower() in local
-        if row is None:
-            if not is_local:
-                out.append(NeedState(n.service, n.handle, "missing", "not stored"))
-                continue
+    for n, st in zip(needs, need_states(cs, user, needs, local=local), strict=True):
+        if st.state == "missing" and n.service.lower() in local:
             if n.scopes or n.audience:
                 raise CredStoreError(
                     f"Local Issuer/Client credential '{n.service}' can't have user-provided "
                     "scope or audience."
                 )
             cs.ensure_local(owner, n.service, actor=actor)
-            out.append(NeedState(n.service, n.handle, "present", "created for the local issuer"))
-            continue
-        scopes_text, audience, state, last_error = row
-        stored = frozenset(s for s in scopes_text.split(",") if s)
-        stored_audience = audience or None
-        if not is_local and (stored != n.scopes or stored_audience != n.audience):
-            out.append(
-                NeedState(
-                    n.service,
-                    n.handle,
-                    "mismatch",
-                    f"stored with scopes {_text(stored)} and audience "
-                    f"{stored_audience or '(none)'}; the job asks for scopes {_text(n.scopes)} "
-                    f"and audience {n.audience or '(none)'}",
-                    tuple(sorted(stored)),
-                    stored_audience,
-                )
-            )
-        elif state != "active":
-            out.append(
-                NeedState(
-                    n.service, n.handle, "needs-reauth", f"{state}: {last_error or 'no detail'}"
-                )
-            )
-        else:
-            out.append(NeedState(n.service, n.handle, "present", "stored"))
+            st = NeedState(n.service, n.handle, "present", "created for the local issuer")
+        out.append(st)
     return out

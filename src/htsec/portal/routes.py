@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from htsec.creds.api import wake_credmon
 from htsec.creds.audit import audit_entry
+from htsec.creds.check import local_services, need_states
 from htsec.creds.links import Link, complete_need_in, lookup_link, open_link, peek_link
 from htsec.creds.names import TokenName
 from htsec.creds.pending import check_key
@@ -157,19 +158,9 @@ def _position(link: Link, name: str) -> int:
 
 
 def _stored(cs: CredStore, link: Link) -> list[bool]:
-    """Which needs are already met in the store: same scopes (as sets) and audience."""
-    have = {(c.service, c.handle or ""): c for c in cs.credentials(link.user)}
-    out = []
-    for need in link.needs:
-        c = have.get((need.service, need.handle or ""))
-        out.append(
-            c is not None
-            and c.state == "active"
-            and c.has_refresh_token
-            and frozenset(c.scopes) == need.scopes
-            and (c.audience or None) == need.audience
-        )
-    return out
+    """Which needs are already met in the store, by the credential check's own rule."""
+    states = need_states(cs, link.user, link.needs, local=local_services())
+    return [st.state == "present" for st in states]
 
 
 def _next(request: Request, value: str | None, user: str | None) -> str | None:
