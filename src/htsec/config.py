@@ -85,6 +85,10 @@ KNOBS: dict[str, str] = {
     "CREDMON_WEB_PREFIX, else HTSEC_SERVER_URL)",
     "HTSEC_PORTAL_LINK_LIFETIME": "seconds a one-time authorisation link lives (900)",
     "HTSEC_EXECUTE_SLOTS": "jobs 'htsec serve' runs at once on its execution point (CPUs)",
+    "SLOT1_USER": "the account slot 1 (SLOT<N>_USER: slot N) of htsec serve's execution "
+    "point runs jobs as (htsec-slot<N>)",
+    "DEDICATED_EXECUTE_ACCOUNT_REGEXP": "SLOT<N>_USER accounts that are the slot's alone: "
+    "every process of theirs is killed when a job ends",
     "EXECUTE": "job sandboxes (root: /var/lib/htsec/execute; else $(HTSEC_HOME)/execute)",
     "FILETRANSFER_PLUGINS": "file-transfer plugin executables (default: htsec's htsec-plugin-*)",
     "HTSEC_PORTAL_LOGIN_PROVIDER": "provider (OpenID Connect, with <NAME>_ISSUER) for signing in "

@@ -1,7 +1,7 @@
 """A real 'htsec serve' with its execution point, and a client that submits and waits.
 
-Jobs run as htsec-job (scripts/setup creates it), so the sandboxes go in a directory that user
-can reach (pytest's own temporary directories are 0700 root's)."""
+Jobs run as the slot accounts htsec-slot<N> (scripts/setup creates them), so the sandboxes go in
+a directory those users can reach (pytest's own temporary directories are 0700 root's)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import HTSEC, free_port, run
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as slot accounts: needs root")
 
 
 @dataclass

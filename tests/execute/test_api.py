@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import run
 from tests.execute.conftest import Point
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as slot accounts: needs root")
 
 
 def test_a_malformed_submit_is_a_400_with_a_reason_and_queues_nothing(

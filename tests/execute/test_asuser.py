@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import run
 from tests.execute.conftest import Point
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as slot accounts: needs root")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import run
 from tests.execute.conftest import Point
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as slot accounts: needs root")
 
 
 def test_q_rm_and_history_show_the_jobs_as_condor_q_does(point: Point, iwd: Path) -> None:

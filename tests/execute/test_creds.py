@@ -31,11 +31,11 @@ from htsec.execute.creds import HOLD_REASON, CredDelivery, JobCreds
 
 
 def job_ids() -> tuple[int, int] | None:
-    """The uid and gid jobs run as here (``htsec-job``, else ``nobody``), or None when this
+    """The uid and gid jobs run as here (``htsec-slot1``, else ``nobody``), or None when this
     process cannot switch users (then the tests that need one skip)."""
     if os.geteuid() != 0:
         return None
-    for name in ("htsec-job", "nobody"):
+    for name in ("htsec-slot1", "nobody"):
         try:
             pw = pwd.getpwnam(name)
         except KeyError:

@@ -236,7 +236,7 @@ def test_no_refresh_token_or_client_secret_is_readable_by_running_jobs(
     iwd: Path,
 ) -> None:
     """Real ``htsec serve`` (its execution point and its credmon, refreshing against the oidc
-    rig every pass) runs three jobs of one cluster as htsec-job."""
+    rig every pass) runs three jobs of one cluster as the slot accounts."""
     provider_env(monkeypatch, tmp_path, oidc)
     login = obtain_refresh_token(oidc, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, "root", "openid")
     refresh_tokens = {login["refresh_token"]}

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from htsec.config import Settings, load
-from htsec.execute.point import execute_dir, job_user
+from htsec.execute.point import execute_dir
+from htsec.execute.slots import slot_users
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the root default")
@@ -31,7 +32,9 @@ def test_execute_is_honoured_and_must_be_safe(
         execute_dir(settings)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="as root, jobs run as htsec-job")
-def test_jobs_never_run_as_root() -> None:
-    who = job_user()
-    assert who is not None and who.name == "htsec-job" and who.uid != 0
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, jobs run as the slot accounts")
+def test_jobs_never_run_as_root(settings: Settings) -> None:
+    got = slot_users(1)
+    assert got.problem is None, got.problem
+    (slot,) = got.slots
+    assert slot.user.name == "htsec-slot1" and slot.user.uid != 0 and slot.dedicated

@@ -22,7 +22,7 @@ from htsec.store.db import open_store
 from tests.execute.conftest import alive
 from tests.execute.test_runner import DETACH
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as slot accounts: needs root")
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_without_cgroups_a_detached_descendant_still_dies_with_the_job(
     assert row.state == "completed", row
     assert row.cgroup is None
     pid_text, user = (iwd / "out").read_text().split()
-    assert user == "htsec-job"  # the forked start drops privileges too
+    assert user == "htsec-slot1"  # the forked start drops privileges too
     deadline = time.monotonic() + 5
     while alive(int(pid_text)) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -13,7 +13,7 @@ import pytest
 from tests.execute.conftest import Point, alive
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as slot accounts: needs root"),
     # Each stops and starts htsec serve around a running job (6-7 s a test here).
     pytest.mark.slow,
 ]

@@ -11,7 +11,7 @@ import pytest
 
 from tests.execute.conftest import Point
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as slot accounts: needs root")
 
 
 def test_a_job_finds_its_access_token_in_condor_creds_before_it_starts(
@@ -38,7 +38,7 @@ def test_a_job_finds_its_access_token_in_condor_creds_before_it_starts(
     assert job["state"] == "completed", job
     where, dir_mode, file_mode, use = (iwd / "out").read_text().splitlines()
     assert where.endswith("/.condor_creds")
-    assert dir_mode == "700 htsec-job" and file_mode == "600 htsec-job"
+    assert dir_mode == file_mode.replace("600", "700") == "700 htsec-slot1"
     assert json.loads(use)["access_token"] == "at-for-the-job"
     assert "refresh_token" not in use
     assert not Path(where).exists()

@@ -20,7 +20,7 @@ import pytest
 from htsec.execute.transfer import method_of
 from tests.execute.conftest import Point
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as slot accounts: needs root")
 
 PLUGIN = r"""#!/usr/bin/python3
 import os, re, shutil, sys
@@ -52,7 +52,7 @@ def plugin_dir() -> Iterator[Path]:
     d.chmod(0o755)
     (d / "test_plugin").write_text(PLUGIN)
     (d / "test_plugin").chmod(0o755)
-    job = pwd.getpwnam("htsec-job")
+    job = pwd.getpwnam("htsec-slot1")
     (d / "data").mkdir()
     os.chown(d / "data", job.pw_uid, job.pw_gid)
     (d / "data" / "in.txt").write_text("from the plugin\n")
@@ -64,6 +64,7 @@ def plugin_dir() -> Iterator[Path]:
 def plugged(point: Point, plugin_dir: Path) -> Point:
     point.stop()
     point.env["_CONDOR_FILETRANSFER_PLUGINS"] = str(plugin_dir / "test_plugin")
+    point.env["_CONDOR_HTSEC_EXECUTE_SLOTS"] = "1"  # its jobs run as htsec-slot1
     point.start()
     return point
 
@@ -88,8 +89,8 @@ def test_url_inputs_and_remapped_outputs_go_through_the_plugin_as_the_job_user(
     )
     job = plugged.wait(f"{cluster}.0", "completed", "held")
     assert job["state"] == "completed", job
-    assert (data / "up_0.txt").read_text() == "from the plugin\nhtsec-job\n"
-    assert (data / "up_0.txt").stat().st_uid == pwd.getpwnam("htsec-job").pw_uid
+    assert (data / "up_0.txt").read_text() == "from the plugin\nhtsec-slot1\n"
+    assert (data / "up_0.txt").stat().st_uid == pwd.getpwnam("htsec-slot1").pw_uid
     assert not (iwd / "result.txt").exists()
 
 

@@ -1,8 +1,10 @@
 """The execution point of ``htsec serve``: its configuration, its runner and who runs what.
 
-Jobs run as the dedicated unprivileged user ``htsec-job`` (``scripts/setup`` creates it) when
-htsec is root, never as root; when htsec is not root they run as htsec's own user, and then
-only that user's jobs are accepted (a job could otherwise read htsec's own state). A job's
+When htsec is root each slot runs its jobs as its own unprivileged account (``SLOT<N>_USER``,
+else ``htsec-slot<N>``, which ``scripts/setup`` creates; :mod:`htsec.execute.slots`), never as
+root, so jobs of different slots cannot read each other's sandboxes or tokens; when htsec is not
+root they run as htsec's own user, and then only that user's jobs are accepted (a job could
+otherwise read htsec's own state). A job's
 files are the owner's: read and written as the local account of the owner's name (as
 HTCondor's shadow does), which must exist.
 """
@@ -20,28 +22,17 @@ from htsec.errors import ConfigError, Forbidden
 from htsec.execute.asuser import Identity
 from htsec.execute.records import JobBook
 from htsec.execute.runner import Delivery, Runner
+from htsec.execute.slots import slot_users
 from htsec.store.db import Store
 
-__all__ = ["JOB_USER", "ExecutePoint", "execute_dir", "job_user", "owner_identity"]
+__all__ = ["ExecutePoint", "execute_dir", "owner_identity", "slot_count"]
 
 log = logging.getLogger("htsec.execute")
 
-#: The dedicated system user jobs run as when htsec is root.
-JOB_USER = "htsec-job"
 
-
-def job_user() -> Identity | None:
-    """Who jobs run as (None: htsec is root and ``htsec-job`` does not exist)."""
-    if os.geteuid() != 0:
-        me = pwd.getpwuid(os.geteuid())
-        return Identity(me.pw_name, me.pw_uid, os.getegid())
-    try:
-        pw = pwd.getpwnam(JOB_USER)
-    except KeyError:
-        return None
-    if pw.pw_uid == 0:
-        return None
-    return Identity(pw.pw_name, pw.pw_uid, pw.pw_gid)
+def slot_count() -> int:
+    """How many jobs run at once: ``HTSEC_EXECUTE_SLOTS``, by default the number of CPUs."""
+    return positive_int_knob("HTSEC_EXECUTE_SLOTS", os.cpu_count() or 1) or 1
 
 
 def owner_identity(owner: str) -> Identity:
@@ -105,9 +96,8 @@ class ExecutePoint:
         self.runner = Runner(
             self.book,
             execute_dir=execute_dir(settings),
-            job_user=job_user(),
+            slots=slot_users(slots or slot_count()),
             owner_identity=owner_identity,
-            slots=slots or positive_int_knob("HTSEC_EXECUTE_SLOTS", os.cpu_count() or 1) or 1,
             delivery=delivery,
         )
 

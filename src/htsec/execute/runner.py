@@ -1,10 +1,12 @@
 """The runner: takes idle procs from the store and runs each as a starter would.
 
-One thread per running proc (at most ``slots``): sandbox, tokens (:mod:`htsec.execute.creds`),
-input files (the owner's, read as the owner; URLs through plugins), the process (as the job
-user, own session and cgroup, limits), then output back, tokens and sandbox removed, the
-outcome stored. A proc found running when the runner starts (``htsec serve`` stopped under it)
-has what is left of it killed and runs again, or is held after :data:`MAX_RESTARTS`.
+One thread per running proc, each on a free slot (at most one proc per slot): sandbox, tokens
+(:mod:`htsec.execute.creds`), input files (the owner's, read as the owner; URLs through
+plugins), the process (as the slot's own account, :mod:`htsec.execute.slots`; own session and
+cgroup, limits), then output back, tokens and sandbox removed, every process the slot's account
+left killed, the outcome stored. A proc found running when the runner starts (``htsec serve``
+stopped under it) has what is left of it killed and runs again, or is held after
+:data:`MAX_RESTARTS`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from htsec.execute import process, userlog
 from htsec.execute.asuser import Identity
 from htsec.execute.records import HELD, IDLE, REMOVED, RUNNING, JobBook, ProcRow
 from htsec.execute.sandbox import Sandbox
+from htsec.execute.slots import Slot, SlotUsers, kill_uid
 from htsec.execute.stage import JobFailed, stage_in, stage_out
 from htsec.execute.transfer import Plugins
 
@@ -61,6 +64,7 @@ class Delivery(Protocol):
 @dataclass
 class _Running:
     row: ProcRow
+    slot: Slot | None = None
     sandbox: Sandbox | None = None
     group: Path | None = None
     proc: process.Job | None = None
@@ -77,18 +81,18 @@ class Runner:
         book: JobBook,
         *,
         execute_dir: Path,
-        job_user: Identity | None,
+        slots: SlotUsers,
         owner_identity: Callable[[str], Identity],
-        slots: int,
         delivery: Delivery | None = None,
         plugins: Plugins | None = None,
         on_started: Callable[[ProcRow, float], None] | None = None,
     ) -> None:
         self.book = book
         self.execute_dir = execute_dir
-        self.job_user = job_user
-        self.owner_identity = owner_identity
         self.slots = slots
+        self.owner_identity = owner_identity
+        # Slots without a job; with no account for a slot, one pseudo-slot whose jobs are held.
+        self._free: list[Slot | None] = list(slots.slots) if slots.slots else [None]
         self.delivery = delivery
         self.plugins = plugins or Plugins()
         self.on_started = on_started
@@ -106,16 +110,19 @@ class Runner:
         (log.warning if limited else log.info)(
             "execute: sandboxes in %s; %s", self.execute_dir, self.cgroup_note
         )
-        if self.job_user is None:
-            log.warning("execute: no job user (htsec-job missing): jobs are held until it exists")
-        elif os.geteuid() == 0:  # plugins run as the job user: say now when one cannot
-            user = self.job_user
-            threading.Thread(
-                target=self.plugins.check_runnable,
-                args=(user.name, (user.uid, user.gid)),
-                name="htsec-plugin-check",
-                daemon=True,
-            ).start()
+        if self.slots.problem:
+            log.error("execute: no job runs (each is held): %s", self.slots.problem)
+        else:
+            log.info(
+                "execute: %d slots, jobs run as %s",
+                len(self.slots.slots),
+                ", ".join(s.user.name for s in self.slots.slots),
+            )
+            if os.geteuid() == 0:  # plugins run as the slots' users: say now when one cannot
+                threading.Thread(
+                    target=self._check_plugins, name="htsec-plugin-check", daemon=True
+                ).start()
+        self._sweep_slots()
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="htsec-execute", daemon=True)
         self._thread.start()
@@ -146,21 +153,36 @@ class Runner:
             if self._stop.is_set():
                 return
             with self._lock:
-                free = self.slots - len(self._running)
+                free = len(self._free)
+            if not free:
+                continue
             try:
                 rows = self.book.claim_idle(free)
             except Exception:  # the store may be briefly unavailable
                 log.exception("execute: cannot read idle jobs")
                 continue
             for row in rows:
-                r = _Running(row)
                 with self._lock:
+                    r = _Running(row, slot=self._free.pop(0))
                     self._running[(row.cluster_id, row.proc_id)] = r
                 threading.Thread(
                     target=self._run, args=(r,), name=f"job-{row.job_id}", daemon=True
                 ).start()
 
+    def _check_plugins(self) -> None:
+        seen: set[int] = set()
+        for slot in self.slots.slots:
+            if slot.user.uid not in seen:
+                seen.add(slot.user.uid)
+                self.plugins.check_runnable(slot.user.name, (slot.user.uid, slot.user.gid))
+
     # -- recovery --------------------------------------------------------------------------
+    def _sweep_slots(self) -> None:
+        """Whatever the slots' dedicated accounts still run from before this start goes."""
+        for slot in self.slots.slots:
+            if slot.dedicated and (n := kill_uid(slot.user.uid)):
+                log.warning("execute: killed %d leftover processes of %s", n, slot.user.name)
+
     def recover(self) -> None:
         """Procs the store says are running, from before this start: kill what is left of
         them, then run them again (or hold them after :data:`MAX_RESTARTS`)."""
@@ -284,9 +306,13 @@ class Runner:
             process.kill_all(r.group, r.proc.pid if r.proc else None, self._marker(r))
             if r.sandbox is not None:
                 r.sandbox.remove()
+            if r.slot is not None and r.slot.dedicated:
+                kill_uid(r.slot.user.uid)  # all the slot's account runs is the job's
             self._finish_removed(r)
             with self._lock:
                 self._running.pop((row.cluster_id, row.proc_id), None)
+                self._free.append(r.slot)
+                self._free.sort(key=lambda s: s.number if s else 0)
             self._wake.set()
 
     def _finish_removed(self, r: _Running) -> None:
@@ -304,11 +330,11 @@ class Runner:
         row = r.row
         ad = row.ad
         c, p = row.cluster_id, row.proc_id
-        if self.job_user is None:
-            raise JobFailed("the job user htsec-job does not exist: run scripts/setup as root", 6)
-        if self.job_user.uid == 0:
+        if r.slot is None:
+            raise JobFailed(f"The execution point cannot run jobs: {self.slots.problem}", 6)
+        job = r.slot.user
+        if job.uid == 0:
             raise JobFailed("jobs never run as root", 6)
-        job = self.job_user
         owner = self.owner_identity(row.owner)
         limits = limits_of(ad)
         r.sandbox = Sandbox.create(self.execute_dir, f"dir_{c}.{p}", job.uid, job.gid)
