@@ -3,9 +3,10 @@
 From a submit accepted (its procs stored, the runner woken: what ``POST /v1/jobs`` does before
 it answers) to the job's process running with its token in place: the runner has claimed the
 proc, made its 0700 sandbox and cgroup, written ``.condor_creds/bench.use`` (htsec.execute.creds),
-copied the executable in as the owner, and spawned the process as ``htsec-job``. One job at a
-time, each waited for; beside the floor of a bare ``subprocess.Popen`` of the same script.
-Needs root (jobs run as htsec-job; ``scripts/setup`` creates it).
+copied the executable in as the owner, and spawned the process as the slot's account
+(``htsec-slot1``). One job at a time, each waited for; beside the floor of a bare
+``subprocess.Popen`` of the same script.
+Needs root (jobs run as the slot accounts ``htsec-slot<N>``; ``scripts/setup`` creates them).
 
     .venv/bin/python bench/start.py [--jobs 50]
 """
@@ -47,7 +48,7 @@ def floor(script: Path, n: int) -> float:
 def run(jobs: int = 50) -> dict[str, Any]:
     """Start ``jobs`` jobs one at a time; returns the figures (and prints a line)."""
     if os.geteuid() != 0:
-        raise SystemExit("start: needs root (jobs run as htsec-job)")
+        raise SystemExit("start: needs root (jobs run as the slot accounts)")
     work = Path(tempfile.mkdtemp(prefix="htsec-bench-start-", dir="/tmp"))
     work.chmod(0o711)
     for name in [n for n in os.environ if n.startswith(("_CONDOR_", "HTSEC_"))]:

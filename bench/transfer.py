@@ -1,7 +1,7 @@
 """Benchmark of the local execution point's transfers (issue 13), in one run:
 
 * job start latency (``bench/start.py``): from a submit accepted to the job's process running
-  as htsec-job with its token in place, median (target < 100 ms), beside a bare spawn;
+  as its slot's account with its token in place, median (target < 100 ms), beside a bare spawn;
 * token hand-off (``bench/handoff.py``): from a credmon's refresh to the sandbox ``.use``
   replaced, p99 (target < 1 s), beside the inotify floor;
 * plugin vs curl (``bench/plugin.py``): htsec-plugin-https and curl moving the same file from

@@ -82,7 +82,7 @@ def main() -> int:
         )
         job = f"{body['cluster']}.0"
         print(f"   1 job(s) submitted to cluster {body['cluster']} (owner {body['owner']})")
-        say(f"4. job {job} running as htsec-job (htsec q shows it)")
+        say(f"4. job {job} running as its slot's account, htsec-slot<N> (htsec q shows it)")
         state = wait(client, job)
         print(f"   job {job} is {state['state']}", end="")
         if state["state"] == "held":
@@ -128,7 +128,7 @@ def start_storage(work: Path, user: str, htsec_ca: Path) -> tuple[object | None,
     issuer = param("LOCAL_CREDMON_ISSUER") or "https://localhost:9680"
     audience = param("LOCAL_CREDMON_TOKEN_AUDIENCE") or "https://wlcg.cern.ch/jwt/v1/any"
     ca = make_test_ca(work / "ca")
-    tls = work / "tls"  # XRootD runs as nobody, the plugin as htsec-job: both read it
+    tls = work / "tls"  # XRootD runs as nobody, the plugin as a slot account: both read it
     tls.mkdir(mode=0o755)
     nobody = pwd.getpwnam("nobody")
     for src in (ca.server_cert, ca.server_key, ca.cert):

@@ -154,8 +154,11 @@ while True:
 """
 
 
-def scan(secret_values: list[str], sandbox_paths: list[Path]) -> dict[str, Any]:
-    uid, gid = job_ids() or (0, 0)
+def scan(
+    secret_values: list[str], sandbox_paths: list[Path], ids: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """What a process of ``ids`` (default: :func:`job_ids`) finds of ``secret_values``."""
+    uid, gid = ids or job_ids() or (0, 0)
     request = json.dumps({"secrets": secret_values, "sandboxes": [str(p) for p in sandbox_paths]})
     out = subprocess.run(
         [PYTHON, "-I", "-c", SCANNER],
@@ -208,19 +211,20 @@ def procs() -> Iterator[list[Any]]:
 JOB_SCRIPT = "#!/usr/bin/python3 -I\n" + JOB
 
 
-def job_processes(uid: int, dirs: list[Path]) -> list[int]:
-    """Pids of ``uid``'s processes whose working directory is one of ``dirs``."""
+def job_processes(dirs: list[Path]) -> list[int]:
+    """Pids of processes whose working directory is one of ``dirs`` and whose uid owns it (the
+    slot's own account)."""
+    owner = {d: d.stat().st_uid for d in dirs}
     out = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            if os.stat(entry.path).st_uid != uid:
-                continue
+            uid = os.stat(entry.path).st_uid
             cwd = Path(os.readlink(f"{entry.path}/cwd"))
         except OSError:
             continue
-        if cwd in dirs:
+        if owner.get(cwd) == uid:
             out.append(int(entry.name))
     return out
 
@@ -290,11 +294,18 @@ def test_no_refresh_token_or_client_secret_is_readable_by_running_jobs(
         wait_until(lambda: token_of(use) != before, 60, "no refresh reached the jobs")
         refresh_tokens.add(creds.refresh_token("root", "oidc") or "")
         values = [*sorted(refresh_tokens - {""}), planted_rt, CLIENT_SECRET, planted_cs]
-        uid, _ = job_ids() or (0, 0)
-        job_pids = job_processes(uid, dirs)
+        job_pids = job_processes(dirs)
         assert len(job_pids) >= 6, job_pids  # each job and its child
 
-        result = scan(values, dirs)
+        # Each slot runs as its own account: scan as each of them, as each job could.
+        result: dict[str, Any] = {"found": [], "files": 0, "mem_bytes": 0}
+        for ids in sorted({(d.stat().st_uid, d.stat().st_gid) for d in dirs}):
+            one = scan(values, dirs, ids)
+            result["found"] += one["found"]
+            result["files"] = max(result["files"], one["files"])
+            result["mem_bytes"] += one["mem_bytes"]
+            for key in ("mem_pids", "environ_pids"):
+                result[key] = sorted({*result.get(key, []), *one[key]})
 
         assert set(job_pids) <= set(result["mem_pids"]), result  # their memory was read
         assert set(job_pids) <= set(result["environ_pids"]), result

@@ -77,3 +77,47 @@ def test_without_cgroups_a_detached_descendant_still_dies_with_the_job(
     while alive(int(pid_text)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(int(pid_text))
+
+
+# A job that leaves a process in a session of its own with an empty environment (no
+# HTSEC_JOB_ID marker): without cgroups only its uid, the slot's own account, still finds it.
+ESCAPE = """#!/usr/bin/python3
+import os, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    pid = os.fork()
+    if pid == 0:
+        os.execve("/bin/sleep", ["sleep", "300"], {})
+    os.write(w, str(pid).encode())
+    os._exit(0)
+os.wait()
+pid = int(os.read(r, 20))
+while open(f"/proc/{pid}/environ", "rb").read():
+    time.sleep(0.01)
+print(pid, flush=True)
+"""
+
+
+def test_without_cgroups_a_process_that_left_session_and_marker_dies_by_the_slots_uid(
+    point: tuple[ExecutePoint, Path],
+) -> None:
+    p, work = point
+    iwd = work / "iwd"
+    iwd.mkdir()
+    (iwd / "escape.py").write_text(ESCAPE)
+    (iwd / "escape.py").chmod(0o755)
+    cluster = _run(p, iwd, "executable = escape.py\noutput = out\nqueue\n")
+    deadline = time.monotonic() + 30
+    while p.book.get(cluster, 0).state in ("idle", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.book.get(cluster, 0).state == "completed"
+    pid = int((iwd / "out").read_text())
+    try:
+        deadline = time.monotonic() + 5
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(pid)
+    finally:
+        if alive(pid):
+            os.kill(pid, 9)

@@ -71,7 +71,7 @@ def _slot_accounts(n: int) -> bool:
 
 
 @pytest.mark.skipif(
-    not _slot_accounts(2), reason="needs htsec-slot1 and htsec-slot2: HTSEC_EXECUTE_SLOTS=2 setup"
+    not _slot_accounts(2), reason="needs htsec-slot1 and htsec-slot2: run scripts/setup --test"
 )
 def test_jobs_of_two_users_on_two_slots_cannot_read_each_others_sandbox_or_token(
     point: Point, shared: Path

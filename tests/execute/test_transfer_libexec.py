@@ -22,13 +22,13 @@ import pytest
 from htsec.execute.transfer import LIBEXEC, Plugins
 from tests.execute.conftest import Point
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as htsec-job: needs root")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as slot accounts: needs root")
 
 
 @pytest.fixture
 def job_user() -> tuple[str, tuple[int, int]]:
-    pw = pwd.getpwnam("htsec-job")
-    return "htsec-job", (pw.pw_uid, pw.pw_gid)
+    pw = pwd.getpwnam("htsec-slot1")
+    return "htsec-slot1", (pw.pw_uid, pw.pw_gid)
 
 
 @pytest.fixture
@@ -55,8 +55,8 @@ def test_default_plugins_are_libexecs_and_run_as_the_job_user_beside_a_hidden_cl
     plugins = Plugins.configured(beside=hidden_clone)
     assert str(LIBEXEC / "htsec-plugin-https") in plugins
     assert str(hidden_clone / "htsec-plugin-https") not in plugins
-    assert Plugins(plugins).check_runnable(*job_user) == []  # -classad succeeds as htsec-job
-    # the clone's own plugin is out of htsec-job's reach: what the default avoids
+    assert Plugins(plugins).check_runnable(*job_user) == []  # -classad succeeds as htsec-slot1
+    # the clone's own plugin is out of htsec-slot1's reach: what the default avoids
     assert Plugins([str(hidden_clone / "htsec-plugin-https")]).check_runnable(*job_user)
 
 
@@ -67,7 +67,7 @@ def test_serve_logs_at_start_a_plugin_the_job_user_cannot_run(
     exe = hidden_clone / "htsec-plugin-https"
     point.env["_CONDOR_FILETRANSFER_PLUGINS"] = str(exe)
     point.start()
-    want = f"file-transfer plugin {exe} cannot be run by the job user htsec-job (Permission denied)"
+    want = f"file-transfer plugin {exe} cannot be run by the job user htsec-slot1 (Permission denied)"  # noqa: E501
     deadline = time.monotonic() + 20
     while want not in point.logs[-1].read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
