@@ -67,7 +67,10 @@ def test_serve_logs_at_start_a_plugin_the_job_user_cannot_run(
     exe = hidden_clone / "htsec-plugin-https"
     point.env["_CONDOR_FILETRANSFER_PLUGINS"] = str(exe)
     point.start()
-    want = f"file-transfer plugin {exe} cannot be run by the job user htsec-slot1 (Permission denied)"  # noqa: E501
+    want = (
+        f"file-transfer plugin {exe} cannot be run by the job user htsec-slot1 "
+        "(Permission denied)"
+    )
     deadline = time.monotonic() + 20
     while want not in point.logs[-1].read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
