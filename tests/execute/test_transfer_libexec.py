@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from htsec.config import load
 from htsec.execute.transfer import LIBEXEC, Plugins
 from tests.execute.conftest import Point
 
@@ -52,6 +53,7 @@ def test_default_plugins_are_libexecs_and_run_as_the_job_user_beside_a_hidden_cl
 ) -> None:
     assert (LIBEXEC / "htsec-plugin-https").exists(), "scripts/setup (as root) installs them"
     monkeypatch.delenv("_CONDOR_FILETRANSFER_PLUGINS", raising=False)
+    load()  # HTCondor's configuration read again: an earlier test's knob is gone
     plugins = Plugins.configured(beside=hidden_clone)
     assert str(LIBEXEC / "htsec-plugin-https") in plugins
     assert str(hidden_clone / "htsec-plugin-https") not in plugins
