@@ -6,8 +6,9 @@ every other test; this one exists only for these faults and says so in each test
 
 Paths: ``/cut/<name>`` and ``/cut-norange/<name>`` serve ``files[name]``, cutting the first
 response after half the body (the first honours Range afterwards, the second ignores it);
-``/busy/<n>/<status>/<name>`` answers ``status`` with ``Retry-After: 1`` to the first ``n``
-requests, then the file; ``/auth/<name>`` wants ``Authorization: Bearer <good_token>``;
+``/busy/<n>/<status>/<name>`` answers ``status`` with ``Retry-After: <retry_after>`` (``1``
+unless set) to the first ``n`` requests, then the file; ``/auth/<name>`` wants
+``Authorization: Bearer <good_token>``;
 ``/redirect/<url-encoded target>`` answers 302 to it; ``/echo`` answers 200 ``ok``.
 ``requests`` records (method, path, headers, time) for each request.
 """
@@ -29,6 +30,8 @@ class FaultServer:
     def __init__(self, ca: LocalCA, files: dict[str, bytes]) -> None:
         self.files = files
         self.good_token = ""
+        #: The Retry-After of ``/busy``, as sent (each character one byte, latin-1).
+        self.retry_after = "1"
         self.requests: list[tuple[str, str, dict[str, str], float]] = []
         self.hits: Counter[str] = Counter()
         self.uploads: dict[str, bytes] = {}
@@ -87,7 +90,7 @@ class FaultServer:
                 elif kind == "busy":
                     count, status, name = int(parts[2]), int(parts[3]), parts[4]
                     if n <= count:
-                        self._send(status, b"busy", Retry_After="1")
+                        self._send(status, b"busy", Retry_After=server.retry_after)
                     else:
                         self._file(server.files[name], ranges=False, cut=False)
                 elif kind == "auth":

@@ -86,6 +86,18 @@ def test_429_waits_for_retry_after(sandbox: Path, server: FaultServer) -> None:
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(times))
 
 
+def test_a_retry_after_of_other_digits_than_ascii_is_ignored(
+    sandbox: Path, server: FaultServer
+) -> None:
+    # "²" (UTF-8 on the wire) is a digit to str.isdigit but no number to float(): the plugin
+    # reads it as no Retry-After (htsec.plugins._rest.retry_after, the cloud plugins' reading)
+    # and waits its own backoff, never a traceback.
+    server.retry_after = "²".encode().decode("latin-1")
+    code, ad = fetch(sandbox, f"https://127.0.0.1:{server.port}/busy/1/503/small")
+    assert code == 0, ad
+    assert (sandbox / "got").read_bytes() == server.files["small"]
+
+
 def test_503_until_attempts_run_out_reports_each_attempt(
     sandbox: Path, server: FaultServer
 ) -> None:

@@ -22,7 +22,6 @@ file from nginx with the least CPU (docs/plugins.md has the figures).
 
 from __future__ import annotations
 
-import email.utils
 import os
 import ssl
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from htsec.errors import TransferFailed
+from htsec.plugins._rest import retry_after
 from htsec.plugins.files import Sink, open_source
 from htsec.plugins.protocol import Plugin, Transfer, check_url_path
 from htsec.plugins.tokens import read_token, token_name
@@ -79,20 +79,6 @@ def _target(url: str) -> tuple[str, str]:
         raise TransferFailed("the URL has no host", kind="Parameter")
     check_url_path(parts.path)
     return real, parts.hostname
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _same_origin(a: str, b: str) -> bool:
@@ -310,7 +296,7 @@ class HttpsPlugin(Plugin):
                 error_code=status,
             )
         if status in _RETRY_STATUS:
-            wait = _retry_after(resp.headers.get("Retry-After"))
+            wait = retry_after(resp.headers.get("Retry-After"))
             return _Retry(
                 TransferFailed(reason, kind="Transfer", server=host, error_code=status), wait
             )
