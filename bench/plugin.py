@@ -17,6 +17,7 @@ median whole-process rate over curl's (target >= 0.9).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from tests.plugins.nginx import start_nginx  # noqa: E402
+from tests.plugins.nginx import Nginx, start_nginx  # noqa: E402
 
 TOKEN = "bench-token-" + "x" * 32
 PLUGIN = str(Path(sys.executable).with_name("htsec-plugin-https"))
@@ -63,22 +65,34 @@ def _inner_seconds(name: str, stdout: str, outfile: Path) -> float:
     return float(ad["DeveloperData"]["TransferSeconds"])
 
 
-def run(mib: int = 256, rounds: int = 3) -> dict[str, Any]:
-    size = mib << 20
-    tmp = Path(tempfile.mkdtemp(prefix="htsec-bench-plugin-", dir="/var/tmp"))
+@contextlib.contextmanager
+def _served(prefix: str, mib: int) -> Iterator[tuple[Path, Nginx, Path]]:
+    """A scratch directory under /var/tmp, nginx serving ``big.bin`` (``mib`` MiB of random
+    bytes) from it over HTTPS with :data:`TOKEN` required, and curl's header file with the
+    token (not in argv: curl reads it with ``-H @file``); all gone afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     rig = start_nginx(tmp / "srv", token=TOKEN)
     try:
         block = os.urandom(1 << 20)
         with open(rig.data / "big.bin", "wb") as f:
             for _ in range(mib):
                 f.write(block)
+        headers = tmp / "curl-headers"
+        headers.write_text(f"Authorization: Bearer {TOKEN}\n")
+        headers.chmod(0o600)
+        yield tmp, rig, headers
+    finally:
+        rig.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(mib: int = 256, rounds: int = 3) -> dict[str, Any]:
+    size = mib << 20
+    with _served("htsec-bench-plugin-", mib) as (tmp, rig, headers):
         work = tmp / "work"
         creds = work / ".condor_creds"
         creds.mkdir(parents=True, mode=0o700)
         (creds / "scitokens.use").write_text(json.dumps({"access_token": TOKEN}) + "\n")
-        headers = tmp / "curl-headers"  # not in argv: curl reads it with -H @file
-        headers.write_text(f"Authorization: Bearer {TOKEN}\n")
-        headers.chmod(0o600)
         env = dict(os.environ, _CONDOR_CREDS=str(creds), SSL_CERT_FILE=str(rig.ca.cert))
         url = f"https://127.0.0.1:{rig.port}/big.bin"
         out = work / "out.bin"
@@ -110,9 +124,6 @@ def run(mib: int = 256, rounds: int = 3) -> dict[str, Any]:
         outfile.write_bytes(b" " * 19264)
         run_empty = [PLUGIN, "-infile", str(empty), "-outfile", str(outfile)]
         startup_run = min(_child(run_empty, env)[0] for _ in range(3))
-    finally:
-        rig.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     rate = {k: size / statistics.median(v) / 1e6 for k, v in walls.items()}
     inner_rate = {k: size / statistics.median(v) / 1e6 for k, v in inner.items()}
     cpu_gib = {k: statistics.median(v) * (1 << 30) / size for k, v in cpus.items()}
@@ -217,16 +228,7 @@ def compare_clients(mib: int, rounds: int) -> None:
     """Each candidate client beside curl on the same file, alternating order; wall rate and
     CPU seconds per GiB (this process's, or curl's as a child)."""
     size = mib << 20
-    tmp = Path(tempfile.mkdtemp(prefix="htsec-bench-clients-", dir="/var/tmp"))
-    rig = start_nginx(tmp / "srv", token=TOKEN)
-    try:
-        block = os.urandom(1 << 20)
-        with open(rig.data / "big.bin", "wb") as f:
-            for _ in range(mib):
-                f.write(block)
-        headers = tmp / "curl-headers"
-        headers.write_text(f"Authorization: Bearer {TOKEN}\n")
-        headers.chmod(0o600)
+    with _served("htsec-bench-clients-", mib) as (tmp, rig, headers):
         out = tmp / "out.bin"
         fns = _clients(f"https://127.0.0.1:{rig.port}/big.bin", str(rig.ca.cert), headers, out)
         rates: dict[str, list[float]] = {k: [] for k in fns}
@@ -244,9 +246,6 @@ def compare_clients(mib: int, rounds: int) -> None:
                 out.unlink()
                 rates[name].append(size / wall / 1e6)
                 cpus[name].append(u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime)
-    finally:
-        rig.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     print(f"HTTP clients, {mib} MiB from nginx over HTTPS on 127.0.0.1, {rounds} rounds")
     print(f"{'client':12} {'MB/s median':>12} {'CPU s/GiB':>10}")
     for name in fns:
