@@ -1,16 +1,19 @@
-"""Helpers for the plugin tests: input files as a starter writes them, output files parsed."""
+"""Helpers for the plugin tests: input files as a starter writes them, output files parsed;
+the local Box API fake of test_box*.py."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import classad2
+import pytest
 
 from tests.conftest import REPO
+from tests.plugins.fakes.box import BoxFake
 
 #: What the starter writes into the output file before running a plugin
 #: (file_transfer.cpp: (16 * 1204) / 64 lines of 64 spaces).
@@ -48,3 +51,11 @@ def run_plugin(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[BoxFake]:
+    """The local Box API fake (tests/plugins/fakes/box.py), running."""
+    fake = BoxFake(tmp_path / "box").start()
+    yield fake
+    fake.stop()

@@ -4,7 +4,6 @@ downloads, direct and chunked uploads, token naming, one result ad per file."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ from tests.plugins.fakes._server import Seen
 from tests.plugins.fakes.box import BoxFake
 from tests.plugins.fakes.run import make_sandbox, run_plugin, write_token
 from tests.xrootd import make_test_ca
-
-
-@pytest.fixture
-def box(tmp_path: Path) -> Iterator[BoxFake]:
-    fake = BoxFake(tmp_path / "box").start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

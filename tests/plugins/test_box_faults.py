@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ import pytest
 from tests.plugins.fakes._server import Fault
 from tests.plugins.fakes.box import BoxFake
 from tests.plugins.fakes.run import make_sandbox, run_plugin
-
-
-@pytest.fixture
-def box(tmp_path: Path) -> Iterator[BoxFake]:
-    fake = BoxFake(tmp_path / "box").start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
