@@ -249,6 +249,27 @@ def serving(
             log.close()
 
 
+@contextlib.contextmanager
+def serving_local_issuer(
+    home: Path, keys: Path, monkeypatch: pytest.MonkeyPatch, audience: str
+) -> Iterator[str]:
+    """A real 'htsec serve' whose local issuer (a key made in ``keys`` by ``htsec issuer
+    keygen``) signs tokens for ``audience`` and publishes its keys over HTTPS, as relying
+    parties (XRootD, scitokens-cpp) fetch them; yields the issuer URL. The test process has the
+    same ``_CONDOR_LOCAL_CREDMON_*`` environment, so ``htsec issuer token`` mints from it."""
+    port = free_port()
+    env = {
+        "_CONDOR_LOCAL_CREDMON_PRIVATE_KEY": str(keys / "key.pem"),
+        "_CONDOR_LOCAL_CREDMON_ISSUER": f"https://localhost:{port}",
+        "_CONDOR_LOCAL_CREDMON_TOKEN_AUDIENCE": audience,
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert run("issuer", "keygen").code == 0
+    with serving(home, env, port=port):
+        yield f"https://localhost:{port}"
+
+
 @pytest.fixture
 def server(home: Path) -> Iterator[dict[str, str]]:
     """A real 'htsec serve' on a free loopback port, torn down after the test."""

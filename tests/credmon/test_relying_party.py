@@ -3,31 +3,23 @@ scitokens-cpp's verifier, fetching the keys from 'htsec serve' over HTTPS (FORMA
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port, run, serving
+from tests.conftest import run, serving_local_issuer
 from tests.xrootd import require, scitokens_verify, start_xrootd
 
 AUD = "https://storage.example.org"
 
 
 @pytest.fixture
-def issuer(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def issuer(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     require(verify=True)
-    port = free_port()
-    env = {
-        "_CONDOR_LOCAL_CREDMON_PRIVATE_KEY": str(tmp_path / "issuer" / "key.pem"),
-        "_CONDOR_LOCAL_CREDMON_ISSUER": f"https://localhost:{port}",
-        "_CONDOR_LOCAL_CREDMON_TOKEN_AUDIENCE": AUD,
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    assert run("issuer", "keygen").code == 0
-    with serving(home, env, port=port):
-        yield f"https://localhost:{port}"
+    with serving_local_issuer(home, tmp_path / "issuer", monkeypatch, AUD) as url:
+        yield url
 
 
 def test_xrootd_honours_htsec_tokens(issuer: str, home: Path, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from htsec.plugins.https import HttpsPlugin
-from tests.conftest import free_port, run, serving
+from tests.conftest import run, serving_local_issuer
 from tests.plugins.conftest import input_ads, results, starter_files
 from tests.plugins.test_protocol import check_result_shape
 from tests.xrootd import XRootD, make_test_ca, require, start_xrootd
@@ -31,17 +31,8 @@ AUD = "https://storage.example.org"
 @pytest.fixture
 def issuer(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     require()
-    port = free_port()
-    env = {
-        "_CONDOR_LOCAL_CREDMON_PRIVATE_KEY": str(tmp_path / "issuer" / "key.pem"),
-        "_CONDOR_LOCAL_CREDMON_ISSUER": f"https://localhost:{port}",
-        "_CONDOR_LOCAL_CREDMON_TOKEN_AUDIENCE": AUD,
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    assert run("issuer", "keygen").code == 0
-    with serving(home, env, port=port):
-        yield f"https://localhost:{port}"
+    with serving_local_issuer(home, tmp_path / "issuer", monkeypatch, AUD) as url:
+        yield url
 
 
 @pytest.fixture
