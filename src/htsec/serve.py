@@ -121,13 +121,9 @@ def run(
 ) -> None:
     """Serve the API; ``credmon`` None follows ``HTSEC_SERVE_CREDMON`` (default on); the
     execution point runs with ``htsec serve`` only (``credmon`` not False)."""
-    import uvicorn
-
-    from htsec._log import uvicorn_log_config
     from htsec._tls import ensure_tls
     from htsec.server import create_app
-    from htsec.web.bounds import MAX_CONNECTIONS
-    from htsec.web.protocol import bounded_protocol
+    from htsec.web.protocol import run_server
 
     if port is None:
         port = urlsplit(settings.server_url).port or 9680
@@ -166,19 +162,11 @@ def run(
     if url != settings.server_url:
         lines.append(f"  (clients: set HTSEC_SERVER_URL={url})")
     print("\n".join(lines), file=sys.stderr, flush=True)
-    uvicorn.run(
+    run_server(
         app,
         host=host,
         port=port,
-        ssl_certfile=str(tls.cert),
-        ssl_keyfile=str(tls.key),
-        log_level="info",
-        log_config=uvicorn_log_config(),
-        access_log=True,
-        server_header=False,
-        # Bounded heads, header counts and connections, refused as problem documents.
-        http=bounded_protocol(settings.serve_max_connections or MAX_CONNECTIONS),
-        # Peers are who connects: uvicorn would otherwise believe X-Forwarded-For from
-        # 127.0.0.1, and auto-approval rules match on the peer's address.
-        proxy_headers=False,
+        max_connections=settings.serve_max_connections,
+        certfile=str(tls.cert),
+        keyfile=str(tls.key),
     )

@@ -32,14 +32,10 @@ def portal(app: App, host: str, port: int | None, behind_proxy: bool) -> None:
     under the path of HTSEC_PORTAL_URL or CREDMON_WEB_PREFIX; sessions and logins live in the
     store, so several portals on one database serve one address. See htsec-portal(1).
     """
-    import uvicorn
-
-    from htsec._log import uvicorn_log_config
     from htsec.creds.links import portal_url
     from htsec.errors import UsageError
     from htsec.portal.app import create_portal_app
-    from htsec.web.bounds import MAX_CONNECTIONS
-    from htsec.web.protocol import bounded_protocol
+    from htsec.web.protocol import run_server
 
     settings = app.settings
     if port is None:
@@ -52,7 +48,7 @@ def portal(app: App, host: str, port: int | None, behind_proxy: bool) -> None:
         from htsec._tls import ensure_tls
 
         files = ensure_tls(settings.tls_dir, (host,) if host not in ("0.0.0.0", "::") else ())  # noqa: S104
-        tls = {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
+        tls = {"certfile": str(files.cert), "keyfile": str(files.key)}
     web = create_portal_app(settings)
     scheme = "http" if behind_proxy else "https"
     click.echo(
@@ -60,15 +56,11 @@ def portal(app: App, host: str, port: int | None, behind_proxy: bool) -> None:
         f"{portal_url(settings)}/key/<64 hex>",
         err=True,
     )
-    uvicorn.run(
+    run_server(
         web,
         host=host,
         port=port,
-        log_level="info",
-        log_config=uvicorn_log_config(),
-        access_log=True,
-        server_header=False,
-        http=bounded_protocol(settings.serve_max_connections or MAX_CONNECTIONS),
-        proxy_headers=False,
-        **tls,  # type: ignore[arg-type]
+        max_connections=settings.serve_max_connections,
+        certfile=tls.get("certfile"),
+        keyfile=tls.get("keyfile"),
     )

@@ -31,7 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from htsec.web.bounds import HEAD_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD, MAX_HEADERS
 from htsec.web.problems import problem_body
 
-__all__ = ["BoundedHttpToolsProtocol", "bounded_protocol", "problem_bytes"]
+__all__ = ["BoundedHttpToolsProtocol", "bounded_protocol", "problem_bytes", "run_server"]
 
 
 def problem_bytes(status: int, detail: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -157,4 +157,38 @@ def bounded_protocol(max_connections: int) -> type[BoundedHttpToolsProtocol]:
         "BoundedHttpToolsProtocol",
         (BoundedHttpToolsProtocol,),
         {"max_connections": max_connections},
+    )
+
+
+def run_server(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    max_connections: int | None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> None:
+    """Serve ``app`` with uvicorn until it is stopped, as every htsec server runs: HTTPS when
+    ``certfile`` and ``keyfile`` are given, htsec's logging, no ``Server`` header, the bounded
+    protocol (``max_connections``, else :data:`MAX_CONNECTIONS`)."""
+    import uvicorn
+
+    from htsec._log import uvicorn_log_config
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        log_level="info",
+        log_config=uvicorn_log_config(),
+        access_log=True,
+        server_header=False,
+        # Bounded heads, header counts and connections, refused as problem documents.
+        http=bounded_protocol(max_connections or MAX_CONNECTIONS),
+        # Peers are who connects: uvicorn would otherwise believe X-Forwarded-For from
+        # 127.0.0.1, and auto-approval rules match on the peer's address.
+        proxy_headers=False,
     )
