@@ -182,6 +182,9 @@ def test_put_and_put_many_share_one_signature_and_its_defaults() -> None:
     prepare_put()'s defaults. The two must not drift: same names, kinds, defaults and types."""
     put = list(inspect.signature(CredStore.put).parameters.values())[1:]  # without self
     prepared = list(inspect.signature(prepare_put).parameters.values())[1:]  # without seal
+    # ``also`` (what commits in put()'s transaction, e.g. the portal's link) is put()'s alone.
+    assert put[-1].name == "also" and put[-1].kind is inspect.Parameter.KEYWORD_ONLY
+    put = put[:-1]
     assert [(p.name, p.kind, p.default, p.annotation) for p in put] == [
         (p.name, p.kind, p.default, p.annotation) for p in prepared
     ]
