@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +14,8 @@ from htsec.annex import lease as lease_mod
 from htsec.annex import record, setup
 from htsec.annex.aws import Clients
 from htsec.annex.create import CreateRequest, create, instances_of
-from htsec.annex.names import TAG_CONFIGURED, annex_of_client_token, config_key
+from htsec.annex.names import TAG_CONFIG_SHA256, TAG_CONFIGURED, annex_of_client_token, config_key
+from htsec.annex.tarball import sha256
 from htsec.errors import AnnexError, CloudError
 from tests.annex.moto_rig import QUOTA, REGION, MotoRig
 
@@ -99,6 +101,70 @@ def test_interrupted_create_resumes_with_the_same_client_token(moto: MotoRig) ->
     assert len(_live(moto)) == 2 and again.state == "launched"
     with pytest.raises(AnnexError, match="already exists"):
         create(aws, _req(moto, "burst"), _mint)
+
+
+class _Minter:
+    """Like htsec.tokens: every ID token minted is new (its own jti), even for one lease end."""
+
+    def __init__(self) -> None:
+        self.minted: list[str] = []
+
+    def __call__(self, lease_end: int) -> str:
+        self.minted.append(f"token-{len(self.minted)}-until-{lease_end}")
+        return self.minted[-1]
+
+
+def _digests(moto: MotoRig) -> tuple[set[str], str]:
+    """The config-sha256 tags of the live instances and the digest of the object in the bucket."""
+    tags = {t["Value"] for i in _live(moto) for t in i["Tags"] if t["Key"] == TAG_CONFIG_SHA256}
+    body = moto.client("s3").get_object(Bucket=BUCKET, Key=config_key("burst"))["Body"].read()
+    return tags, sha256(body)
+
+
+def _interrupted_after_launch(moto: MotoRig, aws: Clients, mint: Callable[[int], str]) -> None:
+    def crash() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        create(aws, _req(moto, "burst", hooks={"after_launch": crash}), mint)
+
+
+def test_resumed_create_keeps_the_configuration_its_instances_expect(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    mint = _Minter()
+    _interrupted_after_launch(moto, aws, mint)
+    before, stored = _digests(moto)
+    assert before == {stored}
+    said: list[str] = []
+    again = create(aws, _req(moto, "burst"), mint, say=said.append)
+    # The instances of the first run still find the object their tag names: their bootstrap
+    # accepts it, and no second ID token was minted for the annex.
+    assert _digests(moto) == (before, stored) and again.config_sha256 == stored
+    assert len(mint.minted) == 1
+    assert any("keeping the configuration" in m for m in said)
+
+
+def test_resumed_create_without_its_configuration_retags_the_instances(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    mint = _Minter()
+    _interrupted_after_launch(moto, aws, mint)
+    before, _ = _digests(moto)
+    moto.client("s3").delete_object(Bucket=BUCKET, Key=config_key("burst"))
+    again = create(aws, _req(moto, "burst"), mint)
+    after, stored = _digests(moto)
+    assert after == {stored} != before and again.config_sha256 == stored
+    assert len(_live(moto)) == 2 and again.state == "launched"
+
+
+def test_resumed_create_after_its_lease_end_is_refused(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    _interrupted_after_launch(moto, aws, _Minter())
+    with pytest.raises(AnnexError, match="ended while it was being created"):
+        create(aws, _req(moto, "burst"), _Minter(), now=time.time() + 4000)
+    assert len(_live(moto)) == 2  # untouched: 'htsec annex off' (or the lease check) ends them
 
 
 def test_access_denied_is_clear_and_rolls_back(moto: MotoRig) -> None:
@@ -231,3 +297,25 @@ def test_spot_fleet_create_is_idempotent_and_off_cancels_it(moto: MotoRig) -> No
     assert len(instances_of(aws, "spot")) == 2
     lease_mod.off(aws, BUCKET, "spot")
     assert instances_of(aws, "spot") == []
+
+
+def test_resumed_spot_fleet_create_without_its_configuration_is_refused(moto: MotoRig) -> None:
+    aws = Clients(REGION)
+    _setup(aws)
+    fleet = {"LaunchSpecifications": [{"InstanceType": "m5.large"}]}
+    req = CreateRequest(name="spot", bucket=BUCKET, collector="cm", slots=1, ami=moto.ami(),
+                        spot_fleet_config=fleet)  # fmt: skip
+
+    def crash() -> None:
+        raise KeyboardInterrupt
+
+    req.hooks = {"after_launch": crash}
+    with pytest.raises(KeyboardInterrupt):
+        create(aws, req, _Minter())
+    moto.client("s3").delete_object(Bucket=BUCKET, Key=config_key("spot"))
+    req.hooks = {}
+    # Its launch specifications give every replacement the old checksum: a new object would
+    # never be accepted by them.
+    with pytest.raises(AnnexError, match="'htsec annex off spot' then create it again"):
+        create(aws, req, _Minter())
+    assert len(instances_of(aws, "spot")) == 1

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+import botocore.exceptions
+
 from htsec.annex import record, roles
-from htsec.annex.aws import Clients, aws_call
+from htsec.annex.aws import Clients, aws_call, error_code
 from htsec.annex.names import (
     TAG_BUCKET,
     TAG_CONFIG_SHA256,
@@ -125,6 +127,50 @@ def _upload(aws: Clients, lease: Lease, req: CreateRequest, mint: Minter) -> Non
             ServerSideEncryption="AES256",
             Metadata={"sha256": lease.config_sha256, "annex": lease.annex},
         )
+
+
+def _stored_digest(aws: Clients, lease: Lease) -> str | None:
+    """The SHA-256 of the configuration object now in the bucket, or None when it is gone."""
+    with aws_call(f"reading s3://{lease.bucket}/{config_key(lease.annex)}"):
+        try:
+            body = aws.s3.get_object(Bucket=lease.bucket, Key=config_key(lease.annex))["Body"]
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in {"NoSuchKey", "404"}:
+                return None
+            raise
+        return sha256(body.read())
+
+
+def _configure(
+    aws: Clients, lease: Lease, req: CreateRequest, mint: Minter, say: Callable[[str], None]
+) -> None:
+    """Make the bucket hold the configuration every instance of the annex is tagged with.
+
+    A resumed create keeps the object the interrupted run uploaded (its digest is in the lease
+    record and on every instance that run launched): a new token and tarball would make those
+    instances refuse it and power off. Only when it is gone is a new one built; on-demand
+    instances already launched are then tagged with the new digest (EC2 launches no more under
+    the same client token), while a live spot fleet cannot be: its launch specifications, which
+    carry the old digest to every replacement, cannot be changed, so that resume is refused.
+    """
+    if lease.config_sha256 and _stored_digest(aws, lease) == lease.config_sha256:
+        say(f"annex {lease.annex}: keeping the configuration already uploaded")
+        return
+    old = lease.config_sha256
+    if old and lease.kind == "spot-fleet" and find_fleet(aws, lease.client_token):
+        raise AnnexError(
+            f"the configuration of annex {lease.annex} is gone from s3://{lease.bucket} and its "
+            f"spot fleet launches instances that expect it; 'htsec annex off {lease.annex}' "
+            "then create it again"
+        )
+    _upload(aws, lease, req, mint)
+    ids = [i["InstanceId"] for i in instances_of(aws, lease.annex, token=lease.client_token)]
+    if old and ids:
+        with aws_call(f"tagging the instances of annex {lease.annex} with the new configuration"):
+            aws.ec2.create_tags(
+                Resources=ids, Tags=[{"Key": TAG_CONFIG_SHA256, "Value": lease.config_sha256}]
+            )
+        say(f"annex {lease.annex}: configuration re-uploaded; {len(ids)} instance(s) re-tagged")
 
 
 def _run_on_demand(
@@ -263,6 +309,11 @@ def create(
             f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(lease.lease_end))}); "
             f"'htsec annex extend {req.name}' or 'htsec annex off {req.name}'"
         )
+    if lease is not None and lease.lease_end <= clock:
+        raise AnnexError(
+            f"the lease of annex {req.name} ended while it was being created; "
+            f"'htsec annex off {req.name}' then create it again"
+        )
     if lease is not None:
         say(f"resuming the create of annex {req.name} with client token {lease.client_token}")
     else:
@@ -279,7 +330,7 @@ def create(
         record.save(aws, lease)
     launched: list[str] = []
     try:
-        _upload(aws, lease, req, mint)
+        _configure(aws, lease, req, mint, say)
         roles.ensure_role(aws, req.bucket, req.name)
         record.save(aws, lease)
         req.hooks.get("before_launch", lambda: None)()
