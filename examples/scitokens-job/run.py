@@ -9,7 +9,7 @@ What it does, each step printed (docs/execute.md explains them):
 1. mints you an ID token for ``$(whoami)@$(UID_DOMAIN)`` (``htsec token create``), once;
 2. starts a storage server that trusts htsec's local issuer: XRootD with its SciTokens plugin
    on a free port, serving ``/user/<you>/hello.txt`` over HTTPS (the test rig's
-   ``tests/xrootd.py``; ``scripts/setup --test`` installs XRootD);
+   ``tests/xrootd.py``; ``scripts/run`` (``scripts/setup --example``) installs XRootD);
 3. submits ``job.sub`` to htsec serve's execution point (``POST /v1/jobs``);
 4. waits for the job and prints its output: the token's claims as the job saw them in
    ``$_CONDOR_CREDS/scitokens.use`` and the file the https plugin read with that token.
@@ -148,7 +148,7 @@ def start_storage(work: Path, user: str, htsec_ca: Path) -> tuple[object | None,
             xrootd_extra=extra,
         )
     except XRootDUnavailable as exc:
-        print(f"   {exc}\n   (scripts/setup --test installs XRootD): the job reads no file")
+        print(f"   {exc}\n   (scripts/setup --example installs XRootD): the job reads no file")
         return None, ""
     url = f"https://127.0.0.1:{xrd.port}"
     print(f"   XRootD at {url}, trusting tokens of {issuer} (audience {audience})")
